@@ -1,0 +1,1 @@
+"""dtf: the command-line interface and client library for the distributed testing framework."""

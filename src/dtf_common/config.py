@@ -1,0 +1,262 @@
+"""Configuration for coordinator and worker: YAML files with the owner's sections.
+
+Loading order: model defaults, then the YAML file (with `${VAR}` and `${VAR:-default}`
+substituted from the environment), then environment overrides named
+`DTF_<SECTION>__<KEY>` (for example `DTF_SERVER__PORT=9090`). Unknown or invalid keys
+raise `ConfigError` naming the key's dotted path.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from dtf_common.errors import ConfigError
+
+PLACEHOLDER_SECRETS = frozenset({"", "changeme", "change-me", "secret", "${JWT_SECRET}", "placeholder"})
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+# ---------------------------------------------------------------- coordinator
+
+
+class ServerConfig(Section):
+    host: str = "0.0.0.0"
+    port: int = Field(default=8080, ge=0, le=65535)
+    workers_port: int = Field(default=8081, ge=0, le=65535)
+    dashboard_port: int | None = Field(default=8082, ge=0, le=65535)
+    data_dir: str = "./dtf-data"
+
+
+class DatabaseConfig(Section):
+    type: Literal["duckdb", "postgresql", "sqlite"] = "duckdb"
+    path: str = "./benchmark_db.duckdb"
+    url: str | None = Field(default=None, description="SQLAlchemy URL; overrides type and path")
+    flush_interval: float = Field(default=0.05, gt=0, description="seconds between batched writes")
+    batch_size: int = Field(default=5000, ge=1)
+
+    def sqlalchemy_url(self) -> str:
+        if self.url:
+            return self.url
+        if self.type == "duckdb":
+            return f"duckdb:///{self.path}"
+        if self.type == "sqlite":
+            return f"sqlite:///{self.path}"
+        raise ConfigError("database.url is required when database.type is postgresql", field="database.url")
+
+
+class SecurityConfig(Section):
+    jwt_secret: str = ""
+    token_expiry: int = Field(default=86400, gt=0)
+    local_mode: bool = Field(default=False, description="allow an empty or placeholder secret (loopback use only)")
+    max_body_bytes: int = Field(default=16 * 1024 * 1024, gt=0)
+
+
+class TaskSchedulerConfig(Section):
+    max_queue_size: int = Field(default=10_000, ge=1)
+    lease_timeout: float = Field(default=30.0, gt=0, description="seconds a lease lives without a heartbeat")
+    max_attempts: int = Field(default=3, ge=1, description="leases a task may lose (worker lost) before it fails")
+    retry_backoff: float = Field(default=1.0, ge=0, description="first retry delay, doubled per attempt")
+    retry_backoff_max: float = Field(default=60.0, ge=0)
+    snapshot_every: int = Field(default=10_000, ge=10, description="log entries between snapshots")
+
+
+class DynamicResourceManagementConfig(Section):
+    enabled: bool = True
+    scale_up_threshold: float = Field(default=0.8, ge=0, le=1)
+    scale_down_threshold: float = Field(default=0.3, ge=0, le=1)
+    evaluation_interval: float = Field(default=300, gt=0)
+
+
+class MultiDeviceOrchestratorConfig(Section):
+    enabled: bool = True
+    subtask_timeout: float = Field(default=3600, gt=0)
+    retry_failed_subtasks: bool = True
+    model_parallel_auto_splitting: bool = True
+    default_priority: int = Field(default=5, ge=0, le=10)
+    retry_limit: int = Field(default=3, ge=0)
+
+
+class ResultAggregatorConfig(Section):
+    cache_ttl: float = Field(default=300, ge=0)
+    anomaly_threshold: float = Field(default=2.5, gt=0)
+    comparative_lookback_days: int = Field(default=7, ge=1)
+
+
+class HealthMonitorConfig(Section):
+    check_interval: float = Field(default=30, gt=0, description="seconds between health checks")
+    failure_threshold: int = Field(default=3, ge=1, description="missed heartbeats before a worker is offline")
+    recovery_attempts: int = Field(default=2, ge=0)
+    heartbeat_interval: float = Field(default=5.0, gt=0, description="seconds between worker heartbeats")
+
+
+class LoadBalancerConfig(Section):
+    strategy: Literal["fair_share", "round_robin", "least_loaded", "performance_weighted"] = "fair_share"
+    worker_cap: int = Field(default=0, ge=0, description="most workers given work at once; 0 = no cap")
+    task_cap_per_worker: int = Field(default=0, ge=0, description="most tasks one worker holds; 0 = its slots")
+
+
+class PeerConfig(Section):
+    id: str
+    host: str
+    port: int = Field(ge=1, le=65535)
+
+
+class HighAvailabilityConfig(Section):
+    enabled: bool = False
+    coordinator_id: str = "coordinator-1"
+    peers: list[PeerConfig] = Field(default_factory=list)
+    election_timeout_min: int = Field(default=150, gt=0, description="milliseconds")
+    election_timeout_max: int = Field(default=300, gt=0)
+    heartbeat_interval: int = Field(default=50, gt=0)
+    state_replication_interval: int = Field(default=1000, gt=0)
+    health_check_interval: int = Field(default=5000, gt=0)
+    quorum_size: int | None = Field(default=None, ge=1)
+    state_snapshot_interval: int = Field(default=60000, gt=0)
+    leader_lease_duration: int = Field(default=10000, gt=0)
+
+
+class CoordinatorConfig(Section):
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    database: DatabaseConfig = Field(default_factory=DatabaseConfig)
+    security: SecurityConfig = Field(default_factory=SecurityConfig)
+    task_scheduler: TaskSchedulerConfig = Field(default_factory=TaskSchedulerConfig)
+    dynamic_resource_management: DynamicResourceManagementConfig = Field(
+        default_factory=DynamicResourceManagementConfig
+    )
+    multi_device_orchestrator: MultiDeviceOrchestratorConfig = Field(default_factory=MultiDeviceOrchestratorConfig)
+    result_aggregator: ResultAggregatorConfig = Field(default_factory=ResultAggregatorConfig)
+    health_monitor: HealthMonitorConfig = Field(default_factory=HealthMonitorConfig)
+    load_balancer: LoadBalancerConfig = Field(default_factory=LoadBalancerConfig)
+    high_availability: HighAvailabilityConfig = Field(default_factory=HighAvailabilityConfig)
+
+    def check_secret(self) -> None:
+        """Refuse a placeholder secret unless explicitly in local mode."""
+        secret = self.security.jwt_secret
+        if not self.security.local_mode and (secret.strip().lower() in PLACEHOLDER_SECRETS or len(secret) < 16):
+            raise ConfigError(
+                "security.jwt_secret is empty, a placeholder or shorter than 16 characters; "
+                "set a real secret (e.g. JWT_SECRET) or security.local_mode: true for loopback use",
+                field="security.jwt_secret",
+            )
+
+
+# ---------------------------------------------------------------- worker
+
+
+class WorkerIdentity(Section):
+    id: str | None = Field(default=None, description="stable id; generated and remembered in working_dir when absent")
+    name: str | None = None
+    hardware_id: str | None = Field(default=None, description="hardware class; detected when absent")
+    labels: dict[str, str] = Field(default_factory=dict)
+
+
+class CoordinatorEndpoint(Section):
+    url: str = "http://127.0.0.1:8081"
+    api_key: str = ""
+    tls_ca: str | None = None
+
+
+class ExecutionConfig(Section):
+    concurrent_tasks: int = Field(default=1, ge=1, le=1024)
+    timeout: float = Field(default=3600, gt=0)
+    working_dir: str = "./tasks"
+    cache_dir: str = "./cache"
+
+
+class ReportingConfig(Section):
+    metrics_interval: float = Field(default=15, gt=0)
+    result_batch_size: int = Field(default=10, ge=1)
+    spool_dir: str | None = Field(default=None, description="durable result spool; <working_dir>/spool when absent")
+
+
+class HealthReportConfig(Section):
+    report_interval: float = Field(default=30, gt=0)
+    cpu_threshold: float = Field(default=90, gt=0, le=100)
+    memory_threshold: float = Field(default=90, gt=0, le=100)
+    disk_threshold: float = Field(default=90, gt=0, le=100)
+
+
+class WorkerConfig(Section):
+    worker: WorkerIdentity = Field(default_factory=WorkerIdentity)
+    coordinator: CoordinatorEndpoint = Field(default_factory=CoordinatorEndpoint)
+    execution: ExecutionConfig = Field(default_factory=ExecutionConfig)
+    reporting: ReportingConfig = Field(default_factory=ReportingConfig)
+    health: HealthReportConfig = Field(default_factory=HealthReportConfig)
+
+
+# ---------------------------------------------------------------- loading
+
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+M = TypeVar("M", bound=BaseModel)
+
+
+def substitute_env(value: Any, env: Mapping[str, str]) -> Any:
+    """Replace `${VAR}` / `${VAR:-default}` in every string; an unset VAR without default stays as written."""
+    if isinstance(value, str):
+        return _VAR.sub(lambda m: env.get(m.group(1), m.group(2) if m.group(2) is not None else m.group(0)), value)
+    if isinstance(value, list):
+        return [substitute_env(v, env) for v in value]
+    if isinstance(value, dict):
+        return {k: substitute_env(v, env) for k, v in value.items()}
+    return value
+
+
+def apply_env_overrides(data: dict[str, Any], env: Mapping[str, str], prefix: str = "DTF_") -> dict[str, Any]:
+    """`DTF_SECTION__KEY=value` sets data[section][key] (values parsed as YAML scalars)."""
+    for name, raw in env.items():
+        if not name.startswith(prefix) or "__" not in name:
+            continue
+        path = [p.lower() for p in name[len(prefix) :].split("__")]
+        node = data
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"environment override {name} targets a non-section", field=".".join(path))
+        node[path[-1]] = yaml.safe_load(raw) if raw != "" else ""
+    return data
+
+
+def _format_errors(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"])
+        what = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+        parts.append(f"{where}: {what}")
+    return "; ".join(parts)
+
+
+def parse_config(model: type[M], data: Mapping[str, Any] | None, env: Mapping[str, str] | None = None) -> M:
+    env = os.environ if env is None else env
+    merged = apply_env_overrides(substitute_env(dict(data or {}), env), env)
+    try:
+        return model.model_validate(merged)
+    except ValidationError as exc:
+        first = exc.errors()[0]["loc"]
+        raise ConfigError(f"invalid configuration: {_format_errors(exc)}", field=".".join(map(str, first))) from None
+
+
+def load_config(model: type[M], path: str | Path | None, env: Mapping[str, str] | None = None) -> M:
+    data: Any = {}
+    if path is not None:
+        try:
+            data = yaml.safe_load(Path(path).read_text()) or {}
+        except FileNotFoundError:
+            raise ConfigError(f"configuration file not found: {path}", field="config") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path} is not valid YAML: {exc}", field="config") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path} must hold a mapping of sections", field="config")
+    try:
+        return parse_config(model, data, env)
+    except ConfigError as exc:
+        raise ConfigError(f"{path or 'configuration'}: {exc.message}", field=exc.field) from None

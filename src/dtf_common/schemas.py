@@ -1,0 +1,159 @@
+"""Pydantic schemas for the public data model: Task, Worker and Result.
+
+Field names and status values are those of the owner's design. Schemas come in
+families by role: `TaskCreate` is what a client may send, `Task` what it reads back.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+MAX_TASK_BATCH = 10_000
+MAX_DEPENDENCIES = 1_000
+MAX_JSON_FIELD_BYTES = 1_000_000
+PRIORITY_MIN, PRIORITY_MAX = 0, 10
+
+TaskType = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_.-]*$")]
+Identifier = Annotated[str, Field(min_length=1, max_length=128)]
+
+
+class TaskStatus(StrEnum):
+    PENDING = "pending"
+    ASSIGNED = "assigned"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL_TASK_STATUSES
+
+
+TERMINAL_TASK_STATUSES = frozenset({TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED})
+
+
+class WorkerStatus(StrEnum):
+    ONLINE = "online"
+    OFFLINE = "offline"
+    BUSY = "busy"
+    ERROR = "error"
+
+
+class ResultStatus(StrEnum):
+    SUCCESS = "success"
+    FAILURE = "failure"
+    PARTIAL = "partial"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Requirements(_Strict):
+    """What a task needs from a worker. Every field is optional."""
+
+    hardware: str | None = Field(default=None, max_length=32, description='"cpu", "cuda", "rocm", "mps", "webgpu"...')
+    min_gpus: int = Field(default=0, ge=0, le=1024)
+    min_memory_mb: int = Field(default=0, ge=0)
+    labels: dict[str, str] = Field(default_factory=dict)
+
+
+class TaskCreate(_Strict):
+    """A task as submitted: `POST /api/tasks` takes one of these or a list of them."""
+
+    task_id: str | None = Field(default=None, description="UUID; generated when absent")
+    type: TaskType
+    priority: int = Field(default=5, ge=PRIORITY_MIN, le=PRIORITY_MAX, description="0 lowest, 10 highest")
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    dependencies: list[str] = Field(default_factory=list, max_length=MAX_DEPENDENCIES)
+    requirements: Requirements = Field(default_factory=Requirements)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    max_retries: int = Field(default=0, ge=0, le=100, description="extra attempts after an executor failure")
+    timeout: float | None = Field(default=None, gt=0, le=7 * 86400, description="seconds; worker default when absent")
+
+    @field_validator("task_id")
+    @classmethod
+    def _uuid(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        return str(uuid.UUID(value))
+
+    @field_validator("dependencies")
+    @classmethod
+    def _dependency_ids(cls, value: list[str]) -> list[str]:
+        return [str(uuid.UUID(v)) for v in value]
+
+
+class Task(BaseModel):
+    """A task as the coordinator reports it."""
+
+    task_id: str
+    type: str
+    status: TaskStatus
+    priority: int
+    create_time: datetime
+    start_time: datetime | None = None
+    end_time: datetime | None = None
+    worker_id: str | None = None
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    dependencies: list[str] = Field(default_factory=list)
+    results: dict[str, Any] | None = None
+    error: str | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    requirements: Requirements = Field(default_factory=Requirements)
+    attempts: int = 0
+    max_retries: int = 0
+    timeout: float | None = None
+    submitter: str = ""
+
+
+class Worker(BaseModel):
+    worker_id: str
+    status: WorkerStatus
+    hardware_id: str
+    capabilities: dict[str, Any] = Field(default_factory=dict)
+    last_seen: datetime
+    current_task: str | None = None
+    performance_metrics: dict[str, Any] = Field(default_factory=dict)
+    health_status: dict[str, Any] = Field(default_factory=dict)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class Result(BaseModel):
+    result_id: str
+    task_id: str
+    worker_id: str
+    test_id: str
+    timestamp: datetime
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    status: ResultStatus
+    execution_time: float = Field(ge=0)
+    hardware_metrics: dict[str, Any] = Field(default_factory=dict)
+    environment: dict[str, Any] = Field(default_factory=dict)
+    raw_data: dict[str, Any] = Field(default_factory=dict)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _ids(self) -> Result:
+        if not self.test_id:
+            raise ValueError("test_id must not be empty")
+        return self
+
+
+class TaskCreated(BaseModel):
+    task_ids: list[str]
+
+
+class Page[T](BaseModel):
+    """One page of a listing: `data` and the `count` of all matches."""
+
+    data: list[T]
+    count: int
+    offset: int
+    limit: int

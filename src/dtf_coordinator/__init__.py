@@ -1,0 +1,1 @@
+"""dtf_coordinator package."""
