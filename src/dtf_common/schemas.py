@@ -9,7 +9,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -150,7 +150,10 @@ class TaskCreated(BaseModel):
     task_ids: list[str]
 
 
-class Page[T](BaseModel):
+T = TypeVar("T")
+
+
+class Page(BaseModel, Generic[T]):
     """One page of a listing: `data` and the `count` of all matches."""
 
     data: list[T]

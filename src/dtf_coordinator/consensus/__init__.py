@@ -1,0 +1,13 @@
+"""Consensus: how a command becomes durable and applied.
+
+`Consensus` is the port the service layer talks to. `SingleNode` is a cluster of one:
+group commit to a local checksummed log, then apply in log order. The Raft node
+implements the same port and replicates the same log entries.
+"""
+
+from dtf_coordinator.consensus.base import Consensus, NotLeaderError
+from dtf_coordinator.consensus.log_store import LogStore
+from dtf_coordinator.consensus.single import SingleNode
+from dtf_coordinator.consensus.snapshots import SnapshotStore
+
+__all__ = ["Consensus", "LogStore", "NotLeaderError", "SingleNode", "SnapshotStore"]
