@@ -1,0 +1,40 @@
+"""What the HTTP layer needs from the running coordinator, in one object."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from dtf_common.config import CoordinatorConfig
+from dtf_coordinator.metrics import Metrics
+from dtf_coordinator.service.coordinator import Coordinator
+from dtf_coordinator.service.events import EventHub
+
+
+class ResultsReader(Protocol):
+    def get_result(self, result_id: str) -> dict[str, Any] | None: ...
+
+    def list_results(
+        self,
+        *,
+        task_id: str | None = None,
+        worker_id: str | None = None,
+        test_id: str | None = None,
+        status: str | None = None,
+        since: Any = None,
+        until: Any = None,
+        offset: int = 0,
+        limit: int = 100,
+    ) -> tuple[list[dict[str, Any]], int]: ...
+
+    def summary(self) -> dict[str, Any]: ...
+
+
+@dataclass
+class ApiContext:
+    config: CoordinatorConfig
+    coordinator: Coordinator
+    results: ResultsReader
+    hub: EventHub
+    metrics: Metrics
+    secret: str

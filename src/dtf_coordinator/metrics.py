@@ -1,0 +1,43 @@
+"""Prometheus metrics of one coordinator, on its own registry (served at /metrics)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.tasks = Gauge("dtf_tasks", "Tasks by status", ["status"], registry=r)
+        self.queue_depth = Gauge("dtf_queue_depth", "Tasks pending (waiting for a worker)", registry=r)
+        self.workers = Gauge("dtf_workers", "Workers by status", ["status"], registry=r)
+        self.commit_latency = Histogram(
+            "dtf_commit_latency_seconds",
+            "Time to make a batch durable",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.commit_batch = Histogram(
+            "dtf_commit_batch_size",
+            "Commands per durable write",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096, 8192),
+            registry=r,
+        )
+        self.lease_latency = Histogram(
+            "dtf_lease_latency_seconds",
+            "Time from a task becoming ready to its lease being granted",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.commands = Counter("dtf_commands_total", "Commands applied", registry=r)
+        self.results = Counter("dtf_results_total", "Results recorded", registry=r)
+        self.applied_index = Gauge("dtf_applied_index", "Last applied log index", registry=r)
+        self.store_lag = Gauge("dtf_store_pending_rows", "Rows waiting to be written to the results store", registry=r)
+
+    def on_commit(self, batch: int, seconds: float) -> None:
+        self.commit_latency.observe(seconds)
+        self.commit_batch.observe(batch)
+        self.commands.inc(batch)

@@ -1,0 +1,128 @@
+"""Background services of the leader, each a loop around a testable `run_once`."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from dtf_common.pb.dtf.v1 import commands_pb2
+from dtf_coordinator.consensus import Consensus
+from dtf_coordinator.state import LeasesReleased
+
+log = logging.getLogger("dtf.loops")
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class LoopService:
+    """Calls `run_once` every `interval` seconds until cancelled; errors are logged, not fatal."""
+
+    name = "loop"
+    interval: float = 1.0
+
+    async def run_once(self) -> Any:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            try:
+                await self.run_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("%s failed", self.name)
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    kind: str  # "worker_offline", "lease_expired", "worker_unhealthy"
+    subject: str
+    message: str
+    time_ms: int
+
+
+AlertHandler = Callable[[Alert], None]
+
+
+def log_alert(alert: Alert) -> None:
+    log.warning("alert %s %s: %s", alert.kind, alert.subject, alert.message)
+
+
+class HealthMonitor(LoopService):
+    """Expires leases and marks workers offline after `failure_threshold` missed heartbeats.
+
+    After this node becomes leader it waits one lease period before acting, so that
+    workers that were alive all along get the chance to heartbeat the new leader
+    (their recorded last-seen times are as old as the leader change).
+    """
+
+    name = "health-monitor"
+
+    def __init__(
+        self,
+        node: Consensus,
+        *,
+        check_interval: float,
+        heartbeat_interval: float,
+        failure_threshold: int,
+        lease_ttl_ms: int,
+        clock: Callable[[], int] = now_ms,
+    ) -> None:
+        self.node = node
+        self.interval = check_interval
+        self.offline_after_ms = int(heartbeat_interval * failure_threshold * 1000)
+        self.failure_threshold = failure_threshold
+        self.grace_ms = lease_ttl_ms
+        self.clock = clock
+        self.leader_since_ms = clock()
+        self.handlers: list[AlertHandler] = [log_alert]
+
+    def register_alert_handler(self, handler: AlertHandler) -> None:
+        self.handlers.append(handler)
+
+    def _alert(self, alert: Alert) -> None:
+        for handler in self.handlers:
+            try:
+                handler(alert)
+            except Exception:
+                log.exception("alert handler failed")
+
+    async def run_once(self) -> list[Alert]:
+        if not self.node.is_leader():
+            return []
+        now = self.clock()
+        if now - self.leader_since_ms < self.grace_ms:
+            return []
+        state = self.node.state
+        alerts: list[Alert] = []
+        for worker in list(state.workers.values()):
+            if worker.alive and now - worker.last_seen_ms > self.offline_after_ms:
+                reason = f"missed {self.failure_threshold} heartbeats"
+                outcome = await self.node.propose(
+                    commands_pb2.Command(
+                        worker_offline=commands_pb2.WorkerOffline(worker_id=worker.worker_id, reason=reason)
+                    )
+                )
+                requeued = len(outcome.requeued) if isinstance(outcome, LeasesReleased) else 0
+                alerts.append(Alert("worker_offline", worker.worker_id, f"{reason}; {requeued} task(s) requeued", now))
+        if state.expired_leases(now):
+            outcome = await self.node.propose(commands_pb2.Command(expire_leases=commands_pb2.ExpireLeases()))
+            if isinstance(outcome, LeasesReleased) and (outcome.requeued or outcome.failed):
+                alerts.append(
+                    Alert(
+                        "lease_expired",
+                        ",".join(outcome.requeued + outcome.failed)[:200],
+                        f"{len(outcome.requeued)} requeued, {len(outcome.failed)} failed",
+                        now,
+                    )
+                )
+        for alert in alerts:
+            self._alert(alert)
+        return alerts

@@ -1,0 +1,94 @@
+"""Keeps the results store a view of the applied log.
+
+Effects mark tasks and workers dirty and queue result rows; `flush` materialises the
+rows at the current applied index and writes them in one batch (an idempotent upsert
+per table, off the event loop), recording the index it reached.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Protocol
+
+from dtf_common.convert import result_to_row
+from dtf_coordinator.service.views import task_row, worker_row
+from dtf_coordinator.state import Effect, ResultsRecorded, StateMachine, TaskTransition, WorkerChanged
+
+log = logging.getLogger("dtf.store")
+
+
+class StoreWriter(Protocol):
+    def upsert_tasks(self, rows: list[dict[str, Any]]) -> None: ...
+    def add_results(self, rows: list[dict[str, Any]]) -> None: ...
+    def upsert_workers(self, rows: list[dict[str, Any]]) -> None: ...
+    def set_applied_index(self, index: int) -> None: ...
+    def flush(self) -> None: ...
+
+
+class StoreSync:
+    name = "store-sync"
+
+    def __init__(self, state: StateMachine, writer: StoreWriter, *, interval: float = 0.05) -> None:
+        self.state = state
+        self.writer = writer
+        self.interval = interval
+        self.dirty_tasks: set[str] = set()
+        self.dirty_workers: set[str] = set()
+        self.results: list[dict[str, Any]] = []
+        self.flushed_index = 0
+        self._lock = asyncio.Lock()
+
+    def on_effects(self, effects: list[Effect]) -> None:
+        for effect in effects:
+            if isinstance(effect, TaskTransition):
+                self.dirty_tasks.add(effect.task_id)
+            elif isinstance(effect, ResultsRecorded):
+                self.results.extend(result_to_row(r, effect.hardware_id) for r in effect.records)
+            elif isinstance(effect, WorkerChanged):
+                self.dirty_workers.add(effect.worker_id)
+
+    @property
+    def pending(self) -> int:
+        return len(self.dirty_tasks) + len(self.dirty_workers) + len(self.results)
+
+    async def flush(self) -> int:
+        """Write everything applied so far; returns the applied index the store now holds."""
+        async with self._lock:
+            index = self.state.applied_index
+            if not self.pending:
+                if index > self.flushed_index:
+                    self.writer.set_applied_index(index)
+                    await asyncio.to_thread(self.writer.flush)
+                    self.flushed_index = index
+                return index
+            tasks, self.dirty_tasks = self.dirty_tasks, set()
+            workers, self.dirty_workers = self.dirty_workers, set()
+            results, self.results = self.results, []
+            state = self.state
+            try:
+                self.writer.upsert_tasks([task_row(state.tasks[t], index) for t in tasks if t in state.tasks])
+                self.writer.upsert_workers([worker_row(state.workers[w]) for w in workers if w in state.workers])
+                self.writer.add_results(results)
+                self.writer.set_applied_index(index)
+                await asyncio.to_thread(self.writer.flush)
+            except BaseException:
+                # Keep what was not written for the next flush.
+                self.dirty_tasks |= tasks
+                self.dirty_workers |= workers
+                self.results[:0] = results
+                raise
+            self.flushed_index = index
+            return index
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            if self.pending or self.state.applied_index > self.flushed_index:
+                try:
+                    await self.flush()
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    # The rows stay derivable from the log; the next flush retries them.
+                    log.exception("results store flush failed")
