@@ -6,7 +6,6 @@ reads are served from this node's state machine.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
