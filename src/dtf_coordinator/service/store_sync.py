@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from dtf_common.convert import result_to_row
@@ -23,14 +24,14 @@ class StoreWriter(Protocol):
     def add_results(self, rows: list[dict[str, Any]]) -> None: ...
     def upsert_workers(self, rows: list[dict[str, Any]]) -> None: ...
     def set_applied_index(self, index: int) -> None: ...
-    def flush(self) -> None: ...
+    def flush(self) -> object: ...
 
 
 class StoreSync:
     name = "store-sync"
 
-    def __init__(self, state: StateMachine, writer: StoreWriter, *, interval: float = 0.05) -> None:
-        self.state = state
+    def __init__(self, state: Callable[[], StateMachine], writer: StoreWriter, *, interval: float = 0.05) -> None:
+        self._state = state  # the node may replace its state machine (snapshot restore)
         self.writer = writer
         self.interval = interval
         self.dirty_tasks: set[str] = set()
@@ -47,6 +48,10 @@ class StoreSync:
                 self.results.extend(result_to_row(r, effect.hardware_id) for r in effect.records)
             elif isinstance(effect, WorkerChanged):
                 self.dirty_workers.add(effect.worker_id)
+
+    @property
+    def state(self) -> StateMachine:
+        return self._state()
 
     @property
     def pending(self) -> int:
@@ -66,18 +71,12 @@ class StoreSync:
             workers, self.dirty_workers = self.dirty_workers, set()
             results, self.results = self.results, []
             state = self.state
-            try:
-                self.writer.upsert_tasks([task_row(state.tasks[t], index) for t in tasks if t in state.tasks])
-                self.writer.upsert_workers([worker_row(state.workers[w]) for w in workers if w in state.workers])
-                self.writer.add_results(results)
-                self.writer.set_applied_index(index)
-                await asyncio.to_thread(self.writer.flush)
-            except BaseException:
-                # Keep what was not written for the next flush.
-                self.dirty_tasks |= tasks
-                self.dirty_workers |= workers
-                self.results[:0] = results
-                raise
+            self.writer.upsert_tasks([task_row(state.tasks[t], index) for t in tasks if t in state.tasks])
+            self.writer.upsert_workers([worker_row(state.workers[w]) for w in workers if w in state.workers])
+            self.writer.add_results(results)
+            self.writer.set_applied_index(index)
+            # A failed flush keeps its rows buffered in the writer for the next one.
+            await asyncio.to_thread(self.writer.flush)
             self.flushed_index = index
             return index
 

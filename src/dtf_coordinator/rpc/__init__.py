@@ -1,0 +1,1 @@
+"""gRPC edge of the coordinator: the WorkerService servicer and error mapping."""

@@ -1,0 +1,78 @@
+"""WorkerService servicer: authenticates, then delegates to the service layer."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+
+from dtf_common.errors import DtfError
+from dtf_common.pb.dtf.v1 import worker_service_pb2 as pb
+from dtf_common.pb.dtf.v1 import worker_service_pb2_grpc as pb_grpc
+from dtf_coordinator.auth import WORKER, bearer, require, verify_token
+from dtf_coordinator.rpc.status import code_for, details_for
+from dtf_coordinator.service.coordinator import Coordinator
+
+log = logging.getLogger("dtf.rpc")
+T = TypeVar("T")
+Ctx = grpc.aio.ServicerContext[Any, Any]
+
+
+class WorkerService(pb_grpc.WorkerServiceServicer):  # type: ignore[misc]
+    def __init__(self, coordinator: Coordinator, secret: str) -> None:
+        self.coordinator = coordinator
+        self.secret = secret
+
+    async def _call(self, context: Ctx, fn: Callable[[], Awaitable[T]]) -> T:
+        try:
+            metadata = dict(context.invocation_metadata() or ())
+            require(verify_token(self.secret, bearer(metadata.get("authorization"))), WORKER)
+            return await fn()
+        except DtfError as exc:
+            await context.abort(code_for(exc), details_for(exc))
+            raise  # abort raises; this keeps type checkers content
+
+    async def Register(self, request: pb.RegisterRequest, context: Ctx) -> pb.RegisterResponse:
+        return await self._call(context, lambda: self.coordinator.register_worker(request))
+
+    async def Heartbeat(self, request: pb.HeartbeatRequest, context: Ctx) -> pb.HeartbeatResponse:
+        return await self._call(context, lambda: self.coordinator.heartbeat(request))
+
+    async def LeaseTasks(self, request: pb.LeaseRequest, context: Ctx) -> pb.LeaseResponse:
+        return await self._call(
+            context, lambda: self.coordinator.lease(request.worker_id, request.max_tasks, request.wait_ms)
+        )
+
+    async def ReportResults(self, request: pb.ReportRequest, context: Ctx) -> pb.ReportResponse:
+        async def report() -> pb.ReportResponse:
+            acks = await self.coordinator.report(request.worker_id, request.outcomes)
+            return pb.ReportResponse(batch_id=request.batch_id, acks=acks)
+
+        return await self._call(context, report)
+
+    async def StreamResults(
+        self, request_iterator: AsyncIterator[pb.ReportRequest], context: Ctx
+    ) -> AsyncIterator[pb.ReportResponse]:
+        async def first() -> None:
+            return None
+
+        await self._call(context, first)  # authenticate once per stream
+        async for request in request_iterator:
+            try:
+                acks = await self.coordinator.report(request.worker_id, request.outcomes)
+            except DtfError as exc:
+                await context.abort(code_for(exc), details_for(exc))
+            yield pb.ReportResponse(batch_id=request.batch_id, acks=acks)
+
+    async def Deregister(self, request: pb.DeregisterRequest, context: Ctx) -> pb.DeregisterResponse:
+        async def deregister() -> pb.DeregisterResponse:
+            requeued = await self.coordinator.deregister(request.worker_id, list(request.returned_lease_ids))
+            return pb.DeregisterResponse(requeued=requeued)
+
+        return await self._call(context, deregister)
+
+
+def add_worker_service(server: grpc.aio.Server, coordinator: Coordinator, secret: str) -> None:
+    pb_grpc.add_WorkerServiceServicer_to_server(WorkerService(coordinator, secret), server)

@@ -1,0 +1,226 @@
+"""Assembles a coordinator from its configuration and runs it.
+
+The pieces: consensus (a cluster of one for now) over the command log, the results
+store, the service layer with its background loops, the gRPC worker service (8081) and
+the FastAPI app (8080). `CoordinatorRuntime.start()` binds both servers (port 0 picks a
+free port) and `ports` tells which were bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+import grpc
+import uvicorn
+
+from dtf_common.config import CoordinatorConfig, load_config
+from dtf_coordinator.api.app import create_app
+from dtf_coordinator.api.context import ApiContext
+from dtf_coordinator.consensus import SingleNode
+from dtf_coordinator.metrics import Metrics
+from dtf_coordinator.rpc.worker_service import add_worker_service
+from dtf_coordinator.scheduling import Planner
+from dtf_coordinator.service.coordinator import Coordinator
+from dtf_coordinator.service.dispatch import Dispatcher
+from dtf_coordinator.service.events import EventHub
+from dtf_coordinator.service.loops import HealthMonitor, LoopService
+from dtf_coordinator.service.store_sync import StoreSync
+from dtf_coordinator.state import Effect, StateParams
+from dtf_coordinator.store import Store, open_store
+
+log = logging.getLogger("dtf.coordinator")
+READY_FILE = "coordinator.json"
+
+
+def state_params(config: CoordinatorConfig) -> StateParams:
+    ts = config.task_scheduler
+    return StateParams(
+        max_queue_size=ts.max_queue_size,
+        lease_ttl_ms=int(ts.lease_timeout * 1000),
+        max_attempts=ts.max_attempts,
+        retry_backoff_ms=int(ts.retry_backoff * 1000),
+        retry_backoff_max_ms=int(ts.retry_backoff_max * 1000),
+    )
+
+
+class Snapshotter(LoopService):
+    """Snapshots the state every `snapshot_every` entries, once the store holds them."""
+
+    name = "snapshotter"
+
+    def __init__(self, node: SingleNode, store_sync: StoreSync, every: int, interval: float = 1.0) -> None:
+        self.node = node
+        self.store_sync = store_sync
+        self.every = every
+        self.interval = interval
+
+    async def run_once(self) -> int | None:
+        if not self.node.snapshot_due(self.every):
+            return None
+        return await self.node.take_snapshot(before_save=lambda _index: self.store_sync.flush())
+
+
+class CoordinatorRuntime:
+    def __init__(self, config: CoordinatorConfig) -> None:
+        self.config = config
+        self.data_dir = Path(config.server.data_dir)
+        self.metrics = Metrics()
+        self.hub = EventHub()
+        self.node = SingleNode(
+            self.data_dir / "log",
+            state_params(config),
+            node_id=config.high_availability.coordinator_id,
+            on_commit=self.metrics.on_commit,
+        )
+        lb = config.load_balancer
+        planner = Planner(lb.strategy, lb.worker_cap, lb.task_cap_per_worker)
+        self.dispatcher = Dispatcher(self.node, planner, on_granted=self._observe_grants)
+        self.coordinator = Coordinator(
+            self.node,
+            self.dispatcher,
+            hub=self.hub,
+            metrics=self.metrics,
+            max_queue_size=config.task_scheduler.max_queue_size,
+            heartbeat_interval_s=config.health_monitor.heartbeat_interval,
+            lease_ttl_s=config.task_scheduler.lease_timeout,
+        )
+        self.store: Store | None = None
+        self.store_sync: StoreSync | None = None
+        self.monitor = HealthMonitor(
+            self.node,
+            check_interval=min(config.health_monitor.check_interval, config.health_monitor.heartbeat_interval),
+            heartbeat_interval=config.health_monitor.heartbeat_interval,
+            failure_threshold=config.health_monitor.failure_threshold,
+            lease_ttl_ms=int(config.task_scheduler.lease_timeout * 1000),
+        )
+        self.ports: dict[str, int] = {}
+        self._grpc: grpc.aio.Server | None = None
+        self._http: uvicorn.Server | None = None
+        self._tasks: list[asyncio.Task[Any]] = []
+
+    def _observe_grants(self, granted: list[tuple[str, str, str]], time_ms: int) -> None:
+        tasks = self.node.state.tasks
+        for task_id, _worker, _lease in granted:
+            task = tasks.get(task_id)
+            if task is not None:
+                ready_ms = max(task.create_ms, task.not_before_ms)
+                self.metrics.lease_latency.observe(max(0, time_ms - ready_ms) / 1000)
+
+    def _on_effects(self, effects: list[Effect]) -> None:
+        assert self.store_sync is not None
+        self.store_sync.on_effects(effects)
+        self.coordinator.on_effects(effects)
+
+    async def start(self) -> dict[str, int]:
+        cfg = self.config
+        cfg.check_secret()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.store = await asyncio.to_thread(open_store, cfg.database.sqlalchemy_url())
+        self.store_sync = StoreSync(lambda: self.node.state, self.store.writer, interval=cfg.database.flush_interval)
+        await self.node.start(self._on_effects)
+        await self.store_sync.flush()
+        self.monitor.leader_since_ms = self.monitor.clock()
+
+        self._grpc = grpc.aio.server(
+            options=[("grpc.max_receive_message_length", 64 * 1024 * 1024), ("grpc.so_reuseport", 0)]
+        )
+        add_worker_service(self._grpc, self.coordinator, cfg.security.jwt_secret)
+        self.ports["grpc"] = self._grpc.add_insecure_port(f"{cfg.server.host}:{cfg.server.workers_port}")
+        if self.ports["grpc"] == 0:
+            raise OSError(f"cannot bind the worker gRPC port {cfg.server.host}:{cfg.server.workers_port}")
+        await self._grpc.start()
+
+        ctx = ApiContext(
+            config=cfg,
+            coordinator=self.coordinator,
+            results=self.store.reader,
+            hub=self.hub,
+            metrics=self.metrics,
+            secret=cfg.security.jwt_secret,
+        )
+        app = create_app(ctx)
+        self._http = uvicorn.Server(
+            uvicorn.Config(app, host=cfg.server.host, port=cfg.server.port, log_level="warning", lifespan="off")
+        )
+        http_task = asyncio.create_task(self._http.serve(), name="dtf-http")
+        while not self._http.started:
+            if http_task.done():
+                http_task.result()
+                raise OSError(f"cannot bind the API port {cfg.server.host}:{cfg.server.port}")
+            await asyncio.sleep(0.01)
+        self.ports["api"] = self._http.servers[0].sockets[0].getsockname()[1]
+        snapshotter = Snapshotter(self.node, self.store_sync, cfg.task_scheduler.snapshot_every)
+        self._tasks = [
+            http_task,
+            asyncio.create_task(self.dispatcher.run(), name="dtf-dispatch"),
+            asyncio.create_task(self.store_sync.run(), name="dtf-store-sync"),
+            asyncio.create_task(self.monitor.run(), name="dtf-health-monitor"),
+            asyncio.create_task(snapshotter.run(), name="dtf-snapshotter"),
+        ]
+        self._write_ready_file()
+        log.info(
+            "coordinator %s: API on port %d, workers on port %d",
+            self.node.node_id,
+            self.ports["api"],
+            self.ports["grpc"],
+        )
+        return self.ports
+
+    def _write_ready_file(self) -> None:
+        host = self.config.server.host
+        public = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+        info = {
+            "node_id": self.node.node_id,
+            "pid": os.getpid(),
+            "api_url": f"http://{public}:{self.ports['api']}",
+            "grpc_address": f"{public}:{self.ports['grpc']}",
+        }
+        path = self.data_dir / READY_FILE
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(info, indent=2))
+        os.replace(tmp, path)
+
+    async def stop(self) -> None:
+        if self._http is not None:
+            self._http.should_exit = True
+        if self._grpc is not None:
+            await self._grpc.stop(grace=1.0)
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if self.store_sync is not None:
+            with contextlib.suppress(Exception):
+                await self.store_sync.flush()
+        await self.node.stop()
+        if self.store is not None:
+            self.store.close()
+        with contextlib.suppress(FileNotFoundError):
+            (self.data_dir / READY_FILE).unlink()
+
+
+async def serve(config: CoordinatorConfig) -> None:
+    """Run until SIGTERM or SIGINT, then stop cleanly."""
+    runtime = CoordinatorRuntime(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await runtime.start()
+    try:
+        await stop.wait()
+    finally:
+        await runtime.stop()
+
+
+def main(config_path: str | None) -> None:
+    config = load_config(CoordinatorConfig, config_path)
+    asyncio.run(serve(config))
