@@ -8,6 +8,7 @@ the same state on every node and after every restart.
 from __future__ import annotations
 
 import json
+from bisect import bisect_left
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -54,8 +55,9 @@ class StateMachine:
         self.workers: dict[str, WorkerState] = {}
         self.leases: dict[str, str] = {}  # lease_id -> task_id
         self.dependents: dict[str, list[str]] = {}
-        # Ready tasks (pending, dependencies met): priority -> submitter -> task ids in order.
-        self.ready: dict[int, dict[str, dict[str, None]]] = {}
+        # Ready tasks (pending, dependencies met): priority -> submitter -> (seq, task id),
+        # sorted by seq, so a requeued task keeps its place by age, as a restored state has it.
+        self.ready: dict[int, dict[str, list[tuple[int, str]]]] = {}
         self.pending_count = 0
         self.status_counts: dict[TaskStatus, int] = dict.fromkeys(TaskStatus, 0)
         self._seq = 0
@@ -88,10 +90,10 @@ class StateMachine:
             while iters:
                 alive = []
                 for it in iters:
-                    task_id = next(it, None)
-                    if task_id is not None:
+                    entry = next(it, None)
+                    if entry is not None:
                         alive.append(it)
-                        yield self.tasks[task_id]
+                        yield self.tasks[entry[1]]
                 iters = alive
 
     def expired_leases(self, now_ms: int) -> list[str]:
@@ -374,14 +376,20 @@ class StateMachine:
         self._effects.append(TaskTransition(task.task_id, new, task.worker_id, now))
 
     def _enqueue(self, task: TaskState) -> None:
-        self.ready.setdefault(task.priority, {}).setdefault(task.submitter, {})[task.task_id] = None
+        ids = self.ready.setdefault(task.priority, {}).setdefault(task.submitter, [])
+        key = (task.seq, task.task_id)
+        i = bisect_left(ids, key)
+        if i == len(ids) or ids[i] != key:
+            ids.insert(i, key)
 
     def _dequeue(self, task: TaskState) -> None:
         by_submitter = self.ready.get(task.priority, {})
-        ids = by_submitter.get(task.submitter)
-        if ids is None or task.task_id not in ids:
+        ids = by_submitter.get(task.submitter, [])
+        key = (task.seq, task.task_id)
+        i = bisect_left(ids, key)
+        if i == len(ids) or ids[i] != key:
             return
-        del ids[task.task_id]
+        del ids[i]
         if not ids:
             del by_submitter[task.submitter]
             if not by_submitter:
