@@ -7,6 +7,7 @@ the same state on every node and after every restart.
 
 from __future__ import annotations
 
+import heapq
 import json
 from bisect import bisect_left
 from collections.abc import Iterator
@@ -34,6 +35,7 @@ from dtf_coordinator.state.outcomes import (
 
 SNAPSHOT_VERSION = 1
 Kind = types_pb2.TaskOutcome.Kind
+_LEASED = frozenset({TaskStatus.ASSIGNED, TaskStatus.RUNNING})
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +62,10 @@ class StateMachine:
         self.ready: dict[int, dict[str, list[tuple[int, str]]]] = {}
         self.pending_count = 0
         self.status_counts: dict[TaskStatus, int] = dict.fromkeys(TaskStatus, 0)
+        # Fair share: tasks each submitter holds leased, and when it was last granted one.
+        self.leased_by_submitter: dict[str, int] = {}
+        self.last_served: dict[str, int] = {}
+        self._grants = 0
         self._seq = 0
         self._effects: list[Effect] = []
 
@@ -82,19 +88,29 @@ class StateMachine:
         return effects
 
     def iter_ready(self) -> Iterator[TaskState]:
-        """Ready tasks in scheduling order: priority, then fair share among submitters, then age."""
+        """Ready tasks in scheduling order: priority, then fair share among submitters, then age.
+
+        Within a priority the next task comes from the submitter holding the fewest leased
+        tasks (counting those yielded so far), then the one served least recently, so one
+        large submission cannot starve a small one, even when workers take one task at a time.
+        """
         for priority in sorted(self.ready, reverse=True):
-            by_submitter = self.ready[priority]
-            # Round-robin across submitters so one large submission cannot starve a small one.
-            iters = [iter(list(ids)) for _, ids in sorted(by_submitter.items())]
-            while iters:
-                alive = []
-                for it in iters:
-                    entry = next(it, None)
-                    if entry is not None:
-                        alive.append(it)
-                        yield self.tasks[entry[1]]
-                iters = alive
+            turn = self._grants
+            held_by, served = self.leased_by_submitter, self.last_served
+            heap = [
+                (held_by.get(submitter, 0), served.get(submitter, 0), submitter, iter(list(ids)))
+                for submitter, ids in self.ready[priority].items()
+            ]
+            heapq.heapify(heap)
+            while heap:
+                held, _, submitter, it = heap[0]
+                entry = next(it, None)
+                if entry is None:
+                    heapq.heappop(heap)
+                    continue
+                turn += 1
+                heapq.heapreplace(heap, (held + 1, turn, submitter, it))
+                yield self.tasks[entry[1]]
 
     def expired_leases(self, now_ms: int) -> list[str]:
         return [
@@ -250,6 +266,8 @@ class StateMachine:
             task.lease_expires_ms = now + self.params.lease_ttl_ms
             task.attempts += 1
             task.start_ms = None
+            self._grants += 1
+            self.last_served[task.submitter] = self._grants
             self.leases[a.lease_id] = task.task_id
             worker.leases[a.lease_id] = task.task_id
             self._refresh_worker_status(worker)
@@ -368,12 +386,22 @@ class StateMachine:
             raise InvariantError(f"task {task.task_id}: {task.status.value} -> {new.value} is not allowed")
         self.status_counts[task.status] -= 1
         self.status_counts[new] += 1
+        was_leased, leased = task.status in _LEASED, new in _LEASED
+        if was_leased != leased:
+            self._count_leased(task.submitter, 1 if leased else -1)
         if task.status is TaskStatus.PENDING:
             self.pending_count -= 1
         if new is TaskStatus.PENDING:
             self.pending_count += 1
         task.status = new
         self._effects.append(TaskTransition(task.task_id, new, task.worker_id, now))
+
+    def _count_leased(self, submitter: str, delta: int) -> None:
+        held = self.leased_by_submitter.get(submitter, 0) + delta
+        if held:
+            self.leased_by_submitter[submitter] = held
+        else:
+            self.leased_by_submitter.pop(submitter, None)
 
     def _enqueue(self, task: TaskState) -> None:
         ids = self.ready.setdefault(task.priority, {}).setdefault(task.submitter, [])
@@ -474,6 +502,8 @@ class StateMachine:
             "version": SNAPSHOT_VERSION,
             "applied_index": self.applied_index,
             "seq": self._seq,
+            "grants": self._grants,
+            "last_served": self.last_served,
             "tasks": [t.to_dict() for t in sorted(self.tasks.values(), key=lambda t: t.seq)],
             "workers": [w.to_dict() for w in self.workers.values()],
         }
@@ -485,6 +515,8 @@ class StateMachine:
         sm = cls(params)
         sm.applied_index = data["applied_index"]
         sm._seq = data["seq"]
+        sm._grants = data.get("grants", 0)
+        sm.last_served = dict(data.get("last_served", {}))
         for raw in data["tasks"]:
             task = TaskState.from_dict(raw)
             sm.tasks[task.task_id] = task
@@ -495,6 +527,8 @@ class StateMachine:
                     sm._enqueue(task)
             if task.lease_id is not None:
                 sm.leases[task.lease_id] = task.task_id
+            if task.status in _LEASED:
+                sm._count_leased(task.submitter, 1)
         for task in sm.tasks.values():
             if task.status is TaskStatus.PENDING:
                 for dep_id in task.dependencies:
