@@ -1,0 +1,250 @@
+"""`dtf up`: a coordinator and N workers on this machine, supervised.
+
+Everything lives in the data directory: a generated secret, the coordinator's and the
+workers' config files, the command log, the DuckDB results store, logs, and
+`connection.json` (api_url, grpc_address, admin_token, and each process) for scripts
+and other shells. Started again on the same directory it resumes where it stopped.
+A process that dies is restarted, as a Kubernetes StatefulSet would.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from dtf_common.errors import Unavailable
+from dtf_coordinator.auth import create_token
+
+READY_TIMEOUT_S = 60.0
+
+
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def _free_port(host: str) -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _write_private(path: Path, text: str) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+@dataclass
+class Child:
+    name: str
+    argv: list[str]
+    log_path: Path
+    env: dict[str, str] = field(default_factory=dict)
+    process: subprocess.Popen[bytes] | None = None
+    restarts: int = 0
+
+    def start(self) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
+        self.process = subprocess.Popen(
+            self.argv, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **self.env}, start_new_session=True
+        )
+        log.close()
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process else None
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self, timeout: float = 30.0) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+class LocalCluster:
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        workers: int = 2,
+        concurrency: int = 1,
+        host: str = "127.0.0.1",
+        port: int = 8080,
+        grpc_port: int = 8081,
+        labels: dict[str, str] | None = None,
+    ) -> None:
+        self.dir = data_dir.resolve()
+        self.n_workers = workers
+        self.concurrency = concurrency
+        self.host = host
+        self.port = port
+        self.grpc_port = grpc_port
+        self.labels = labels or {}
+        self.coordinator: Child | None = None
+        self.workers: list[Child] = []
+        self.info: dict[str, Any] = {}
+
+    # ------------------------------------------------------------------ set-up
+
+    def _secret(self) -> str:
+        path = self.dir / "secret"
+        if path.exists():
+            return path.read_text().strip()
+        secret = secrets.token_urlsafe(32)
+        _write_private(path, secret)
+        return secret
+
+    def _choose_ports(self) -> None:
+        if not _port_free(self.host, self.port):
+            self.port = _free_port(self.host)
+        if self.grpc_port == self.port or not _port_free(self.host, self.grpc_port):
+            self.grpc_port = _free_port(self.host)
+
+    def _coordinator_config(self, secret: str) -> Path:
+        path = self.dir / "coordinator.yaml"
+        if not path.exists():
+            config = {
+                "server": {"host": self.host, "data_dir": str(self.dir / "coordinator")},
+                "database": {"type": "duckdb", "path": str(self.dir / "results.duckdb")},
+                "security": {"jwt_secret": "${DTF_JWT_SECRET}"},
+                "health_monitor": {"heartbeat_interval": 1.0, "failure_threshold": 5, "check_interval": 1.0},
+                "task_scheduler": {"lease_timeout": 10.0},
+            }
+            path.write_text(yaml.safe_dump(config, sort_keys=False))
+        return path
+
+    def _worker_config(self, i: int, grpc_address: str, token: str) -> Path:
+        path = self.dir / f"worker-{i}.yaml"
+        config = {
+            "worker": {"id": f"local-worker-{i}", "name": f"local worker {i}", "labels": self.labels},
+            "coordinator": {"url": f"http://{grpc_address}", "api_key": token},
+            "execution": {"concurrent_tasks": self.concurrency, "working_dir": str(self.dir / "workers" / str(i))},
+            "health": {"report_interval": 5},
+        }
+        _write_private(path, yaml.safe_dump(config, sort_keys=False))
+        return path
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> dict[str, Any]:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        secret = self._secret()
+        self._choose_ports()
+        config = self._coordinator_config(secret)
+        self.coordinator = Child(
+            "coordinator",
+            [sys.executable, "-m", "dtf.cli.main", "coordinator", "--config", str(config)],
+            self.dir / "logs" / "coordinator.log",
+            env={
+                "DTF_JWT_SECRET": secret,
+                "DTF_SERVER__PORT": str(self.port),
+                "DTF_SERVER__WORKERS_PORT": str(self.grpc_port),
+            },
+        )
+        ready = self._start_coordinator()
+        token = create_token(secret, "worker", subject="local-workers", expires_in=0)
+        for i in range(1, self.n_workers + 1):
+            path = self._worker_config(i, ready["grpc_address"], token)
+            child = Child(
+                f"worker-{i}",
+                [sys.executable, "-m", "dtf.cli.main", "worker", "--config", str(path)],
+                self.dir / "logs" / f"worker-{i}.log",
+            )
+            child.start()
+            self.workers.append(child)
+        self.info = {
+            "api_url": ready["api_url"],
+            "grpc_address": ready["grpc_address"],
+            "admin_token": create_token(secret, "admin", subject="local-admin", expires_in=0),
+            "data_dir": str(self.dir),
+        }
+        self._write_connection()
+        return self.info
+
+    def _start_coordinator(self) -> dict[str, Any]:
+        assert self.coordinator is not None
+        ready_file = self.dir / "coordinator" / "coordinator.json"
+        self.coordinator.start()
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if not self.coordinator.alive():
+                tail = self.coordinator.log_path.read_text()[-2000:]
+                raise Unavailable(f"the coordinator exited during start-up:\n{tail}")
+            try:
+                info: dict[str, Any] = json.loads(ready_file.read_text())
+                if info.get("pid") == self.coordinator.pid:
+                    return info
+            except (FileNotFoundError, ValueError):
+                pass
+            time.sleep(0.05)
+        raise Unavailable(
+            f"the coordinator did not become ready in {READY_TIMEOUT_S:.0f}s (see {self.coordinator.log_path})"
+        )
+
+    def _write_connection(self) -> None:
+        assert self.coordinator is not None
+        info = {
+            **self.info,
+            "coordinators": [
+                {
+                    "id": "coordinator-1",
+                    "api_url": self.info["api_url"],
+                    "grpc_address": self.info["grpc_address"],
+                    "pid": self.coordinator.pid,
+                }
+            ],
+            "workers": [{"id": f"local-worker-{i + 1}", "pid": w.pid} for i, w in enumerate(self.workers)],
+        }
+        _write_private(self.dir / "connection.json", json.dumps(info, indent=2))
+
+    def supervise_once(self) -> list[str]:
+        """Restart any process that died; returns the names restarted."""
+        restarted = []
+        if self.coordinator is not None and not self.coordinator.alive():
+            self.coordinator.restarts += 1
+            self._start_coordinator()
+            restarted.append(self.coordinator.name)
+        for child in self.workers:
+            if not child.alive():
+                child.restarts += 1
+                child.start()
+                restarted.append(child.name)
+        if restarted:
+            self._write_connection()
+        return restarted
+
+    def stop(self) -> None:
+        for child in self.workers:
+            if child.alive() and child.process is not None:
+                child.process.send_signal(signal.SIGTERM)
+        for child in self.workers:
+            child.stop()
+        if self.coordinator is not None:
+            self.coordinator.stop()

@@ -1,0 +1,322 @@
+"""`dtf`: run coordinators and workers, start a local cluster, submit and inspect work."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from dtf_common.errors import DtfError
+
+DEFAULT_CONNECTION = "dtf-data/connection.json"
+
+
+def _client(args: argparse.Namespace) -> Any:
+    from dtf.client import DtfClient
+
+    url = args.api_url or os.environ.get("DTF_API_URL")
+    token = args.token or os.environ.get("DTF_TOKEN")
+    if url and token:
+        return DtfClient(url, token)
+    return DtfClient.from_connection(args.connection or os.environ.get("DTF_CONNECTION") or DEFAULT_CONNECTION)
+
+
+def _add_client_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--connection", help=f"connection.json written by `dtf up` (default {DEFAULT_CONNECTION})")
+    p.add_argument("--api-url", help="coordinator REST URL (with --token; env DTF_API_URL)")
+    p.add_argument("--token", help="bearer token (env DTF_TOKEN)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of tables")
+
+
+def _logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+# ---------------------------------------------------------------- servers
+
+
+def cmd_coordinator(args: argparse.Namespace) -> int:
+    from dtf_coordinator.runtime import main
+
+    _logging(args.verbose)
+    main(args.config)
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from dtf_worker.daemon import main
+
+    _logging(args.verbose)
+    main(args.config)
+    return 0
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from dtf.cli.local_cluster import LocalCluster
+
+    console = Console(stderr=True)
+    labels = dict(kv.split("=", 1) for kv in args.label or [])
+    cluster = LocalCluster(
+        Path(args.data_dir),
+        workers=args.workers,
+        concurrency=args.concurrency,
+        port=args.port,
+        grpc_port=args.grpc_port,
+        labels=labels,
+    )
+    stop = False
+
+    def on_signal(_sig: int, _frame: Any) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    with console.status("starting coordinator and workers"):
+        info = cluster.start()
+    console.print(f"[bold green]dtf is up[/]: API {info['api_url']} (Swagger UI at {info['api_url']}/docs)")
+    console.print(f"  workers: {args.workers} x {args.concurrency} slot(s), gRPC {info['grpc_address']}")
+    console.print(f"  connection: {cluster.dir / 'connection.json'}  (admin token inside)")
+    console.print("  stop with Ctrl-C")
+    try:
+        while not stop:
+            for name in cluster.supervise_once():
+                console.print(f"[yellow]restarted {name}[/]")
+            time.sleep(0.2)
+    finally:
+        with console.status("stopping"):
+            cluster.stop()
+    return 0
+
+
+# ---------------------------------------------------------------- tokens
+
+
+def cmd_token_create(args: argparse.Namespace) -> int:
+    from dtf_common.config import CoordinatorConfig, load_config
+    from dtf_coordinator.auth import create_token
+
+    secret = args.secret or os.environ.get("JWT_SECRET")
+    if not secret:
+        if args.config:
+            secret = load_config(CoordinatorConfig, args.config).security.jwt_secret
+        elif args.data_dir and (Path(args.data_dir) / "secret").exists():
+            secret = (Path(args.data_dir) / "secret").read_text().strip()
+    if not secret:
+        raise DtfError("no secret: pass --config, --data-dir, --secret or set JWT_SECRET", field="secret")
+    print(create_token(secret, args.role, subject=args.subject, expires_in=args.expires_in))
+    return 0
+
+
+# ---------------------------------------------------------------- submit
+
+
+def _task_common(args: argparse.Namespace) -> dict[str, Any]:
+    body: dict[str, Any] = {"priority": args.priority, "max_retries": args.retries}
+    if args.timeout:
+        body["timeout"] = args.timeout
+    requirements: dict[str, Any] = {}
+    if args.requires:
+        requirements["hardware"] = args.requires
+    if args.gpus:
+        requirements["min_gpus"] = args.gpus
+    if args.label:
+        requirements["labels"] = dict(kv.split("=", 1) for kv in args.label)
+    if requirements:
+        body["requirements"] = requirements
+    return body
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    from dtf.taskfile import load_taskfile
+
+    kind = args.kind
+    rest = [a for a in args.rest if a != "--"] if args.rest else []
+    if kind == "file":
+        if len(rest) != 1:
+            raise DtfError("usage: dtf submit file TASKS.yaml", field="file")
+        bodies = load_taskfile(rest[0])
+    elif kind == "command":
+        if not rest:
+            raise DtfError("usage: dtf submit command -- CMD [ARGS...]", field="command")
+        bodies = [{**_task_common(args), "type": "command", "parameters": {"command": rest, "cwd": os.getcwd()}}]
+    elif kind == "pytest":
+        bodies = [{**_task_common(args), "type": "pytest", "parameters": {"args": rest, "cwd": os.getcwd()}}]
+    else:  # benchmark
+        if len(rest) != 1:
+            raise DtfError("usage: dtf submit benchmark MODULE:FUNCTION", field="entry")
+        params = {"entry": rest[0], "repetitions": args.repetitions, "warmup": args.warmup, "cwd": os.getcwd()}
+        bodies = [{**_task_common(args), "type": "benchmark", "parameters": params}]
+    with _client(args) as client:
+        ids = client.submit(bodies)
+        if args.json and not args.wait:
+            print(json.dumps({"task_ids": ids}))
+        elif not args.wait:
+            for task_id in ids:
+                print(task_id)
+        if not args.wait:
+            return 0
+        from dtf.cli.progress import wait_for_tasks
+
+        tasks = wait_for_tasks(client, ids)
+    if args.json:
+        print(json.dumps(tasks, indent=2, default=str))
+    return 0 if all(t["status"] == "completed" for t in tasks) else 1
+
+
+# ---------------------------------------------------------------- inspect
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from dtf.cli.render import print_status
+
+    with _client(args) as client:
+        status = client.status()
+    print(json.dumps(status, indent=2)) if args.json else print_status(status)
+    return 0
+
+
+def cmd_tasks(args: argparse.Namespace) -> int:
+    from dtf.cli.render import print_tasks
+
+    with _client(args) as client:
+        page = client.tasks(status=args.status, type=args.type, limit=args.limit)
+    print(json.dumps(page, indent=2)) if args.json else print_tasks(page)
+    return 0
+
+
+def cmd_workers(args: argparse.Namespace) -> int:
+    from dtf.cli.render import print_workers
+
+    with _client(args) as client:
+        workers = client.workers()
+    print(json.dumps(workers, indent=2)) if args.json else print_workers(workers)
+    return 0
+
+
+def cmd_results(args: argparse.Namespace) -> int:
+    from dtf.cli.render import print_results
+
+    with _client(args) as client:
+        page = client.results(task_id=args.task, test_id=args.test, status=args.status, limit=args.limit)
+    print(json.dumps(page, indent=2)) if args.json else print_results(page)
+    return 0
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        for task_id in args.task_ids:
+            task = client.cancel(task_id)
+            print(f"{task_id}: {task['status']}")
+    return 0
+
+
+# ---------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dtf", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("coordinator", help="run a coordinator")
+    p.add_argument("--config", help="coordinator.yaml")
+    p.set_defaults(func=cmd_coordinator)
+
+    p = sub.add_parser("worker", help="run a worker daemon")
+    p.add_argument("--config", help="worker.yaml")
+    p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser("up", help="a local coordinator and N workers (embedded DuckDB)")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--concurrency", type=int, default=1, help="tasks each worker runs at once")
+    p.add_argument("--data-dir", default="dtf-data")
+    p.add_argument("--port", type=int, default=8080, help="REST API port (a free one if taken)")
+    p.add_argument("--grpc-port", type=int, default=8081, help="worker gRPC port (a free one if taken)")
+    p.add_argument("--label", action="append", metavar="KEY=VALUE", help="label for every local worker")
+    p.set_defaults(func=cmd_up)
+
+    p = sub.add_parser("token", help="create access tokens")
+    tsub = p.add_subparsers(dest="token_command", required=True)
+    t = tsub.add_parser("create", help="print a JWT for a role")
+    t.add_argument("--role", required=True, choices=["admin", "submitter", "viewer", "worker"])
+    t.add_argument("--subject", help="who the token is for")
+    t.add_argument("--expires-in", type=int, default=86400, help="seconds; 0 for no expiry")
+    t.add_argument("--config", help="coordinator.yaml holding security.jwt_secret")
+    t.add_argument("--data-dir", default="dtf-data", help="a `dtf up` data directory")
+    t.add_argument("--secret", help="the signing secret itself")
+    t.set_defaults(func=cmd_token_create)
+
+    p = sub.add_parser("submit", help="submit work: command, pytest, benchmark, or a task file")
+    p.add_argument("kind", choices=["command", "pytest", "benchmark", "file"])
+    p.add_argument("--priority", type=int, default=5)
+    p.add_argument("--retries", type=int, default=0)
+    p.add_argument("--timeout", type=float)
+    p.add_argument("--requires", help="hardware kind: cpu, cuda, rocm, mps, ...")
+    p.add_argument("--gpus", type=int, default=0)
+    p.add_argument("--label", action="append", metavar="KEY=VALUE")
+    p.add_argument("--repetitions", type=int, default=20)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--wait", action="store_true", help="show progress until done; exit 1 if any task failed")
+    _add_client_args(p)
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.set_defaults(func=cmd_submit)
+
+    for name, func, help_ in (
+        ("status", cmd_status, "coordinator status"),
+        ("workers", cmd_workers, "list workers"),
+    ):
+        p = sub.add_parser(name, help=help_)
+        _add_client_args(p)
+        p.set_defaults(func=func)
+
+    p = sub.add_parser("tasks", help="list tasks")
+    p.add_argument("--status")
+    p.add_argument("--type")
+    p.add_argument("--limit", type=int, default=50)
+    _add_client_args(p)
+    p.set_defaults(func=cmd_tasks)
+
+    p = sub.add_parser("results", help="list results")
+    p.add_argument("--task")
+    p.add_argument("--test")
+    p.add_argument("--status")
+    p.add_argument("--limit", type=int, default=50)
+    _add_client_args(p)
+    p.set_defaults(func=cmd_results)
+
+    p = sub.add_parser("cancel", help="cancel tasks")
+    p.add_argument("task_ids", nargs="+")
+    _add_client_args(p)
+    p.set_defaults(func=cmd_cancel)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except DtfError as exc:
+        where = f" ({exc.field})" if exc.field else ""
+        print(f"dtf: error{where}: {exc.message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

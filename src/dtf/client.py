@@ -1,0 +1,97 @@
+"""A small REST client for a dtf coordinator (used by the CLI, the demo and scripts)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from dtf_common import errors
+
+_BY_STATUS: dict[int, type[errors.DtfError]] = {
+    400: errors.InvalidArgument,
+    401: errors.Unauthenticated,
+    403: errors.PermissionDenied,
+    404: errors.NotFound,
+    409: errors.Conflict,
+    413: errors.InvalidArgument,
+    422: errors.InvalidArgument,
+    429: errors.QueueFull,
+    503: errors.Unavailable,
+}
+
+
+class DtfClient:
+    def __init__(self, api_url: str, token: str, *, timeout: float = 30.0) -> None:
+        self.api_url = api_url.rstrip("/")
+        self._http = httpx.Client(base_url=self.api_url, headers={"Authorization": f"Bearer {token}"}, timeout=timeout)
+
+    @classmethod
+    def from_connection(cls, path: str | Path) -> DtfClient:
+        """From the `connection.json` that `dtf up` writes."""
+        try:
+            info = json.loads(Path(path).read_text())
+        except FileNotFoundError:
+            raise errors.NotFound(
+                f"{path} not found: start a local cluster with `dtf up` or pass --api-url and --token",
+                field="connection",
+            ) from None
+        return cls(info["api_url"], info["admin_token"])
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> DtfClient:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise errors.Unavailable(f"cannot reach the coordinator at {self.api_url}: {exc}") from None
+        if response.is_success:
+            return response.json() if response.content else None
+        try:
+            problem = response.json()
+        except ValueError:
+            problem = {"detail": response.text}
+        cls = _BY_STATUS.get(response.status_code, errors.DtfError)
+        detail = problem.get("detail") or problem.get("title") or f"HTTP {response.status_code}"
+        raise cls(str(detail), field=problem.get("field"))
+
+    # tasks
+    def submit(self, tasks: list[dict[str, Any]] | dict[str, Any]) -> list[str]:
+        ids: list[str] = self._request("POST", "/api/tasks", json=tasks)["task_ids"]
+        return ids
+
+    def task(self, task_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._request("GET", f"/api/tasks/{task_id}")
+        return result
+
+    def tasks(self, **filters: Any) -> dict[str, Any]:
+        params = {k: v for k, v in filters.items() if v is not None}
+        page: dict[str, Any] = self._request("GET", "/api/tasks", params=params)
+        return page
+
+    def cancel(self, task_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._request("POST", f"/api/tasks/{task_id}/cancel")
+        return result
+
+    # workers, results, status
+    def workers(self) -> list[dict[str, Any]]:
+        data = self._request("GET", "/api/workers")
+        return list(data["data"] if isinstance(data, dict) else data)
+
+    def results(self, **filters: Any) -> dict[str, Any]:
+        params = {k: v for k, v in filters.items() if v is not None}
+        page: dict[str, Any] = self._request("GET", "/api/results", params=params)
+        return page
+
+    def status(self) -> dict[str, Any]:
+        result: dict[str, Any] = self._request("GET", "/api/status")
+        return result
