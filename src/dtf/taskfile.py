@@ -1,5 +1,7 @@
 """Task files: a YAML list of tasks whose dependencies refer to each other by name.
 
+`${VAR}` and `${VAR:-default}` are substituted from the environment, as in config files.
+
 tasks:
   - name: build
     type: command
@@ -12,6 +14,7 @@ tasks:
 
 from __future__ import annotations
 
+import os
 import uuid
 from pathlib import Path
 from typing import Any
@@ -19,6 +22,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from dtf_common.config import substitute_env
 from dtf_common.errors import InvalidArgument
 from dtf_common.schemas import TaskCreate
 
@@ -26,7 +30,7 @@ from dtf_common.schemas import TaskCreate
 def load_taskfile(path: str | Path) -> list[dict[str, Any]]:
     """Parse and validate a task file; returns task bodies ready for `POST /api/tasks`."""
     try:
-        doc = yaml.safe_load(Path(path).read_text())
+        doc = substitute_env(yaml.safe_load(Path(path).read_text()), os.environ)
     except FileNotFoundError:
         raise InvalidArgument(f"task file not found: {path}", field="file") from None
     except yaml.YAMLError as exc:
