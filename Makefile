@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install proto proto-check lint typecheck test test-unit test-integration test-e2e demo bench clean
+.PHONY: install proto proto-check docs docs-check lint typecheck test test-unit test-integration test-e2e demo bench clean
 
 install: $(STAMP)
 
@@ -20,6 +20,12 @@ proto: install
 proto-check: install
 	$(BIN)/python scripts/gen_proto.py --check
 
+docs: install
+	$(BIN)/python scripts/gen_config_docs.py
+
+docs-check: install
+	$(BIN)/python scripts/gen_config_docs.py --check
+
 lint: install
 	$(BIN)/ruff check src tests bench scripts examples
 	$(BIN)/ruff format --check src tests bench scripts
@@ -27,7 +33,7 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
-test: install proto-check lint typecheck
+test: install proto-check docs-check lint typecheck
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 test-unit: install

@@ -30,19 +30,19 @@ class Section(BaseModel):
 
 
 class ServerConfig(Section):
-    host: str = "0.0.0.0"
-    port: int = Field(default=8080, ge=0, le=65535)
-    workers_port: int = Field(default=8081, ge=0, le=65535)
-    dashboard_port: int | None = Field(default=8082, ge=0, le=65535)
-    data_dir: str = "./dtf-data"
+    host: str = Field(default="0.0.0.0", description="address the API and worker ports bind to")
+    port: int = Field(default=8080, ge=0, le=65535, description="REST, WebSocket and Swagger UI (0 = any free port)")
+    workers_port: int = Field(default=8081, ge=0, le=65535, description="gRPC worker service")
+    dashboard_port: int | None = Field(default=8082, ge=0, le=65535, description="dashboard (reserved)")
+    data_dir: str = Field(default="./dtf-data", description="command log, snapshots, coordinator.json")
 
 
 class DatabaseConfig(Section):
-    type: Literal["duckdb", "postgresql", "sqlite"] = "duckdb"
-    path: str = "./benchmark_db.duckdb"
+    type: Literal["duckdb", "postgresql", "sqlite"] = Field(default="duckdb", description="results store engine")
+    path: str = Field(default="./benchmark_db.duckdb", description="database file for duckdb and sqlite")
     url: str | None = Field(default=None, description="SQLAlchemy URL; overrides type and path")
     flush_interval: float = Field(default=0.05, gt=0, description="seconds between batched writes")
-    batch_size: int = Field(default=5000, ge=1)
+    batch_size: int = Field(default=5000, ge=1, description="rows per write, at most")
 
     def sqlalchemy_url(self) -> str:
         if self.url:
@@ -55,23 +55,23 @@ class DatabaseConfig(Section):
 
 
 class SecurityConfig(Section):
-    jwt_secret: str = ""
-    token_expiry: int = Field(default=86400, gt=0)
+    jwt_secret: str = Field(default="", description="HS256 signing secret for tokens (16+ characters)")
+    token_expiry: int = Field(default=86400, gt=0, description="seconds a created token lives")
     local_mode: bool = Field(default=False, description="allow an empty or placeholder secret (loopback use only)")
-    max_body_bytes: int = Field(default=16 * 1024 * 1024, gt=0)
+    max_body_bytes: int = Field(default=16 * 1024 * 1024, gt=0, description="largest request body (413 above)")
 
 
 class TaskSchedulerConfig(Section):
-    max_queue_size: int = Field(default=10_000, ge=1)
+    max_queue_size: int = Field(default=10_000, ge=1, description="most pending tasks; more is HTTP 429")
     lease_timeout: float = Field(default=30.0, gt=0, description="seconds a lease lives without a heartbeat")
     max_attempts: int = Field(default=3, ge=1, description="leases a task may lose (worker lost) before it fails")
     retry_backoff: float = Field(default=1.0, ge=0, description="first retry delay, doubled per attempt")
-    retry_backoff_max: float = Field(default=60.0, ge=0)
+    retry_backoff_max: float = Field(default=60.0, ge=0, description="longest retry delay, seconds")
     snapshot_every: int = Field(default=10_000, ge=10, description="log entries between snapshots")
 
 
 class DynamicResourceManagementConfig(Section):
-    enabled: bool = True
+    enabled: bool = Field(default=True, description="evaluate scaling (reserved)")
     scale_up_threshold: float = Field(default=0.8, ge=0, le=1)
     scale_down_threshold: float = Field(default=0.3, ge=0, le=1)
     evaluation_interval: float = Field(default=300, gt=0)
@@ -95,7 +95,7 @@ class ResultAggregatorConfig(Section):
 class HealthMonitorConfig(Section):
     check_interval: float = Field(default=30, gt=0, description="seconds between health checks")
     failure_threshold: int = Field(default=3, ge=1, description="missed heartbeats before a worker is offline")
-    recovery_attempts: int = Field(default=2, ge=0)
+    recovery_attempts: int = Field(default=2, ge=0, description="reserved for worker auto-recovery")
     heartbeat_interval: float = Field(default=5.0, gt=0, description="seconds between worker heartbeats")
 
 
