@@ -1,0 +1,74 @@
+"""`command` tasks: run one program or shell line and record how it went.
+
+parameters: {"command": [argv...] | "shell line", "env": {...}, "cwd": "...",
+             "timeout": seconds, "test_id": "..."}
+"""
+
+from __future__ import annotations
+
+import shlex
+from typing import Any
+
+from dtf_common.errors import InvalidArgument
+from dtf_common.pb.dtf.v1 import worker_service_pb2
+from dtf_common.schemas import ResultStatus
+from dtf_worker.executors.base import ExecutionContext, ExecutionResult
+from dtf_worker.executors.params import Parameters
+from dtf_worker.executors.process import run_process
+from dtf_worker.executors.records import new_record, task_metadata
+
+
+def command_text(command: list[str] | str) -> str:
+    return command if isinstance(command, str) else shlex.join(command)
+
+
+class CommandExecutor:
+    async def run(self, task: worker_service_pb2.LeasedTask, ctx: ExecutionContext) -> ExecutionResult:
+        try:
+            params = Parameters.of(task)
+            command = params.command()
+            env, cwd = params.env(), params.cwd(ctx.working_dir)
+            timeout = params.timeout(task.timeout_s, ctx.default_timeout)
+            test_id = params.text("test_id") or str(task_metadata(task).get("name") or command_text(command))
+        except InvalidArgument as exc:
+            return ExecutionResult.invalid(exc)
+
+        try:
+            run = await run_process(
+                command,
+                cwd=cwd,
+                env=env,
+                time_limit=timeout,
+                cancel=ctx.cancel,
+                log_dir=ctx.files_dir,
+                kill_grace_s=ctx.kill_grace_s,
+            )
+        except OSError as exc:
+            return ExecutionResult(ok=False, error=f"cannot start command: {exc}")
+
+        error = run.failure()
+        measured = run.measurements()
+        results: dict[str, Any] = {
+            "exit_code": run.exit_code,
+            **measured,
+            "timed_out": run.timed_out,
+            "stdout_tail": run.stdout_tail,
+            "stderr_tail": run.stderr_tail,
+        }
+        record = new_record(
+            task,
+            ctx,
+            test_id=test_id,
+            status=(ResultStatus.SUCCESS if error is None else ResultStatus.FAILURE).value,
+            execution_time=run.wall_time_s,
+            metrics={"exit_code": run.exit_code, **measured},
+            hardware_metrics={"peak_memory_mb": measured["peak_memory_mb"], "cpu_time_s": measured["cpu_time_s"]},
+            raw_data={
+                "command": command_text(command),
+                "exit_code": run.exit_code,
+                "timed_out": run.timed_out,
+                "stdout_tail": run.stdout_tail,
+                "stderr_tail": run.stderr_tail,
+            },
+        )
+        return ExecutionResult(ok=error is None, error=error, results=results, records=[record])

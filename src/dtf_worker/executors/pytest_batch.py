@@ -1,0 +1,139 @@
+"""`pytest` tasks: a batch of node ids run in one pytest process, one Result per test.
+
+parameters: {"node_ids": [...], "args": [...], "cwd": "...", "env": {...}, "timeout": s}
+
+Test ids are pytest node ids relative to pytest's rootdir. Results come from the JUnit
+XML; when pytest dies before writing it (timeout, crash), from the progress lines that
+`pytest_progress` wrote as tests finished.
+"""
+
+from __future__ import annotations
+
+import sys
+import xml.etree.ElementTree as ET
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from dtf_common.errors import InvalidArgument
+from dtf_common.pb.dtf.v1 import worker_service_pb2
+from dtf_worker.executors import pytest_progress
+from dtf_worker.executors.base import ExecutionContext, ExecutionResult
+from dtf_worker.executors.junit import CaseResult, parse_junit_xml, parse_progress
+from dtf_worker.executors.params import Parameters
+from dtf_worker.executors.process import ProcessRun, run_process
+from dtf_worker.executors.records import clip, new_record
+
+EXIT_MEANINGS = {2: "interrupted", 3: "internal error", 4: "usage error", 5: "no tests collected"}
+
+
+class PytestExecutor:
+    async def run(self, task: worker_service_pb2.LeasedTask, ctx: ExecutionContext) -> ExecutionResult:
+        try:
+            params = Parameters.of(task)
+            args, node_ids = params.str_list("args"), params.str_list("node_ids")
+            env, cwd = params.env(), params.cwd(ctx.working_dir)
+            timeout = params.timeout(task.timeout_s, ctx.default_timeout)
+        except InvalidArgument as exc:
+            return ExecutionResult.invalid(exc)
+
+        ctx.files_dir.mkdir(parents=True, exist_ok=True)
+        junit, progress = ctx.files_dir / "junit.xml", ctx.files_dir / "progress.jsonl"
+        for stale in (junit, progress):
+            stale.unlink(missing_ok=True)
+        argv = [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-p",
+            "no:cacheprovider",
+            "-p",
+            pytest_progress.__name__,
+            f"--junitxml={junit}",
+            "-o",
+            "junit_family=xunit1",
+            "-q",
+            *args,
+            *node_ids,
+        ]
+        env[pytest_progress.ENV_VAR] = str(progress)
+        try:
+            run = await run_process(
+                argv,
+                cwd=cwd,
+                env=env,
+                time_limit=timeout,
+                cancel=ctx.cancel,
+                log_dir=ctx.files_dir,
+                kill_grace_s=ctx.kill_grace_s,
+            )
+        except OSError as exc:
+            return ExecutionResult(ok=False, error=f"cannot start pytest: {exc}")
+
+        cases, source = read_cases(junit, progress)
+        process_metrics = {"scope": "pytest process", **run.measurements()}
+        records = [
+            new_record(
+                task,
+                ctx,
+                test_id=case.node_id,
+                status=case.status,
+                execution_time=case.duration,
+                metrics={"duration_s": case.duration},
+                hardware_metrics=process_metrics,
+                raw_data=_raw_data(case),
+            )
+            for case in cases
+        ]
+        counts = Counter(case.outcome for case in cases)
+        results: dict[str, Any] = {
+            "exit_code": run.exit_code,
+            "passed": counts["passed"],
+            "failed": counts["failed"],
+            "skipped": counts["skipped"],
+            "errors": counts["error"],
+            "duration": round(run.wall_time_s, 6),
+            **run.measurements(),
+            "source": source,
+            "stdout_tail": run.stdout_tail,
+            "stderr_tail": run.stderr_tail,
+        }
+        ok = run.exit_code == 0 and not (run.timed_out or run.cancelled)
+        error = None if ok else summarize_failure(run, counts, len(cases))
+        return ExecutionResult(ok=ok, error=error, results=results, records=records)
+
+
+def read_cases(junit: Path, progress: Path) -> tuple[list[CaseResult], str]:
+    """The JUnit XML when pytest wrote it whole, else the progress lines, else nothing."""
+    try:
+        return parse_junit_xml(junit.read_bytes()), "junit"
+    except (FileNotFoundError, ET.ParseError):
+        pass
+    try:
+        with progress.open(encoding="utf-8", errors="replace") as lines:
+            return parse_progress(lines), "progress"
+    except FileNotFoundError:
+        return [], "none"
+
+
+def summarize_failure(run: ProcessRun, counts: Counter[str], completed: int) -> str:
+    parts = []
+    if run.timed_out or run.cancelled or run.exit_code < 0:
+        parts.append(f"pytest {run.failure()}; {completed} tests completed")
+    if counts["failed"]:
+        parts.append(f"{counts['failed']} failed")
+    if counts["error"]:
+        parts.append(f"{counts['error']} error" + ("s" if counts["error"] > 1 else ""))
+    if not parts:
+        meaning = EXIT_MEANINGS.get(run.exit_code, "failed")
+        last = [line for line in (run.stdout_tail + run.stderr_tail).splitlines() if line.strip()]
+        parts.append(f"pytest exit code {run.exit_code} ({meaning})" + (f": {last[-1].strip()}" if last else ""))
+    return "; ".join(parts)
+
+
+def _raw_data(case: CaseResult) -> dict[str, Any]:
+    data: dict[str, Any] = {"outcome": case.outcome, "file": case.file, "line": case.line}
+    if case.outcome != "passed":
+        # For a skip, `message` is the reason; for a failure, the assertion or exception line.
+        data.update(message=case.message, details=clip(case.details), kind=case.kind)
+    return data

@@ -1,0 +1,135 @@
+"""The pytest executor on a real suite, and the parsers it relies on."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+from test_worker_executors import context, leased, run
+
+from dtf_worker.executors.junit import node_id, parse_junit_xml, parse_progress
+
+SUITE = textwrap.dedent(
+    """
+    import pytest
+
+    def test_passes():
+        pass
+
+    def test_fails():
+        assert 1 == 2, "one is not two"
+
+    @pytest.mark.skip(reason="not today")
+    def test_skipped():
+        pass
+
+    class TestGroup:
+        @pytest.mark.parametrize("x", [1, 2])
+        def test_param(self, x):
+            assert x
+    """
+)
+
+JUNIT_SAMPLE = """<?xml version="1.0" encoding="utf-8"?>
+<testsuites name="pytest tests"><testsuite name="pytest" errors="1" failures="1" skipped="1" tests="5">
+<testcase classname="tests.sub.test_a" name="test_ok" file="tests/sub/test_a.py" line="1" time="0.010"/>
+<testcase classname="tests.sub.test_a" name="test_fail" file="tests/sub/test_a.py" line="2" time="0.002">
+<failure message="AssertionError: one is not two">assert 1 == 2</failure></testcase>
+<testcase classname="tests.sub.test_a" name="test_skip" file="tests/sub/test_a.py" line="3" time="0.000">
+<skipped type="pytest.skip" message="not today">tests/sub/test_a.py:4: not today</skipped></testcase>
+<testcase classname="tests.sub.test_a.TestK.TestInner" name="test_p[1.5-a.b]" file="tests/sub/test_a.py" time="0"/>
+<testcase classname="" name="tests.test_bad" file="tests/test_bad.py" time="0.000">
+<error message="collection failure">ModuleNotFoundError</error></testcase>
+</testsuite></testsuites>
+"""
+
+
+def test_node_ids_are_rebuilt_from_xunit1_attributes() -> None:
+    assert node_id("tests.test_x", "test_a", "tests/test_x.py") == "tests/test_x.py::test_a"
+    assert node_id("tests.test_x.TestA", "test_b", "tests/test_x.py") == "tests/test_x.py::TestA::test_b"
+    assert node_id("test_x.A.B", "test_c[1.5]", "test_x.py") == "test_x.py::A::B::test_c[1.5]"
+    assert node_id("", "tests.test_bad", "tests/test_bad.py") == "tests/test_bad.py"
+    assert node_id("pkg.mod", "test_d", "") == "pkg.mod::test_d"
+
+
+def test_parse_junit_xml_sample() -> None:
+    cases = {case.node_id: case for case in parse_junit_xml(JUNIT_SAMPLE)}
+    assert list(cases) == [
+        "tests/sub/test_a.py::test_ok",
+        "tests/sub/test_a.py::test_fail",
+        "tests/sub/test_a.py::test_skip",
+        "tests/sub/test_a.py::TestK::TestInner::test_p[1.5-a.b]",
+        "tests/test_bad.py",
+    ]
+    assert cases["tests/sub/test_a.py::test_ok"].status == "success"
+    assert cases["tests/sub/test_a.py::test_ok"].duration == 0.01
+    failed = cases["tests/sub/test_a.py::test_fail"]
+    assert (failed.outcome, failed.status, failed.message) == ("failed", "failure", "AssertionError: one is not two")
+    skipped = cases["tests/sub/test_a.py::test_skip"]
+    assert (skipped.status, skipped.message, skipped.kind) == ("partial", "not today", "pytest.skip")
+    assert cases["tests/test_bad.py"].outcome == "error"
+
+
+def test_parse_progress_keeps_only_finished_tests() -> None:
+    lines = [
+        {"nodeid": "t.py::a", "when": "setup", "outcome": "passed", "duration": 0.1},
+        {"nodeid": "t.py::a", "when": "call", "outcome": "failed", "duration": 0.2, "message": "E  boom\nt.py:3: E"},
+        {"nodeid": "t.py::a", "when": "teardown", "outcome": "passed", "duration": 0.0},
+        {"nodeid": "t.py::b", "when": "setup", "outcome": "skipped", "duration": 0.0, "message": "Skipped: later"},
+        {"nodeid": "t.py::b", "when": "teardown", "outcome": "passed", "duration": 0.0},
+        {"nodeid": "t.py::c", "when": "setup", "outcome": "failed", "duration": 0.0, "message": "fixture"},
+        {"nodeid": "t.py::c", "when": "teardown", "outcome": "passed", "duration": 0.0},
+        {"nodeid": "t.py::d", "when": "setup", "outcome": "passed", "duration": 0.0},
+    ]
+    text = [json.dumps(line) for line in lines] + ['{"nodeid": "t.py::e", "wh']
+    cases = {case.node_id: case for case in parse_progress(text)}
+    assert {k: v.outcome for k, v in cases.items()} == {"t.py::a": "failed", "t.py::b": "skipped", "t.py::c": "error"}
+    assert abs(cases["t.py::a"].duration - 0.3) < 1e-9
+    assert cases["t.py::a"].message == "t.py:3: E"
+
+
+def test_pytest_batch_reports_one_result_per_test(tmp_path: Path) -> None:
+    suite = tmp_path / "suite"
+    (suite / "tests").mkdir(parents=True)
+    (suite / "tests" / "test_demo.py").write_text(SUITE)
+    task = leased("pytest", {"node_ids": ["tests/test_demo.py"], "cwd": str(suite)})
+    result = run(task, context(tmp_path))
+
+    assert not result.ok and result.error == "1 failed"
+    assert {k: result.results[k] for k in ("exit_code", "passed", "failed", "skipped", "errors", "source")} == {
+        "exit_code": 1,
+        "passed": 3,
+        "failed": 1,
+        "skipped": 1,
+        "errors": 0,
+        "source": "junit",
+    }
+    records = {record.test_id: record for record in result.records}
+    assert {k: v.status for k, v in records.items()} == {
+        "tests/test_demo.py::test_passes": "success",
+        "tests/test_demo.py::test_fails": "failure",
+        "tests/test_demo.py::test_skipped": "partial",
+        "tests/test_demo.py::TestGroup::test_param[1]": "success",
+        "tests/test_demo.py::TestGroup::test_param[2]": "success",
+    }
+    assert "one is not two" in json.loads(records["tests/test_demo.py::test_fails"].raw_data_json)["message"]
+    assert json.loads(records["tests/test_demo.py::test_skipped"].raw_data_json)["message"] == "not today"
+
+
+def test_pytest_killed_by_its_time_limit_still_reports_finished_tests(tmp_path: Path) -> None:
+    (tmp_path / "test_slow.py").write_text(
+        "import time\n\ndef test_quick():\n    pass\n\ndef test_stuck():\n    time.sleep(60)\n"
+    )
+    task = leased("pytest", {"node_ids": ["test_slow.py"], "cwd": str(tmp_path), "timeout": 4})
+    result = run(task, context(tmp_path))
+    assert not result.ok
+    assert result.error == "pytest timed out after 4.0s; 1 tests completed"
+    assert result.results["source"] == "progress"
+    assert [(r.test_id, r.status) for r in result.records] == [("test_slow.py::test_quick", "success")]
+
+
+def test_pytest_without_tests_explains_the_exit_code(tmp_path: Path) -> None:
+    result = run(leased("pytest", {"args": [str(tmp_path / "empty")]}), context(tmp_path))
+    assert not result.ok and result.error is not None
+    assert result.error.startswith("pytest exit code 4 (usage error)")
