@@ -498,12 +498,14 @@ class StateMachine:
     # ------------------------------------------------------------------ snapshots
 
     def snapshot(self) -> dict[str, Any]:
+        """The whole state as plain data sharing nothing with the live state, so it can be
+        serialized on another thread while commands keep being applied."""
         return {
             "version": SNAPSHOT_VERSION,
             "applied_index": self.applied_index,
             "seq": self._seq,
             "grants": self._grants,
-            "last_served": self.last_served,
+            "last_served": dict(self.last_served),
             "tasks": [t.to_dict() for t in sorted(self.tasks.values(), key=lambda t: t.seq)],
             "workers": [w.to_dict() for w in self.workers.values()],
         }

@@ -92,7 +92,7 @@ class TaskState:
                 "hardware": self.needs.hardware,
                 "min_gpus": self.needs.min_gpus,
                 "min_memory_mb": self.needs.min_memory_mb,
-                "labels": self.needs.labels,
+                "labels": dict(self.needs.labels),
             },
             "metadata_json": self.metadata_json,
             "max_retries": self.max_retries,
@@ -119,7 +119,7 @@ class TaskState:
     def from_dict(cls, d: dict[str, Any]) -> TaskState:
         d = dict(d)
         d["dependencies"] = tuple(d["dependencies"])
-        d["needs"] = Needs(**d["needs"])
+        d["needs"] = Needs(**{**d["needs"], "labels": dict(d["needs"]["labels"])})
         d["status"] = TaskStatus(d["status"])
         return cls(**d)
 
@@ -163,7 +163,7 @@ class WorkerState:
                 "hardware": list(o.hardware),
                 "gpu_count": o.gpu_count,
                 "memory_mb": o.memory_mb,
-                "labels": o.labels,
+                "labels": dict(o.labels),
                 "slots": o.slots,
                 "details_json": o.details_json,
             },
@@ -173,7 +173,7 @@ class WorkerState:
             "status": self.status.value,
             "health_json": self.health_json,
             "performance_json": self.performance_json,
-            "leases": self.leases,
+            "leases": dict(self.leases),
             "completed": self.completed,
             "failed": self.failed,
             "busy_ms": self.busy_ms,
@@ -184,6 +184,8 @@ class WorkerState:
         d = dict(d)
         offers = dict(d["offers"])
         offers["hardware"] = tuple(offers["hardware"])
+        offers["labels"] = dict(offers["labels"])
+        d["leases"] = dict(d["leases"])
         d["offers"] = Offers(**offers)
         d["status"] = WorkerStatus(d["status"])
         return cls(**d)
