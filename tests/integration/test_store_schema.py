@@ -1,0 +1,99 @@
+"""Alembic owns the results store's schema: migrations create it, match schema.py and rerun idempotently."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import create_engine, inspect, text
+
+from dtf_coordinator.store import migrate, open_store
+from dtf_coordinator.store.schema import metadata
+
+TABLES = {"tasks", "results", "workers", "store_meta"}
+INDEXES = {
+    "ix_tasks_status",
+    "ix_tasks_type",
+    "ix_tasks_worker_id",
+    "ix_tasks_create_time",
+    "ix_results_task_id",
+    "ix_results_test_hardware_time",
+    "ix_results_worker_id",
+    "ix_results_timestamp",
+    "ix_results_status",
+}
+
+
+@pytest.fixture(params=["duckdb", "sqlite"])
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    return f"{request.param}:///{tmp_path / 'store.db'}"
+
+
+def index_names(url: str) -> set[str]:
+    engine = create_engine(url)
+    try:
+        with engine.connect() as connection:
+            if engine.dialect.name == "duckdb":
+                return set(connection.execute(text("SELECT index_name FROM duckdb_indexes()")).scalars())
+            inspector = inspect(connection)
+            return {str(ix["name"]) for name in TABLES for ix in inspector.get_indexes(name)}
+    finally:
+        engine.dispose()
+
+
+def test_upgrade_creates_tables_and_indexes_at_head(url: str) -> None:
+    migrate.upgrade(url)
+
+    engine = create_engine(url)
+    try:
+        assert TABLES | {"alembic_version"} == set(inspect(engine).get_table_names())
+        assert migrate.current_revision(engine) == migrate.head_revision() is not None
+    finally:
+        engine.dispose()
+    # Row stores get the secondary indexes; DuckDB scans columns instead (see the migration).
+    assert index_names(url) == (set() if url.startswith("duckdb") else INDEXES)
+
+
+def test_upgrade_is_idempotent_and_keeps_data(url: str) -> None:
+    migrate.upgrade(url)
+    with open_store(url) as store:
+        store.writer.set_applied_index(3)
+    migrate.upgrade(url)
+    with open_store(url) as store:
+        store.writer.set_applied_index(4)
+        assert store.reader.applied_index() == 3
+    with open_store(url) as store:
+        assert store.reader.applied_index() == 4
+
+
+def test_migrations_match_the_table_definitions(tmp_path: Path) -> None:
+    # DuckDB reflects no indexes, so the comparison runs on SQLite.
+    url = f"sqlite:///{tmp_path / 'store.sqlite'}"
+    migrate.upgrade(url)
+    engine = create_engine(url)
+    try:
+        with engine.connect() as connection:
+            context = MigrationContext.configure(connection, opts={"compare_type": True})
+            assert compare_metadata(context, metadata) == []
+    finally:
+        engine.dispose()
+
+
+def test_open_store_creates_missing_parent_folders(tmp_path: Path) -> None:
+    path = tmp_path / "a" / "b" / "store.duckdb"
+    with open_store(f"duckdb:///{path}") as store:
+        assert store.reader.applied_index() == 0
+    assert path.is_file()
+
+
+@pytest.mark.parametrize("url", ["duckdb:///:memory:", "sqlite://"])
+def test_in_memory_store_is_shared_between_threads(url: str) -> None:
+    with open_store(url) as store:
+        store.writer.set_applied_index(9)
+        flusher = threading.Thread(target=store.writer.flush)
+        flusher.start()
+        flusher.join()
+        assert store.reader.applied_index() == 9
