@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from logging.config import fileConfig
 
+from alembic import context
 from sqlalchemy import Connection, create_engine, pool
 
 import dtf_coordinator.store.migrate  # noqa: F401  (registers Alembic's DuckDB implementation)
-from alembic import context
 from dtf_coordinator.store.schema import metadata
 
 config = context.config

@@ -17,7 +17,6 @@ zone maps instead).
 from collections.abc import Sequence
 
 import sqlalchemy as sa
-
 from alembic import op
 
 revision: str = "0001"

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from alembic import command
 from alembic.config import Config
 from alembic.ddl.impl import DefaultImpl
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import URL, Engine, create_engine, pool
-
-from alembic import command
 
 # The repository-root `alembic/` folder: src/dtf_coordinator/store/migrate.py -> repo root.
 SCRIPT_LOCATION = Path(__file__).resolve().parents[3] / "alembic"
