@@ -1,0 +1,123 @@
+"""A thin grpc.aio client for the coordinator's WorkerService.
+
+Every call carries the worker's bearer token and a deadline; gRPC failures come back as
+`dtf_common.errors` (the inverse of the coordinator's `rpc.status` mapping), so callers
+decide on retries by type, never by message text.
+"""
+
+from __future__ import annotations
+
+import urllib.parse
+from pathlib import Path
+from typing import Any
+
+import grpc
+import grpc.aio
+
+from dtf_common import errors
+from dtf_common.config import CoordinatorEndpoint
+from dtf_common.pb.dtf.v1 import worker_service_pb2, worker_service_pb2_grpc
+
+DEFAULT_PORT = 8081
+CALL_TIMEOUT_S = 10.0
+_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+_SECURE_SCHEMES = {"https": True, "grpcs": True, "http": False, "grpc": False}
+
+_ERRORS: dict[grpc.StatusCode, type[errors.DtfError]] = {
+    grpc.StatusCode.INVALID_ARGUMENT: errors.InvalidArgument,
+    grpc.StatusCode.OUT_OF_RANGE: errors.InvalidArgument,
+    grpc.StatusCode.NOT_FOUND: errors.NotFound,
+    grpc.StatusCode.FAILED_PRECONDITION: errors.Conflict,
+    grpc.StatusCode.ALREADY_EXISTS: errors.Conflict,
+    grpc.StatusCode.ABORTED: errors.Conflict,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: errors.QueueFull,
+    grpc.StatusCode.UNAUTHENTICATED: errors.Unauthenticated,
+    grpc.StatusCode.PERMISSION_DENIED: errors.PermissionDenied,
+    grpc.StatusCode.UNAVAILABLE: errors.Unavailable,
+    grpc.StatusCode.DEADLINE_EXCEEDED: errors.Unavailable,
+    grpc.StatusCode.CANCELLED: errors.Unavailable,
+}
+
+
+def parse_target(url: str) -> tuple[str, bool]:
+    """("host:port", secure) from "http://host:port", "https://host:port" or a bare "host:port"."""
+    parsed = urllib.parse.urlsplit(url if "://" in url else f"http://{url}")
+    secure = _SECURE_SCHEMES.get(parsed.scheme.lower())
+    if secure is None or not parsed.hostname:
+        raise errors.ConfigError(
+            f"coordinator.url must look like http://host:port or https://host:port, got {url!r}",
+            field="coordinator.url",
+        )
+    try:
+        port = parsed.port or DEFAULT_PORT
+    except ValueError:
+        raise errors.ConfigError(f"coordinator.url has an invalid port: {url!r}", field="coordinator.url") from None
+    host = f"[{parsed.hostname}]" if ":" in parsed.hostname else parsed.hostname
+    return f"{host}:{port}", secure
+
+
+def translate_rpc_error(code: grpc.StatusCode, details: str) -> errors.DtfError:
+    error_type = _ERRORS.get(code, errors.DtfError)
+    return error_type(details or code.name.lower(), grpc_code=code.name)
+
+
+class CoordinatorClient:
+    def __init__(
+        self, url: str, *, api_key: str = "", tls_ca: str | None = None, call_timeout_s: float = CALL_TIMEOUT_S
+    ) -> None:
+        self.target, secure = parse_target(url)
+        options = [
+            ("grpc.max_send_message_length", _MAX_MESSAGE_BYTES),
+            ("grpc.max_receive_message_length", _MAX_MESSAGE_BYTES),
+            # Reconnect promptly after a coordinator restart instead of backing off for minutes.
+            ("grpc.initial_reconnect_backoff_ms", 200),
+            ("grpc.max_reconnect_backoff_ms", 5000),
+        ]
+        if secure:
+            root = Path(tls_ca).read_bytes() if tls_ca else None
+            self._channel = grpc.aio.secure_channel(self.target, grpc.ssl_channel_credentials(root), options)
+        else:
+            self._channel = grpc.aio.insecure_channel(self.target, options)
+        self._stub = worker_service_pb2_grpc.WorkerServiceStub(self._channel)
+        self._metadata = (("authorization", f"Bearer {api_key}"),) if api_key else ()
+        self._timeout = call_timeout_s
+
+    @classmethod
+    def from_config(cls, endpoint: CoordinatorEndpoint) -> CoordinatorClient:
+        return cls(endpoint.url, api_key=endpoint.api_key, tls_ca=endpoint.tls_ca)
+
+    async def register(self, request: worker_service_pb2.RegisterRequest) -> worker_service_pb2.RegisterResponse:
+        response: worker_service_pb2.RegisterResponse = await self._call(self._stub.Register, request)
+        return response
+
+    async def heartbeat(self, request: worker_service_pb2.HeartbeatRequest) -> worker_service_pb2.HeartbeatResponse:
+        response: worker_service_pb2.HeartbeatResponse = await self._call(self._stub.Heartbeat, request)
+        return response
+
+    async def lease_tasks(self, request: worker_service_pb2.LeaseRequest) -> worker_service_pb2.LeaseResponse:
+        # A long poll: the deadline covers the server's wait plus an ordinary call.
+        response: worker_service_pb2.LeaseResponse = await self._call(
+            self._stub.LeaseTasks, request, deadline_s=request.wait_ms / 1000 + self._timeout
+        )
+        return response
+
+    async def report_results(self, request: worker_service_pb2.ReportRequest) -> worker_service_pb2.ReportResponse:
+        response: worker_service_pb2.ReportResponse = await self._call(self._stub.ReportResults, request)
+        return response
+
+    async def deregister(
+        self, request: worker_service_pb2.DeregisterRequest, *, deadline_s: float | None = None
+    ) -> worker_service_pb2.DeregisterResponse:
+        response: worker_service_pb2.DeregisterResponse = await self._call(
+            self._stub.Deregister, request, deadline_s=deadline_s
+        )
+        return response
+
+    async def close(self) -> None:
+        await self._channel.close(grace=None)
+
+    async def _call(self, method: Any, request: Any, *, deadline_s: float | None = None) -> Any:
+        try:
+            return await method(request, timeout=deadline_s or self._timeout, metadata=self._metadata)
+        except grpc.aio.AioRpcError as exc:
+            raise translate_rpc_error(exc.code(), exc.details() or "") from None

@@ -1,0 +1,325 @@
+"""The worker daemon: register, then heartbeat, lease, execute and report until stopped.
+
+Three loops run side by side once started, each retrying the coordinator with backoff
+so that a coordinator restart or leader change only delays work:
+
+- heartbeat: liveness, health and the leases held; leases the coordinator revoked stop
+  their tasks, whose outcomes are then dropped;
+- lease: long-polls for as many tasks as there are free slots and starts each one;
+- report: sends spooled outcomes in batches and deletes them once acknowledged.
+
+A task's outcomes (STARTED, then COMPLETED or FAILED) go to the durable spool first and
+to the coordinator from there, so nothing finished is lost to a crash of either side.
+A coordinator that no longer knows this worker (NOT_FOUND, FAILED_PRECONDITION) gets a
+fresh Register from whichever loop noticed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import shutil
+import signal
+import sys
+import time
+from pathlib import Path
+
+import psutil
+
+from dtf_common.config import WorkerConfig, load_config
+from dtf_common.errors import ConfigError, Conflict, DtfError, NotFound
+from dtf_common.pb.dtf.v1 import worker_service_pb2
+from dtf_worker.backoff import Backoff
+from dtf_worker.client import CoordinatorClient
+from dtf_worker.hardware import HardwareProfile, detect_hardware
+from dtf_worker.health import collect_health
+from dtf_worker.identity import register_request, resolve_worker_id
+from dtf_worker.reporter import ResultSender
+from dtf_worker.spool import Spool
+from dtf_worker.task_runner import TaskRunner
+
+log = logging.getLogger("dtf.worker")
+
+LEASE_WAIT_MS = 5000
+DEFAULT_HEARTBEAT_S = 5.0
+DEFAULT_GRACE_S = 30.0
+FLUSH_TIMEOUT_S = 10.0
+DEREGISTER_DEADLINE_S = 5.0
+REPORT_IDLE_POLL_S = 1.0
+
+
+class WorkerDaemon:
+    def __init__(
+        self,
+        config: WorkerConfig,
+        *,
+        grace_s: float = DEFAULT_GRACE_S,
+        client: CoordinatorClient | None = None,
+        hardware: HardwareProfile | None = None,
+    ) -> None:
+        self.config = config
+        self.grace_s = grace_s
+        self.working_dir = Path(config.execution.working_dir).resolve()
+        self.worker_id = resolve_worker_id(config, self.working_dir)
+        self.spool = Spool(config.reporting.spool_dir or self.working_dir / "spool")
+        self.hardware = hardware
+        self.hardware_id = config.worker.hardware_id or ""
+        self._client = client
+        self._sender: ResultSender | None = None
+        self.tasks = TaskRunner(
+            worker_id=self.worker_id,
+            runs_dir=self.working_dir / "runs",
+            default_timeout=config.execution.timeout,
+            spool=self.spool,
+            on_spooled=self._wake_sender,
+        )
+        self._registered = asyncio.Event()
+        self._register_lock = asyncio.Lock()
+        self._loops: dict[str, asyncio.Task[None]] = {}
+        self._heartbeat_interval = DEFAULT_HEARTBEAT_S
+        self._next_health = 0.0
+        self._stopping = False
+
+    @property
+    def client(self) -> CoordinatorClient:
+        assert self._client is not None, "start() first"
+        return self._client
+
+    @property
+    def sender(self) -> ResultSender:
+        assert self._sender is not None, "start() first"
+        return self._sender
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        """Fingerprint the machine and start the loops; registration happens in them, with retries."""
+        if self.hardware is None:
+            self.hardware = await asyncio.to_thread(detect_hardware)
+        self.hardware_id = self.hardware_id or self.hardware.hardware_id()
+        self.tasks.hardware_id = self.hardware_id
+        if self._client is None:
+            self._client = CoordinatorClient.from_config(self.config.coordinator)
+        self._sender = ResultSender(
+            self.spool,
+            self._client,
+            self.worker_id,
+            self.config.reporting.result_batch_size,
+            on_acknowledged=self.tasks.acknowledged,
+        )
+        shutil.rmtree(self.tasks.runs_dir, ignore_errors=True)  # what tasks left behind when the worker last died
+        psutil.cpu_percent(interval=None)  # the first reading only sets the baseline
+        log.info(
+            "worker %s (%s, %s) starting: coordinator %s, %d slots, %d outcomes spooled",
+            self.worker_id,
+            self.hardware_id,
+            ",".join(self.hardware.hardware_kinds()),
+            self._client.target,
+            self.config.execution.concurrent_tasks,
+            len(self.spool),
+        )
+        self._loops = {
+            "heartbeat": asyncio.create_task(self._heartbeat_loop(), name="dtf-worker-heartbeat"),
+            "lease": asyncio.create_task(self._lease_loop(), name="dtf-worker-lease"),
+            "report": asyncio.create_task(self._report_loop(), name="dtf-worker-report"),
+        }
+
+    async def wait_registered(self) -> None:
+        await self._registered.wait()
+
+    async def stop(self) -> None:
+        """Stop leasing, let running tasks finish within the grace period, cancel the rest,
+        deliver what is spooled, hand back unfinished leases and close the connection."""
+        if self._stopping:
+            return
+        self._stopping = True
+        log.info("worker %s stopping", self.worker_id)
+        await self._cancel_loop("lease")
+        returned = await self.tasks.finish(self.grace_s)
+        await self._cancel_loop("report")
+        if self._sender is not None:
+            await self._flush()
+        await self._cancel_loop("heartbeat")
+        if self._client is not None:
+            await self._deregister(returned)
+            await self._client.close()
+        log.info("worker %s stopped", self.worker_id)
+
+    async def _cancel_loop(self, name: str) -> None:
+        loop_task = self._loops.pop(name, None)
+        if loop_task is not None:
+            loop_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await loop_task
+
+    async def _flush(self) -> None:
+        try:
+            async with asyncio.timeout(FLUSH_TIMEOUT_S):
+                await self.sender.flush()
+        except (TimeoutError, DtfError) as exc:
+            log.warning("%d outcomes stay spooled until the next start: %s", len(self.spool), exc or "timed out")
+
+    async def _deregister(self, returned: list[str]) -> None:
+        if not self._registered.is_set():
+            return
+        request = worker_service_pb2.DeregisterRequest(worker_id=self.worker_id, returned_lease_ids=returned)
+        try:
+            response = await self.client.deregister(request, deadline_s=DEREGISTER_DEADLINE_S)
+            log.info("deregistered; %d returned leases requeued", response.requeued)
+        except DtfError as exc:
+            log.warning("deregistering failed: %s", exc)
+
+    # ------------------------------------------------------------------ registration
+
+    async def _ensure_registered(self) -> None:
+        if self._registered.is_set():
+            return
+        async with self._register_lock:
+            backoff = Backoff()
+            while not self._registered.is_set():
+                assert self.hardware is not None
+                request = register_request(self.config, self.worker_id, self.hardware, self.hardware_id)
+                try:
+                    response = await self.client.register(request)
+                except Exception as exc:
+                    delay = backoff.next_delay()
+                    log.warning("registering with %s failed (%s); retrying in %.1fs", self.client.target, exc, delay)
+                    await asyncio.sleep(delay)
+                    continue
+                self._heartbeat_interval = response.heartbeat_interval_s or DEFAULT_HEARTBEAT_S
+                self._registered.set()
+                log.info(
+                    "registered as %s with coordinator %s; heartbeat every %.1fs",
+                    self.worker_id,
+                    response.coordinator_id or self.client.target,
+                    self._heartbeat_interval,
+                )
+
+    async def _after_failure(self, what: str, exc: Exception, backoff: Backoff) -> None:
+        if isinstance(exc, NotFound | Conflict):
+            self._registered.clear()  # the coordinator does not know us (any more): register again
+        delay = backoff.next_delay()
+        if isinstance(exc, DtfError):
+            log.warning("%s failed (%s); retrying in %.1fs", what, exc, delay)
+        else:
+            log.error("%s failed; retrying in %.1fs", what, delay, exc_info=exc)
+        await asyncio.sleep(delay)
+
+    # ------------------------------------------------------------------ heartbeat
+
+    async def _heartbeat_loop(self) -> None:
+        backoff = Backoff()
+        while True:
+            try:
+                await self._ensure_registered()
+                await self.heartbeat_once()
+            except Exception as exc:
+                await self._after_failure("heartbeat", exc, backoff)
+                continue
+            backoff.reset()
+            await asyncio.sleep(self._heartbeat_interval)
+
+    async def heartbeat_once(self) -> None:
+        health = ""
+        now = time.monotonic()
+        if now >= self._next_health:
+            health = json.dumps(collect_health(self.working_dir, self.config.health))
+            self._next_health = now + self.config.health.report_interval
+        response = await self.client.heartbeat(
+            worker_service_pb2.HeartbeatRequest(
+                worker_id=self.worker_id,
+                health_json=health,
+                performance_json=json.dumps(self.performance()),
+                lease_ids=self.tasks.held_leases(),
+            )
+        )
+        for lease_id in response.revoked_lease_ids:
+            self.tasks.revoke(lease_id)
+
+    def performance(self) -> dict[str, int]:
+        return {
+            "running": len(self.tasks.running),
+            "slots": self.config.execution.concurrent_tasks,
+            "completed": self.tasks.counts["completed"],
+            "failed": self.tasks.counts["failed"],
+        }
+
+    # ------------------------------------------------------------------ leasing and running
+
+    async def _lease_loop(self) -> None:
+        backoff = Backoff()
+        while True:
+            free = await self.tasks.wait_for_free_slot(self.config.execution.concurrent_tasks)
+            try:
+                await self._ensure_registered()
+                began = time.monotonic()
+                response = await self.client.lease_tasks(
+                    worker_service_pb2.LeaseRequest(worker_id=self.worker_id, max_tasks=free, wait_ms=LEASE_WAIT_MS)
+                )
+            except Exception as exc:
+                await self._after_failure("lease", exc, backoff)
+                continue
+            backoff.reset()
+            for task in response.tasks:
+                self.tasks.start(task)
+            if not response.tasks and time.monotonic() - began < 0.05:
+                await asyncio.sleep(0.2)  # a coordinator answering at once instead of long-polling is not hammered
+
+    # ------------------------------------------------------------------ reporting
+
+    async def _report_loop(self) -> None:
+        backoff = Backoff()
+        while True:
+            try:
+                sent = await self.sender.send_once()
+            except Exception as exc:
+                await self._after_failure("report", exc, backoff)
+                continue
+            backoff.reset()
+            if not sent:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.sender.wake.wait(), REPORT_IDLE_POLL_S)
+
+    def _wake_sender(self) -> None:
+        if self._sender is not None:
+            self._sender.wake.set()
+
+
+# ---------------------------------------------------------------------- entry points
+
+
+async def run_worker(
+    config: WorkerConfig, *, stop_event: asyncio.Event | None = None, grace_s: float = DEFAULT_GRACE_S
+) -> None:
+    """Run a worker until `stop_event` is set, or until SIGTERM/SIGINT when none is given."""
+    stop = stop_event or asyncio.Event()
+    handled: list[signal.Signals] = []
+    if stop_event is None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):  # not the main thread
+                loop.add_signal_handler(sig, stop.set)
+                handled.append(sig)
+    daemon = WorkerDaemon(config, grace_s=grace_s)
+    try:
+        await daemon.start()
+        await stop.wait()
+    finally:
+        await daemon.stop()
+        for sig in handled:
+            asyncio.get_running_loop().remove_signal_handler(sig)
+
+
+def main(config_path: str | Path | None = None, *, grace_s: float = DEFAULT_GRACE_S) -> int:
+    """`dtf worker --config worker.yaml`: the process exit code."""
+    try:
+        config = load_config(WorkerConfig, config_path)
+    except ConfigError as exc:
+        print(f"dtf worker: {exc.message}", file=sys.stderr)
+        return 2
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    asyncio.run(run_worker(config, grace_s=grace_s))
+    return 0

@@ -1,0 +1,63 @@
+"""Who this worker is: a stable id, and what it tells the coordinator when it registers."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+import uuid
+from importlib import metadata
+from pathlib import Path
+
+from dtf_common.config import WorkerConfig
+from dtf_common.pb.dtf.v1 import worker_service_pb2
+from dtf_worker.hardware import HardwareProfile
+
+WORKER_ID_FILE = "worker_id"
+
+
+def resolve_worker_id(config: WorkerConfig, working_dir: Path) -> str:
+    """config.worker.id, else the id generated on first start and remembered in working_dir,
+    so a restarted daemon rejoins as the same worker and its spooled outcomes still match."""
+    if config.worker.id:
+        return config.worker.id
+    path = working_dir / WORKER_ID_FILE
+    try:
+        remembered = path.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        remembered = ""
+    if remembered:
+        return remembered
+    worker_id = str(uuid.uuid4())
+    working_dir.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(worker_id + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    return worker_id
+
+
+def _version() -> str:
+    try:
+        return metadata.version("dtf")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def register_request(
+    config: WorkerConfig, worker_id: str, hardware: HardwareProfile, hardware_id: str
+) -> worker_service_pb2.RegisterRequest:
+    return worker_service_pb2.RegisterRequest(
+        worker_id=worker_id,
+        name=config.worker.name or hardware.hostname or socket.gethostname(),
+        hardware_id=hardware_id,
+        capabilities=hardware.to_capabilities(config.execution.concurrent_tasks, config.worker.labels),
+        metadata_json=json.dumps(
+            {
+                "version": _version(),
+                "pid": os.getpid(),
+                "hostname": hardware.hostname,
+                "started_at_ms": time.time_ns() // 1_000_000,
+            }
+        ),
+    )

@@ -1,0 +1,176 @@
+"""Runs leased tasks side by side and spools their outcomes.
+
+Each task gets its own working directory and cancel event. Its STARTED outcome is
+spooled before it runs and its COMPLETED or FAILED outcome after, unless it was stopped
+on purpose (lease revoked, worker shutting down): then nothing more is reported and the
+coordinator decides what happens to the task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import shutil
+import time
+from collections import Counter, OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from dtf_common.errors import InvalidArgument
+from dtf_common.pb.dtf.v1 import types_pb2, worker_service_pb2
+from dtf_worker.executors.base import ExecutionContext, ExecutionResult
+from dtf_worker.executors.registry import get_executor
+from dtf_worker.spool import Spool
+
+log = logging.getLogger("dtf.worker")
+Outcome = types_pb2.TaskOutcome
+_REMEMBERED_LEASES = 10_000
+
+
+@dataclass
+class RunningTask:
+    task: worker_service_pb2.LeasedTask
+    ctx: ExecutionContext
+    started: float
+    job: asyncio.Task[None] | None = None
+    # "revoked" or "shutdown": the task was stopped on purpose and its outcome is not reported.
+    drop_reason: str | None = None
+
+
+class TaskRunner:
+    def __init__(
+        self,
+        *,
+        worker_id: str,
+        runs_dir: Path,
+        default_timeout: float,
+        spool: Spool,
+        on_spooled: Callable[[], None],
+    ) -> None:
+        self.worker_id = worker_id
+        self.hardware_id = ""
+        self.runs_dir = runs_dir
+        self.default_timeout = default_timeout
+        self.spool = spool
+        self.on_spooled = on_spooled
+        self.running: dict[str, RunningTask] = {}
+        self.counts: Counter[str] = Counter()
+        self.slot_freed = asyncio.Event()
+        self._reporting: set[str] = set()  # leases whose final outcome awaits acknowledgement
+        self._done: OrderedDict[str, None] = OrderedDict()  # leases already run: a re-delivery is ignored
+
+    def held_leases(self) -> list[str]:
+        """Running tasks, and finished ones whose outcome the coordinator has not yet acknowledged."""
+        return sorted(set(self.running) | self._reporting)
+
+    async def wait_for_free_slot(self, slots: int) -> int:
+        """How many slots are free, once at least one is."""
+        while len(self.running) >= slots:
+            self.slot_freed.clear()
+            await self.slot_freed.wait()
+        return slots - len(self.running)
+
+    def start(self, task: worker_service_pb2.LeasedTask) -> None:
+        if task.lease_id in self.running or task.lease_id in self._done:
+            log.info("lease %s of task %s is already running or done here; ignored", task.lease_id, task.task_id)
+            return
+        ctx = ExecutionContext(
+            worker_id=self.worker_id,
+            hardware_id=self.hardware_id,
+            working_dir=self.runs_dir / f"{task.task_id}.{task.lease_id}",
+            default_timeout=self.default_timeout,
+        )
+        running = RunningTask(task=task, ctx=ctx, started=time.monotonic())
+        self.running[task.lease_id] = running
+        running.job = asyncio.create_task(self._execute(running), name=f"dtf-task-{task.task_id}")
+
+    def revoke(self, lease_id: str) -> None:
+        running = self.running.get(lease_id)
+        if running is None or running.drop_reason:
+            return
+        running.drop_reason = "revoked"
+        running.ctx.cancel.set()
+        log.warning("lease %s of task %s was revoked; stopping the task", lease_id, running.task.task_id)
+
+    def acknowledged(self, outcomes: list[types_pb2.TaskOutcome]) -> None:
+        for outcome in outcomes:
+            if outcome.kind != Outcome.STARTED:
+                self._reporting.discard(outcome.lease_id)
+
+    async def finish(self, grace_s: float) -> list[str]:
+        """Give running tasks `grace_s` to end, then cancel the rest. Returns the lease ids of
+        the cancelled tasks: the coordinator may give them to another worker at once."""
+        jobs = {r.job for r in self.running.values() if r.job is not None}
+        if jobs:
+            log.info("waiting up to %.0fs for %d running tasks", grace_s, len(jobs))
+            await asyncio.wait(jobs, timeout=grace_s)
+        left = list(self.running.values())
+        for running in left:
+            running.drop_reason = running.drop_reason or "shutdown"
+            running.ctx.cancel.set()
+        jobs = {r.job for r in left if r.job is not None}
+        if jobs:
+            await asyncio.wait(jobs, timeout=max(r.ctx.kill_grace_s for r in left) + 5)
+        return [r.task.lease_id for r in left if r.drop_reason == "shutdown"]
+
+    async def _execute(self, running: RunningTask) -> None:
+        task, ctx = running.task, running.ctx
+        log.info("task %s (%s) started: lease %s, attempt %d", task.task_id, task.type, task.lease_id, task.attempt)
+        try:
+            self._spool(task, Outcome.STARTED)
+            ctx.working_dir.mkdir(parents=True, exist_ok=True)
+            result = await self._run_executor(task, ctx)
+            took = time.monotonic() - running.started
+            if running.drop_reason:
+                log.info(
+                    "task %s stopped after %.2fs (%s); outcome not reported", task.task_id, took, running.drop_reason
+                )
+                return
+            self._spool(task, Outcome.COMPLETED if result.ok else Outcome.FAILED, result)
+            self._reporting.add(task.lease_id)
+            self.counts["completed" if result.ok else "failed"] += 1
+            if result.ok:
+                log.info("task %s completed in %.2fs", task.task_id, took)
+            else:
+                log.info("task %s failed in %.2fs: %s", task.task_id, took, result.error)
+        finally:
+            del self.running[task.lease_id]
+            self._done[task.lease_id] = None
+            if len(self._done) > _REMEMBERED_LEASES:
+                self._done.popitem(last=False)
+            self.slot_freed.set()
+            await asyncio.to_thread(shutil.rmtree, ctx.working_dir, True)
+
+    async def _run_executor(self, task: worker_service_pb2.LeasedTask, ctx: ExecutionContext) -> ExecutionResult:
+        try:
+            executor = get_executor(task.type)
+        except InvalidArgument as exc:
+            return ExecutionResult(ok=False, error=exc.message, non_retryable=True)
+        try:
+            return await executor.run(task, ctx)
+        except Exception as exc:
+            log.exception("executor for task %s raised", task.task_id)
+            return ExecutionResult(ok=False, error=f"worker error: {type(exc).__name__}: {exc}")
+
+    def _spool(
+        self,
+        task: worker_service_pb2.LeasedTask,
+        kind: types_pb2.TaskOutcome.Kind,
+        result: ExecutionResult | None = None,
+    ) -> None:
+        outcome = Outcome(task_id=task.task_id, lease_id=task.lease_id, worker_id=self.worker_id, kind=kind)
+        if result is not None:
+            outcome.error = result.error or ""
+            outcome.results_json = json.dumps(result.results, default=str)
+            outcome.results.extend(result.records)
+            outcome.non_retryable = result.non_retryable
+        try:
+            self.spool.put(outcome)
+        except OSError:
+            # Without the spool the outcome cannot be made durable; the lease will expire and
+            # the coordinator requeue the task, which is the at-least-once path anyway.
+            log.exception("cannot spool the outcome of task %s", task.task_id)
+            return
+        self.on_spooled()
