@@ -113,11 +113,18 @@ class StateMachine:
                 yield self.tasks[entry[1]]
 
     def expired_leases(self, now_ms: int) -> list[str]:
-        return [
-            lease_id
+        """Leases expired at `now_ms`, earliest first, then by task age.
+
+        The order is part of the replicated result (a dependent's error names the first
+        dependency that failed), so it must not depend on how `self.leases` was built:
+        a state restored from a snapshot holds the same leases in another order.
+        """
+        expired = [
+            (expiry, self.tasks[task_id].seq, lease_id)
             for lease_id, task_id in self.leases.items()
             if (expiry := self.tasks[task_id].lease_expires_ms) is not None and expiry <= now_ms
         ]
+        return [lease_id for *_, lease_id in sorted(expired)]
 
     # ------------------------------------------------------------------ commands
 
