@@ -1,0 +1,53 @@
+"""`/api/results`: test and benchmark results, read from the results store.
+
+The store's reads are blocking, so these handlers are plain functions, which FastAPI
+runs in its thread pool, off the event loop.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Path, Query
+from pydantic import Field
+
+from dtf_common.errors import NotFound
+from dtf_common.schemas import Page, Result, ResultStatus
+from dtf_coordinator.api.deps import Context, PageQuery, reader
+from dtf_coordinator.api.problems import PROBLEM_RESPONSES, Problem
+
+router = APIRouter(prefix="/api/results", tags=["results"], dependencies=[Depends(reader)], responses=PROBLEM_RESPONSES)
+
+
+class ResultQuery(PageQuery):
+    task_id: str | None = None
+    worker_id: str | None = None
+    test_id: str | None = None
+    status: ResultStatus | None = None
+    since: datetime | None = Field(default=None, description="recorded at or after (ISO 8601; naive means UTC)")
+    until: datetime | None = Field(default=None, description="recorded before (ISO 8601; naive means UTC)")
+
+
+@router.get("", response_model=Page[Result], summary="List results, newest first")
+def list_results(query: Annotated[ResultQuery, Query()], ctx: Context) -> Page[Result]:
+    rows, count = ctx.results.list_results(
+        task_id=query.task_id,
+        worker_id=query.worker_id,
+        test_id=query.test_id,
+        status=query.status.value if query.status else None,
+        since=query.since,
+        until=query.until,
+        offset=query.offset,
+        limit=query.limit,
+    )
+    data = [Result.model_validate(row) for row in rows]
+    return Page[Result](data=data, count=count, offset=query.offset, limit=query.limit)
+
+
+@router.get("/{result_id}", response_model=Result, summary="One result", responses={404: {"model": Problem}})
+def get_result(result_id: Annotated[str, Path()], ctx: Context) -> Result:
+    row = ctx.results.get_result(result_id)
+    if row is None:
+        raise NotFound(f"result {result_id} not found", field="result_id")
+    return Result.model_validate(row)
