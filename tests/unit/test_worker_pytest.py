@@ -8,7 +8,7 @@ from pathlib import Path
 
 from test_worker_executors import context, leased, run
 
-from dtf_worker.executors.junit import node_id, parse_junit_xml, parse_progress
+from dtf_worker.executors.junit import node_id, parse_junit_xml, parse_progress, progress_rootdir
 
 SUITE = textwrap.dedent(
     """
@@ -133,3 +133,21 @@ def test_pytest_without_tests_explains_the_exit_code(tmp_path: Path) -> None:
     result = run(leased("pytest", {"args": [str(tmp_path / "empty")]}), context(tmp_path))
     assert not result.ok and result.error is not None
     assert result.error.startswith("pytest exit code 4 (usage error)")
+
+
+def test_node_ids_are_rebased_onto_the_task_cwd() -> None:
+    case = parse_junit_xml(JUNIT_SAMPLE)[3]
+    assert case.rebased("/repo", "/repo/tests").node_id == "sub/test_a.py::TestK::TestInner::test_p[1.5-a.b]"
+    assert case.rebased("/repo", "/repo").node_id == case.node_id
+    assert case.rebased("/repo", "/elsewhere").node_id == case.node_id  # outside cwd: left as pytest named it
+    assert progress_rootdir(['{"rootdir": "/repo"}', '{"nodeid": "x"}']) == "/repo"
+
+
+def test_reported_ids_work_as_node_ids_from_the_task_cwd(tmp_path: Path) -> None:
+    (tmp_path / "pytest.ini").write_text("[pytest]\n")  # rootdir is tmp_path, above the cwd
+    (tmp_path / "suite").mkdir()
+    (tmp_path / "suite" / "test_one.py").write_text("def test_a():\n    pass\n")
+    task = leased("pytest", {"node_ids": ["test_one.py::test_a"], "cwd": str(tmp_path / "suite")})
+    result = run(task, context(tmp_path))
+    assert result.ok, result.error
+    assert [r.test_id for r in result.records] == ["test_one.py::test_a"]

@@ -3,10 +3,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from dtf_common.schemas import ResultStatus
@@ -35,6 +38,19 @@ class CaseResult:
     @property
     def status(self) -> str:
         return _STATUS[self.outcome].value
+
+    def rebased(self, rootdir: str | Path, cwd: str | Path) -> CaseResult:
+        """The same test with its node id relative to `cwd` instead of pytest's rootdir, so the
+        id reported is one that can be passed back as a node id in a task with that cwd.
+        Tests outside `cwd` keep their rootdir-relative id."""
+        if not self.file:
+            return self
+        try:
+            path = Path(os.path.normpath(Path(rootdir, self.file).absolute())).relative_to(Path(cwd).absolute())
+        except ValueError:
+            return self
+        rest = self.node_id[len(self.file) :] if self.node_id.startswith(self.file) else ""
+        return dataclasses.replace(self, node_id=path.as_posix() + rest, file=path.as_posix())
 
 
 def node_id(classname: str, name: str, file: str) -> str:
@@ -84,6 +100,19 @@ def _float(value: str | None) -> float:
         return float(value) if value else 0.0
     except ValueError:
         return 0.0
+
+
+def progress_rootdir(lines: Iterable[str]) -> str | None:
+    """The rootdir that `pytest_progress` writes first."""
+    for line in lines:
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        rootdir = entry.get("rootdir") if isinstance(entry, dict) else None
+        if isinstance(rootdir, str):
+            return rootdir
+    return None
 
 
 def parse_progress(lines: Iterable[str]) -> list[CaseResult]:

@@ -2,7 +2,8 @@
 
 parameters: {"node_ids": [...], "args": [...], "cwd": "...", "env": {...}, "timeout": s}
 
-Test ids are pytest node ids relative to pytest's rootdir. Results come from the JUnit
+Test ids are pytest node ids, made relative to the task's cwd (pytest's own are relative
+to its rootdir) so they can be passed back as node ids. Results come from the JUnit
 XML; when pytest dies before writing it (timeout, crash), from the progress lines that
 `pytest_progress` wrote as tests finished.
 """
@@ -19,7 +20,7 @@ from dtf_common.errors import InvalidArgument
 from dtf_common.pb.dtf.v1 import worker_service_pb2
 from dtf_worker.executors import pytest_progress
 from dtf_worker.executors.base import ExecutionContext, ExecutionResult
-from dtf_worker.executors.junit import CaseResult, parse_junit_xml, parse_progress
+from dtf_worker.executors.junit import CaseResult, parse_junit_xml, parse_progress, progress_rootdir
 from dtf_worker.executors.params import Parameters
 from dtf_worker.executors.process import ProcessRun, run_process
 from dtf_worker.executors.records import clip, new_record
@@ -70,7 +71,7 @@ class PytestExecutor:
         except OSError as exc:
             return ExecutionResult(ok=False, error=f"cannot start pytest: {exc}")
 
-        cases, source = read_cases(junit, progress)
+        cases, source = read_cases(junit, progress, cwd)
         process_metrics = {"scope": "pytest process", **run.measurements()}
         records = [
             new_record(
@@ -103,17 +104,21 @@ class PytestExecutor:
         return ExecutionResult(ok=ok, error=error, results=results, records=records)
 
 
-def read_cases(junit: Path, progress: Path) -> tuple[list[CaseResult], str]:
-    """The JUnit XML when pytest wrote it whole, else the progress lines, else nothing."""
+def read_cases(junit: Path, progress: Path, cwd: Path) -> tuple[list[CaseResult], str]:
+    """The JUnit XML when pytest wrote it whole, else the progress lines, else nothing;
+    node ids made relative to `cwd` when pytest's rootdir is known."""
     try:
-        return parse_junit_xml(junit.read_bytes()), "junit"
-    except (FileNotFoundError, ET.ParseError):
-        pass
-    try:
-        with progress.open(encoding="utf-8", errors="replace") as lines:
-            return parse_progress(lines), "progress"
+        lines = progress.read_text(encoding="utf-8", errors="replace").splitlines()
     except FileNotFoundError:
-        return [], "none"
+        lines = []
+    try:
+        cases, source = parse_junit_xml(junit.read_bytes()), "junit"
+    except (FileNotFoundError, ET.ParseError):
+        cases, source = parse_progress(lines), "progress" if lines else "none"
+    rootdir = progress_rootdir(lines)
+    if rootdir is not None:
+        cases = [case.rebased(rootdir, cwd) for case in cases]
+    return cases, source
 
 
 def summarize_failure(run: ProcessRun, counts: Counter[str], completed: int) -> str:
