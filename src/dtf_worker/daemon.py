@@ -25,6 +25,7 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import IO
 
 import psutil
 
@@ -35,7 +36,7 @@ from dtf_worker.backoff import Backoff
 from dtf_worker.client import CoordinatorClient
 from dtf_worker.hardware import HardwareProfile, detect_hardware
 from dtf_worker.health import collect_health
-from dtf_worker.identity import register_request, resolve_worker_id
+from dtf_worker.identity import lock_working_dir, register_request, resolve_worker_id
 from dtf_worker.reporter import ResultSender
 from dtf_worker.spool import Spool
 from dtf_worker.task_runner import TaskRunner
@@ -71,6 +72,7 @@ class WorkerDaemon:
         self.tasks = TaskRunner(
             worker_id=self.worker_id,
             runs_dir=self.working_dir / "runs",
+            cache_dir=Path(config.execution.cache_dir).resolve(),
             default_timeout=config.execution.timeout,
             spool=self.spool,
             on_spooled=self._wake_sender,
@@ -81,6 +83,7 @@ class WorkerDaemon:
         self._heartbeat_interval = DEFAULT_HEARTBEAT_S
         self._next_health = 0.0
         self._stopping = False
+        self._lock: IO[bytes] | None = None
 
     @property
     def client(self) -> CoordinatorClient:
@@ -95,7 +98,9 @@ class WorkerDaemon:
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
-        """Fingerprint the machine and start the loops; registration happens in them, with retries."""
+        """Fingerprint the machine and start the loops; registration happens in them, with retries.
+        Raises ConfigError when another worker is using the same working directory."""
+        self._lock = lock_working_dir(self.working_dir)
         if self.hardware is None:
             self.hardware = await asyncio.to_thread(detect_hardware)
         self.hardware_id = self.hardware_id or self.hardware.hardware_id()
@@ -145,6 +150,8 @@ class WorkerDaemon:
         if self._client is not None:
             await self._deregister(returned)
             await self._client.close()
+        if self._lock is not None:
+            self._lock.close()
         log.info("worker %s stopped", self.worker_id)
 
     async def _cancel_loop(self, name: str) -> None:
@@ -313,13 +320,12 @@ async def run_worker(
 
 
 def main(config_path: str | Path | None = None, *, grace_s: float = DEFAULT_GRACE_S) -> int:
-    """`dtf worker --config worker.yaml`: the process exit code."""
+    """`dtf worker --config worker.yaml`: runs until SIGTERM/SIGINT; returns the exit code."""
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        config = load_config(WorkerConfig, config_path)
+        asyncio.run(run_worker(load_config(WorkerConfig, config_path), grace_s=grace_s))
     except ConfigError as exc:
         print(f"dtf worker: {exc.message}", file=sys.stderr)
         return 2
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    asyncio.run(run_worker(config, grace_s=grace_s))
     return 0

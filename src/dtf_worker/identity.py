@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import socket
@@ -9,12 +10,31 @@ import time
 import uuid
 from importlib import metadata
 from pathlib import Path
+from typing import IO
 
 from dtf_common.config import WorkerConfig
+from dtf_common.errors import ConfigError
 from dtf_common.pb.dtf.v1 import worker_service_pb2
 from dtf_worker.hardware import HardwareProfile
 
 WORKER_ID_FILE = "worker_id"
+LOCK_FILE = "worker.lock"
+
+
+def lock_working_dir(working_dir: Path) -> IO[bytes]:
+    """Hold working_dir for this daemon until the returned file is closed: two workers in one
+    directory would share an id and a spool and report each other's outcomes."""
+    working_dir.mkdir(parents=True, exist_ok=True)
+    handle = (working_dir / LOCK_FILE).open("a+b")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise ConfigError(
+            f"execution.working_dir {working_dir} is in use by another running worker; give each worker its own",
+            field="execution.working_dir",
+        ) from None
+    return handle
 
 
 def resolve_worker_id(config: WorkerConfig, working_dir: Path) -> str:

@@ -45,6 +45,7 @@ class TaskRunner:
         *,
         worker_id: str,
         runs_dir: Path,
+        cache_dir: Path,
         default_timeout: float,
         spool: Spool,
         on_spooled: Callable[[], None],
@@ -52,6 +53,7 @@ class TaskRunner:
         self.worker_id = worker_id
         self.hardware_id = ""
         self.runs_dir = runs_dir
+        self.cache_dir = cache_dir
         self.default_timeout = default_timeout
         self.spool = spool
         self.on_spooled = on_spooled
@@ -81,6 +83,8 @@ class TaskRunner:
             hardware_id=self.hardware_id,
             working_dir=self.runs_dir / f"{task.task_id}.{task.lease_id}",
             default_timeout=self.default_timeout,
+            task_id=task.task_id,
+            cache_dir=self.cache_dir,
         )
         running = RunningTask(task=task, ctx=ctx, started=time.monotonic())
         self.running[task.lease_id] = running

@@ -15,8 +15,9 @@ import grpc.aio
 import pytest
 
 from dtf_common.config import WorkerConfig
+from dtf_common.errors import ConfigError
 from dtf_common.pb.dtf.v1 import types_pb2, worker_service_pb2, worker_service_pb2_grpc
-from dtf_worker.daemon import WorkerDaemon
+from dtf_worker.daemon import WorkerDaemon, main
 from dtf_worker.hardware import HardwareProfile
 from dtf_worker.spool import Spool
 
@@ -267,3 +268,20 @@ def test_runs_up_to_its_slots_at_once(tmp_path: Path, concurrent_tasks: int) -> 
     began = time.monotonic()
     run_scenario(tmp_path, scenario, concurrent_tasks=concurrent_tasks)
     assert time.monotonic() - began < 5  # two rounds of three, not six in a row
+
+
+def test_a_second_worker_cannot_share_the_working_dir(tmp_path: Path) -> None:
+    async def scenario(fake: FakeCoordinator, daemon: WorkerDaemon) -> None:
+        twin = WorkerDaemon(daemon.config, hardware=HARDWARE)
+        with pytest.raises(ConfigError, match="in use by another running worker"):
+            await twin.start()
+        await twin.stop()
+
+    run_scenario(tmp_path, scenario)
+
+
+def test_main_reports_a_bad_config_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "worker.yaml"
+    bad.write_text("execution:\n  concurrent_tasks: 0\n")
+    assert main(bad) == 2
+    assert "execution.concurrent_tasks" in capsys.readouterr().err

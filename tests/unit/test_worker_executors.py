@@ -160,3 +160,14 @@ def test_noop_and_unknown_type(tmp_path: Path) -> None:
     assert result.ok and result.results == {"noop": True} and result.records == []
     with pytest.raises(Exception, match="unknown task type 'nope'"):
         get_executor("nope")
+
+
+def test_tasks_learn_who_runs_them_and_where_to_cache(tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    ctx = context(tmp_path, task_id="task-1", cache_dir=cache)
+    task = leased(
+        "command",
+        {"command": 'echo "$DTF_TASK_ID $DTF_WORKER_ID $DTF_HARDWARE_ID $DTF_CACHE_DIR $OWN"', "env": {"OWN": "x"}},
+    )
+    result = run(task, ctx)
+    assert result.results["stdout_tail"] == f"task-1 w1 cpu-test {cache} x\n"

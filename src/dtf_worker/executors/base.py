@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -26,10 +28,19 @@ class ExecutionContext:
     default_timeout: float
     cancel: asyncio.Event = field(default_factory=asyncio.Event)
     kill_grace_s: float = 2.0
+    task_id: str = ""
+    cache_dir: Path | None = None
 
     @property
     def files_dir(self) -> Path:
         return self.working_dir / ".dtf"
+
+    def child_env(self, extra: Mapping[str, str]) -> dict[str, str]:
+        """The worker's environment, then where the task stands, then the task's own variables."""
+        own = {"DTF_WORKER_ID": self.worker_id, "DTF_HARDWARE_ID": self.hardware_id, "DTF_TASK_ID": self.task_id}
+        if self.cache_dir is not None:
+            own["DTF_CACHE_DIR"] = str(self.cache_dir)  # shared across tasks: models, datasets
+        return {**os.environ, **own, **extra}
 
 
 @dataclass

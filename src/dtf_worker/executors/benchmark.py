@@ -58,7 +58,7 @@ class BenchmarkExecutor:
         try:
             params = Parameters.of(task)
             spec = runner_spec(params)
-            env, cwd = params.env(), params.cwd(ctx.working_dir)
+            env, cwd = ctx.child_env(params.env()), params.cwd(ctx.working_dir)
             timeout = params.timeout(task.timeout_s, ctx.default_timeout)
             pythonpath = params.str_list("pythonpath")
             test_id = params.text("test_id") or spec["entry"] or command_text(spec["command"])

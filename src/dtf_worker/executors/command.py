@@ -27,7 +27,7 @@ class CommandExecutor:
         try:
             params = Parameters.of(task)
             command = params.command()
-            env, cwd = params.env(), params.cwd(ctx.working_dir)
+            env, cwd = ctx.child_env(params.env()), params.cwd(ctx.working_dir)
             timeout = params.timeout(task.timeout_s, ctx.default_timeout)
             test_id = params.text("test_id") or str(task_metadata(task).get("name") or command_text(command))
         except InvalidArgument as exc:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -75,14 +74,14 @@ class Parameters:
         return dict(value)
 
     def env(self, key: str = "env") -> dict[str, str]:
-        """The worker's environment with the task's additions (numbers are written as text)."""
+        """The variables the task adds to its environment (numbers are written as text)."""
         extra = self.mapping(key)
         for name, value in extra.items():
             if isinstance(value, bool) or not isinstance(value, str | int | float):
                 raise InvalidArgument(
                     f"parameters.{key}.{name} must be a string or a number", field=f"parameters.{key}.{name}"
                 )
-        return {**os.environ, **{name: str(value) for name, value in extra.items()}}
+        return {name: str(value) for name, value in extra.items()}
 
     def number(self, key: str, default: float, *, minimum: float = 0.0) -> float:
         value = self.data.get(key)

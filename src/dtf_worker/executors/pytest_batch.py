@@ -33,7 +33,7 @@ class PytestExecutor:
         try:
             params = Parameters.of(task)
             args, node_ids = params.str_list("args"), params.str_list("node_ids")
-            env, cwd = params.env(), params.cwd(ctx.working_dir)
+            env, cwd = ctx.child_env(params.env()), params.cwd(ctx.working_dir)
             timeout = params.timeout(task.timeout_s, ctx.default_timeout)
         except InvalidArgument as exc:
             return ExecutionResult.invalid(exc)
