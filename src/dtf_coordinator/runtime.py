@@ -147,7 +147,15 @@ class CoordinatorRuntime:
         )
         app = create_app(ctx)
         self._http = uvicorn.Server(
-            uvicorn.Config(app, host=cfg.server.host, port=cfg.server.port, log_level="warning", lifespan="off")
+            uvicorn.Config(
+                app,
+                host=cfg.server.host,
+                port=cfg.server.port,
+                log_level="warning",
+                lifespan="off",
+                access_log=False,  # it would log /ws?token=...
+                ws_max_size=1024 * 1024,
+            )
         )
         http_task = asyncio.create_task(self._http.serve(), name="dtf-http")
         while not self._http.started:

@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from dtf_common.errors import Unavailable
 from dtf_common.pb.dtf.v1 import commands_pb2
 from dtf_coordinator.consensus.base import EffectSink
 from dtf_coordinator.consensus.log_store import LogStore, fsync_dir
@@ -101,7 +102,7 @@ class SingleNode:
                 await self._task
         for _cmd, fut in self._queue:
             if not fut.done():
-                fut.set_exception(RuntimeError("node stopped"))
+                fut.set_exception(Unavailable("node stopped"))
         self._queue.clear()
         self.log.close()
 
@@ -115,7 +116,9 @@ class SingleNode:
 
     async def propose(self, command: commands_pb2.Command) -> Outcome:
         if self._failed is not None:
-            raise RuntimeError(f"node stopped after a storage failure: {self._failed}")
+            raise Unavailable(f"node stopped after a storage failure: {self._failed}")
+        if self._task is None or self._task.done():
+            raise Unavailable("node is not running")
         # Leader-stamped time, never going backwards in log order.
         self._last_ms = max(self._last_ms, self._clock())
         command.time_ms = self._last_ms
