@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 from dtf.cli.progress import wait_for_tasks
-from dtf.cli.render import print_results, task_name
+from dtf.cli.render import task_name
 from dtf.client import DtfClient
 from dtf.taskfile import load_taskfile
 
@@ -80,12 +80,31 @@ def summarise(client: DtfClient, tasks: list[dict[str, object]]) -> bool:
             str(t.get("error") or "")[:60],
         )
     console.print(table)
-    results = client.results(limit=100)
-    print_results(results)
-    for r in results["data"]:
+    results = client.results(limit=200)
+    tests = Table(title="test results (one per pytest test)")
+    for col in ("test", "status", "seconds", "worker"):
+        tests.add_column(col)
+    bench = Table(title="benchmarks")
+    for col in ("entry", "p50 ms", "p90 ms", "p99 ms", "throughput/s", "peak MiB", "worker"):
+        bench.add_column(col)
+    for r in sorted(results["data"], key=lambda r: r["test_id"]):
         m = r.get("metrics") or {}
-        if "latency_ms" in m or "p50_ms" in m or "throughput_per_s" in m:
-            console.print(f"[bold]{r['test_id']}[/]: {json.dumps(m)}")
+        if "latency_ms" in m:
+            lat = m["latency_ms"]
+            bench.add_row(
+                r["test_id"],
+                f"{lat['p50']:.2f}",
+                f"{lat['p90']:.2f}",
+                f"{lat['p99']:.2f}",
+                f"{m.get('throughput_per_s', 0):,.0f} {m.get('throughput_unit', '')}",
+                f"{m.get('peak_memory_mb', 0):.1f}",
+                r["worker_id"],
+            )
+        elif "::" in r["test_id"]:
+            style = {"success": "green", "failure": "red"}.get(r["status"], "yellow")
+            tests.add_row(r["test_id"], f"[{style}]{r['status']}[/]", f"{r['execution_time']:.3f}", r["worker_id"])
+    console.print(tests)
+    console.print(bench)
     by_name = {task_name(t): t for t in tasks}  # type: ignore[arg-type]
     failed_tests = sorted(r["test_id"] for r in results["data"] if r["status"] == "failure")
     must_complete = [n for n in by_name if n != "unit-tests-fast"]

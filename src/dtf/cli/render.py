@@ -88,12 +88,25 @@ def print_workers(workers: list[dict[str, Any]]) -> None:
     _console().print(table)
 
 
+def format_metrics(metrics: dict[str, Any], limit: int = 4) -> str:
+    """Scalar metrics as `k=v`; nested ones (latency percentiles) by their p50."""
+    parts = []
+    for key, value in metrics.items():
+        if isinstance(value, dict) and "p50" in value:
+            value, key = value["p50"], f"{key}.p50"
+        if isinstance(value, bool) or not isinstance(value, int | float | str):
+            continue
+        parts.append(f"{key}={value:.3g}" if isinstance(value, float) else f"{key}={value}")
+        if len(parts) == limit:
+            break
+    return ", ".join(parts)
+
+
 def print_results(page: dict[str, Any]) -> None:
     table = Table(title=f"results ({page['count']} matching)")
     for col in ("test_id", "status", "seconds", "worker", "metrics"):
         table.add_column(col)
     for r in page["data"]:
-        metrics = r.get("metrics") or {}
-        shown = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in list(metrics.items())[:4])
-        table.add_row(r["test_id"][:70], _styled(r["status"]), f"{r['execution_time']:.3f}", r["worker_id"], shown)
+        shown = format_metrics(r.get("metrics") or {})
+        table.add_row(r["test_id"], _styled(r["status"]), f"{r['execution_time']:.3f}", r["worker_id"], shown)
     _console().print(table)
