@@ -166,7 +166,7 @@ class WorkerDaemon:
             async with asyncio.timeout(FLUSH_TIMEOUT_S):
                 await self.sender.flush()
         except (TimeoutError, DtfError) as exc:
-            log.warning("%d outcomes stay spooled until the next start: %s", len(self.spool), exc or "timed out")
+            log.warning("%d outcomes stay spooled until the next start: %s", len(self.spool), str(exc) or "timed out")
 
     async def _deregister(self, returned: list[str]) -> None:
         if not self._registered.is_set():

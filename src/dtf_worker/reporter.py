@@ -13,6 +13,20 @@ from dtf_worker.spool import Spool
 
 log = logging.getLogger("dtf.worker.reporter")
 Ack = worker_service_pb2.OutcomeAck
+# Half the coordinator's 64 MiB message limit: a batch never fails for its size.
+MAX_BATCH_BYTES = 32 * 1024 * 1024
+
+
+def fit_batch(
+    batch: list[tuple[str, types_pb2.TaskOutcome]], limit: int = MAX_BATCH_BYTES
+) -> list[tuple[str, types_pb2.TaskOutcome]]:
+    """The longest prefix of `batch` within `limit` bytes, and never less than one outcome."""
+    total = 0
+    for n, (_, outcome) in enumerate(batch):
+        total += outcome.ByteSize()
+        if total > limit and n > 0:
+            return batch[:n]
+    return batch
 
 
 class ResultSender:
@@ -44,7 +58,7 @@ class ResultSender:
     async def send_once(self) -> int:
         """How many outcomes were sent and acknowledged (0: nothing pending). Raises DtfError."""
         self.wake.clear()  # before reading: an outcome spooled from here on wakes the next round
-        batch = self.spool.pending(limit=1 if self._one_at_a_time else self.batch_size)
+        batch = fit_batch(self.spool.pending(limit=1 if self._one_at_a_time else self.batch_size))
         if not batch:
             return 0
         self._batch_id += 1

@@ -27,6 +27,34 @@ from dtf_worker.spool import Spool
 log = logging.getLogger("dtf.worker")
 Outcome = types_pb2.TaskOutcome
 _REMEMBERED_LEASES = 10_000
+# Well under the coordinator's 64 MiB message limit, so that any outcome can be sent.
+MAX_OUTCOME_BYTES = 8 * 1024 * 1024
+
+
+def fit_outcome(outcome: types_pb2.TaskOutcome, limit: int = MAX_OUTCOME_BYTES) -> types_pb2.TaskOutcome:
+    """Shrink an outcome too large to send: first drop the records' raw data (output tails,
+    failure texts), then records from the end. Returns the outcome, changed in place."""
+    if outcome.ByteSize() <= limit:
+        return outcome
+    for record in outcome.results:
+        record.raw_data_json = '{"truncated":true}'
+    if outcome.ByteSize() <= limit:
+        return outcome
+    target = limit - 200  # room for the note below
+    sizes = [_field_size(record.ByteSize()) for record in outcome.results]
+    total, dropped = outcome.ByteSize(), 0
+    while total > target and sizes:
+        total -= sizes.pop()
+        dropped += 1
+    del outcome.results[len(sizes) :]
+    note = f"{dropped} results dropped: the outcome exceeded {limit} bytes"
+    outcome.error = f"{outcome.error}; {note}" if outcome.error else note
+    return outcome
+
+
+def _field_size(message_bytes: int) -> int:
+    """Bytes an embedded message takes in its parent: a one-byte tag, a varint length, the message."""
+    return 1 + max(1, (message_bytes.bit_length() + 6) // 7) + message_bytes
 
 
 @dataclass
@@ -171,7 +199,7 @@ class TaskRunner:
             outcome.results.extend(result.records)
             outcome.non_retryable = result.non_retryable
         try:
-            self.spool.put(outcome)
+            self.spool.put(fit_outcome(outcome))
         except OSError:
             # Without the spool the outcome cannot be made durable; the lease will expire and
             # the coordinator requeue the task, which is the at-least-once path anyway.

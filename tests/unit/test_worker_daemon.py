@@ -50,6 +50,7 @@ class FakeCoordinator(worker_service_pb2_grpc.WorkerServiceServicer):  # type: i
         self.deregistered: list[worker_service_pb2.DeregisterRequest] = []
         self.revoked: set[str] = set()
         self.report_failures = 0
+        self.rejected: set[str] = set()  # task ids whose outcomes the coordinator refuses as malformed
         self.queued = asyncio.Event()
 
     def add(self, task_type: str, parameters: dict[str, Any]) -> str:
@@ -99,6 +100,8 @@ class FakeCoordinator(worker_service_pb2_grpc.WorkerServiceServicer):  # type: i
         if self.report_failures:
             self.report_failures -= 1
             await context.abort(grpc.StatusCode.UNAVAILABLE, "restarting")
+        if any(o.task_id in self.rejected for o in request.outcomes):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "malformed outcome")
         self.outcomes.extend(request.outcomes)
         acks = [
             worker_service_pb2.OutcomeAck(
@@ -226,6 +229,19 @@ def test_outcomes_spooled_before_a_crash_are_sent_after_restart(tmp_path: Path) 
 
     run_scenario(tmp_path, scenario)
     assert not list((tmp_path / "work" / "spool").glob("*.outcome"))
+
+
+def test_a_rejected_outcome_does_not_hold_back_the_others(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "work" / "spool")
+    for task_id in ("first", "poison", "second", "third"):
+        spool.put(Outcome(task_id=task_id, lease_id=f"lease-{task_id}", kind=Outcome.COMPLETED))
+
+    async def scenario(fake: FakeCoordinator, daemon: WorkerDaemon) -> None:
+        fake.rejected.add("poison")
+        await wait_until(lambda: len(daemon.spool) == 0)
+
+    fake = run_scenario(tmp_path, scenario)
+    assert sorted(fake.final()) == ["first", "second", "third"]
 
 
 def test_revoked_lease_stops_the_task_without_reporting_it(tmp_path: Path) -> None:

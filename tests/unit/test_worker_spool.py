@@ -10,7 +10,9 @@ import textwrap
 from pathlib import Path
 
 from dtf_common.pb.dtf.v1 import types_pb2
+from dtf_worker.reporter import fit_batch
 from dtf_worker.spool import Spool
+from dtf_worker.task_runner import fit_outcome
 
 
 def outcome(task_id: str, kind: int = types_pb2.TaskOutcome.COMPLETED) -> types_pb2.TaskOutcome:
@@ -71,3 +73,31 @@ def test_outcome_survives_kill_9_right_after_put(tmp_path: Path) -> None:
     [(got_key, got)] = Spool(tmp_path).pending()
     assert got_key == key
     assert (got.task_id, got.lease_id, got.kind, got.error) == ("t-9", "l-9", types_pb2.TaskOutcome.FAILED, "x")
+
+
+def test_oversized_outcomes_shed_raw_data_then_records() -> None:
+    big = outcome("t")
+    for i in range(50):
+        big.results.add(test_id=f"test_{i}", raw_data_json="x" * 1000)
+    assert fit_outcome(big, limit=1_000_000) is big and len(big.results) == 50
+    fit_outcome(big, limit=10_000)
+    assert all(r.raw_data_json == '{"truncated":true}' for r in big.results) and len(big.results) == 50
+    fit_outcome(big, limit=500)
+    assert big.ByteSize() <= 500 and len(big.results) < 50
+    assert "results dropped" in big.error
+
+
+def test_batches_stay_under_the_message_limit() -> None:
+    batch = [(str(i), outcome("t" + "x" * 100)) for i in range(10)]
+    size = batch[0][1].ByteSize()
+    assert len(fit_batch(batch, limit=size * 3)) == 3
+    assert len(fit_batch(batch, limit=1)) == 1  # never empty
+    assert len(fit_batch(batch)) == 10
+
+
+def test_shedding_records_lands_just_under_the_limit() -> None:
+    big = outcome("t")
+    for i in range(2000):
+        big.results.add(test_id=f"tests/test_mod.py::test_case_{i}", status="success", metrics_json='{"d":0.1}')
+    fit_outcome(big, limit=20_000)
+    assert 19_000 < big.ByteSize() <= 20_000
