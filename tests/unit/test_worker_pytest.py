@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import json
 import textwrap
+from collections import Counter
 from pathlib import Path
+from typing import Any
 
 from test_worker_executors import context, leased, run
 
 from dtf_worker.executors.junit import node_id, parse_junit_xml, parse_progress, progress_rootdir
+from dtf_worker.executors.process import ProcessRun
+from dtf_worker.executors.pytest_batch import summarize_failure
 
 SUITE = textwrap.dedent(
     """
@@ -121,18 +125,36 @@ def test_pytest_killed_by_its_time_limit_still_reports_finished_tests(tmp_path: 
     (tmp_path / "test_slow.py").write_text(
         "import time\n\ndef test_quick():\n    pass\n\ndef test_stuck():\n    time.sleep(60)\n"
     )
-    task = leased("pytest", {"node_ids": ["test_slow.py"], "cwd": str(tmp_path), "timeout": 4})
+    task = leased("pytest", {"node_ids": ["test_slow.py"], "cwd": str(tmp_path), "timeout": 6})
     result = run(task, context(tmp_path))
     assert not result.ok
-    assert result.error == "pytest timed out after 4.0s; 1 tests completed"
+    assert result.error == "pytest timed out after 6.0s; 1 tests completed"
     assert result.results["source"] == "progress"
     assert [(r.test_id, r.status) for r in result.records] == [("test_slow.py::test_quick", "success")]
 
 
-def test_pytest_without_tests_explains_the_exit_code(tmp_path: Path) -> None:
-    result = run(leased("pytest", {"args": [str(tmp_path / "empty")]}), context(tmp_path))
-    assert not result.ok and result.error is not None
-    assert result.error.startswith("pytest exit code 4 (usage error)")
+def test_failure_summaries() -> None:
+    def ran(exit_code: int, **fields: Any) -> ProcessRun:
+        values: dict[str, Any] = {
+            "exit_code": exit_code,
+            "timed_out": False,
+            "cancelled": False,
+            "timeout_s": 5.0,
+            "wall_time_s": 1.0,
+            "cpu_time_s": 1.0,
+            "peak_memory_mb": 1.0,
+            "stdout_tail": "",
+            "stderr_tail": "",
+        }
+        return ProcessRun(**{**values, **fields})
+
+    assert summarize_failure(ran(1), Counter(failed=2, error=1), 9) == "2 failed; 1 error"
+    assert (
+        summarize_failure(ran(4, stderr_tail="ERROR: file or directory not found: x\n"), Counter(), 0)
+        == "pytest exit code 4 (usage error): ERROR: file or directory not found: x"
+    )
+    assert summarize_failure(ran(5), Counter(), 0) == "pytest exit code 5 (no tests collected)"
+    assert summarize_failure(ran(-9), Counter(failed=1), 3) == "pytest killed by SIGKILL; 3 tests completed; 1 failed"
 
 
 def test_node_ids_are_rebased_onto_the_task_cwd() -> None:
