@@ -66,7 +66,8 @@ class BenchmarkExecutor:
             return ExecutionResult.invalid(exc)
 
         if pythonpath:
-            env["PYTHONPATH"] = os.pathsep.join([*pythonpath, *filter(None, [env.get("PYTHONPATH")])])
+            inherited = env.get("PYTHONPATH")
+            env["PYTHONPATH"] = os.pathsep.join([*pythonpath, inherited] if inherited else pythonpath)
         ctx.files_dir.mkdir(parents=True, exist_ok=True)
         spec_path, output = ctx.files_dir / "bench_spec.json", ctx.files_dir / "bench_result.json"
         output.unlink(missing_ok=True)
