@@ -107,9 +107,15 @@ class Planner:
 
             def performance_weighted(_task: TaskState, eligible: list[str]) -> str:
                 # Faster workers (lower mean task time) take work first; unknown ones count as average.
-                known = [s for w in eligible if (s := workers[w].mean_task_seconds()) is not None]
+                means = {w: workers[w].mean_task_seconds() for w in eligible}
+                known = [s for s in means.values() if s is not None]
                 default = sum(known) / len(known) if known else 1.0
-                return min(eligible, key=lambda w: ((workers[w].mean_task_seconds() or default) * (1 + held[w]), w))
+
+                def cost(w: str) -> tuple[float, str]:
+                    mean = means[w]
+                    return ((default if mean is None else mean) * (1 + held[w]), w)
+
+                return min(eligible, key=cost)
 
             return performance_weighted
 
