@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from itertools import pairwise
 
 import pytest
@@ -687,3 +688,36 @@ def test_requeued_task_keeps_its_age_place_and_restore_agrees() -> None:
     assert ready_ids(d) == ["a", "b", "c"]
     restored = StateMachine.restore(d.sm.snapshot(), d.params)
     assert [t.task_id for t in restored.iter_ready()] == ready_ids(d)
+
+
+def test_a_snapshot_is_a_copy_that_later_commands_do_not_change() -> None:
+    d = Driver()
+    d.apply(register("w", slots=2, labels={"zone": "a"}))
+    d.apply(submit(spec("a", labels={"zone": "a"}), spec("b")))
+    snap = d.sm.snapshot()
+    frozen = json.dumps(snap, sort_keys=True)
+    d.apply(assign(("a", "w", "La")))
+    assert json.dumps(snap, sort_keys=True) == frozen
+    # A machine restored from it is independent of the one it came from, both ways.
+    restored = StateMachine.restore(snap, d.params)
+    restored.apply(d.sm.applied_index, assign(("b", "w", "Lb")))
+    assert d.sm.workers["w"].leases == {"La": "a"}
+    assert restored.workers["w"].leases == {"Lb": "b"}
+    restored.workers["w"].offers.labels["zone"] = "b"
+    restored.tasks["a"].needs.labels["zone"] = "b"
+    assert json.dumps(snap, sort_keys=True) == frozen
+
+
+def test_a_restored_machine_expires_leases_like_the_original() -> None:
+    d = Driver(StateParams(lease_ttl_ms=100, max_attempts=1))
+    d.apply(register("w", slots=2))
+    d.apply(submit(spec("a"), spec("b"), spec("c", dependencies=["a", "b"])))
+    # Granted in the opposite order to submission.
+    d.apply(assign(("b", "w", "Lb"), at=0))
+    d.apply(assign(("a", "w", "La"), at=0))
+    restored = StateMachine.restore(d.sm.snapshot(), d.params)
+    index = d.sm.applied_index + 1
+    released = restored.apply(index, expire(at=100))
+    assert released == d.apply(expire(at=100))
+    assert restored.tasks["c"].error == d.sm.tasks["c"].error
+    assert restored.fingerprint() == d.sm.fingerprint()
