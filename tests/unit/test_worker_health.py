@@ -18,6 +18,7 @@ def test_classify_against_thresholds() -> None:
     status, reasons = classify({"cpu_percent": 85, "memory_percent": 96, "disk_percent": 30}, THRESHOLDS)
     assert status == "critical" and len(reasons) == 2
     assert classify({"disk_percent": 95}, THRESHOLDS)[0] == "critical"  # midpoint of 90 and 100
+    assert classify({"cpu_percent": 100}, THRESHOLDS)[0] == "warning"  # busy, not broken
 
 
 def test_collect_health_snapshot(tmp_path: Path) -> None:
