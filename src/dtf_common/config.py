@@ -211,12 +211,20 @@ def substitute_env(value: Any, env: Mapping[str, str]) -> Any:
     return value
 
 
-def apply_env_overrides(data: dict[str, Any], env: Mapping[str, str], prefix: str = "DTF_") -> dict[str, Any]:
-    """`DTF_SECTION__KEY=value` sets data[section][key] (values parsed as YAML scalars)."""
+def apply_env_overrides(
+    data: dict[str, Any], env: Mapping[str, str], sections: set[str] | None = None, prefix: str = "DTF_"
+) -> dict[str, Any]:
+    """`DTF_SECTION__KEY=value` sets data[section][key] (values parsed as YAML scalars).
+
+    Only sections in `sections` are taken (when given): the coordinator and the worker
+    share an environment, and each ignores the other's sections.
+    """
     for name, raw in env.items():
         if not name.startswith(prefix) or "__" not in name:
             continue
         path = [p.lower() for p in name[len(prefix) :].split("__")]
+        if sections is not None and path[0] not in sections:
+            continue
         node = data
         for part in path[:-1]:
             node = node.setdefault(part, {})
@@ -237,7 +245,7 @@ def _format_errors(exc: ValidationError) -> str:
 
 def parse_config(model: type[M], data: Mapping[str, Any] | None, env: Mapping[str, str] | None = None) -> M:
     env = os.environ if env is None else env
-    merged = apply_env_overrides(substitute_env(dict(data or {}), env), env)
+    merged = apply_env_overrides(substitute_env(dict(data or {}), env), env, set(model.model_fields))
     try:
         return model.model_validate(merged)
     except ValidationError as exc:

@@ -61,8 +61,22 @@ class Child:
     env: dict[str, str] = field(default_factory=dict)
     process: subprocess.Popen[bytes] | None = None
     restarts: int = 0
+    started_at: float = 0.0
+    next_start: float = 0.0
+
+    def due_for_restart(self, now: float) -> bool:
+        """A child that keeps dying is restarted with exponential backoff (0.5 s to 30 s)."""
+        if self.alive():
+            return False
+        if self.next_start == 0.0:
+            quick = now - self.started_at < 10
+            self.restarts = self.restarts + 1 if quick else 1
+            self.next_start = now + (min(30.0, 0.5 * 2 ** (self.restarts - 1)) if quick else 0.0)
+        return now >= self.next_start
 
     def start(self) -> None:
+        self.started_at = time.monotonic()
+        self.next_start = 0.0
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
         self.process = subprocess.Popen(
@@ -227,13 +241,12 @@ class LocalCluster:
     def supervise_once(self) -> list[str]:
         """Restart any process that died; returns the names restarted."""
         restarted = []
-        if self.coordinator is not None and not self.coordinator.alive():
-            self.coordinator.restarts += 1
+        now = time.monotonic()
+        if self.coordinator is not None and self.coordinator.due_for_restart(now):
             self._start_coordinator()
             restarted.append(self.coordinator.name)
         for child in self.workers:
-            if not child.alive():
-                child.restarts += 1
+            if child.due_for_restart(now):
                 child.start()
                 restarted.append(child.name)
         if restarted:

@@ -58,8 +58,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from dtf_worker.daemon import main
 
     _logging(args.verbose)
-    main(args.config)
-    return 0
+    return main(args.config)
 
 
 def cmd_up(args: argparse.Namespace) -> int:
