@@ -150,6 +150,7 @@ class WorkerDaemon:
         if self._client is not None:
             await self._deregister(returned)
             await self._client.close()
+        self.spool.close()  # whatever is still spooled is durable for the next start
         if self._lock is not None:
             self._lock.close()
         log.info("worker %s stopped", self.worker_id)

@@ -58,6 +58,7 @@ class ResultSender:
     async def send_once(self) -> int:
         """How many outcomes were sent and acknowledged (0: nothing pending). Raises DtfError."""
         self.wake.clear()  # before reading: an outcome spooled from here on wakes the next round
+        await asyncio.to_thread(self.spool.sync)  # one fsync for everything spooled so far
         batch = fit_batch(self.spool.pending(limit=1 if self._one_at_a_time else self.batch_size))
         if not batch:
             return 0

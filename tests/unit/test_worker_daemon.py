@@ -222,19 +222,22 @@ def test_outcomes_wait_in_the_spool_while_reports_fail(tmp_path: Path) -> None:
 
 def test_outcomes_spooled_before_a_crash_are_sent_after_restart(tmp_path: Path) -> None:
     leftover = Outcome(task_id="old-task", lease_id="old-lease", worker_id="w", kind=Outcome.COMPLETED)
-    Spool(tmp_path / "work" / "spool").put(leftover)
+    spool = Spool(tmp_path / "work" / "spool")
+    spool.put(leftover)
+    spool.close()
 
     async def scenario(fake: FakeCoordinator, daemon: WorkerDaemon) -> None:
         await wait_until(lambda: "old-task" in fake.final())
 
     run_scenario(tmp_path, scenario)
-    assert not list((tmp_path / "work" / "spool").glob("*.outcome"))
+    assert len(Spool(tmp_path / "work" / "spool")) == 0
 
 
 def test_a_rejected_outcome_does_not_hold_back_the_others(tmp_path: Path) -> None:
     spool = Spool(tmp_path / "work" / "spool")
     for task_id in ("first", "poison", "second", "third"):
         spool.put(Outcome(task_id=task_id, lease_id=f"lease-{task_id}", kind=Outcome.COMPLETED))
+    spool.close()
 
     async def scenario(fake: FakeCoordinator, daemon: WorkerDaemon) -> None:
         fake.rejected.add("poison")

@@ -22,6 +22,7 @@ def outcome(task_id: str, kind: int = types_pb2.TaskOutcome.COMPLETED) -> types_
 def test_pending_in_write_order_until_acknowledged(tmp_path: Path) -> None:
     spool = Spool(tmp_path)
     keys = [spool.put(outcome(f"t{i}")) for i in range(12)]
+    spool.sync()
     assert [o.task_id for _, o in spool.pending()] == [f"t{i}" for i in range(12)]
     assert [k for k, _ in spool.pending(limit=3)] == keys[:3]
     spool.ack(keys[:10])
@@ -30,27 +31,60 @@ def test_pending_in_write_order_until_acknowledged(tmp_path: Path) -> None:
     assert len(spool) == 2
 
 
-def test_reopened_spool_keeps_order_after_existing_entries(tmp_path: Path) -> None:
+def test_only_synced_outcomes_are_offered(tmp_path: Path) -> None:
+    spool = Spool(tmp_path)
+    spool.put(outcome("a"))
+    assert spool.pending() == []
+    spool.sync()
+    spool.put(outcome("b"))
+    assert [o.task_id for _, o in spool.pending()] == ["a"]
+    spool.sync()
+    assert [o.task_id for _, o in spool.pending()] == ["a", "b"]
+
+
+def test_reopened_spool_keeps_order_and_forgets_acknowledged(tmp_path: Path) -> None:
     first = Spool(tmp_path)
     first.put(outcome("a"))
     first.put(outcome("b"))
-    (tmp_path / ".tmp-00000000000000000099").write_bytes(b"torn")
+    acked = first.put(outcome("gone"))
+    first.sync()
+    first.ack([acked])
+    first.close()
     second = Spool(tmp_path)
     second.put(outcome("c"))
+    second.sync()
     assert [o.task_id for _, o in second.pending()] == ["a", "b", "c"]
-    assert not list(tmp_path.glob(".tmp-*"))
 
 
-def test_unreadable_entry_is_set_aside(tmp_path: Path) -> None:
+def test_torn_tail_is_dropped_and_earlier_outcomes_survive(tmp_path: Path) -> None:
+    first = Spool(tmp_path)
+    first.put(outcome("a"))
+    first.put(outcome("b"))
+    first.close()
+    path = tmp_path / "outcomes.spool"
+    path.write_bytes(path.read_bytes()[:-3])  # the last record cut short, as by a crash mid-write
+    second = Spool(tmp_path)
+    assert [o.task_id for _, o in second.pending()] == ["a"]
+    second.put(outcome("c"))
+    second.close()
+    assert [o.task_id for _, o in Spool(tmp_path).pending()] == ["a", "c"]
+
+
+def test_file_is_emptied_once_everything_is_acknowledged(tmp_path: Path) -> None:
+    from dtf_worker import spool as spool_module
+
     spool = Spool(tmp_path)
-    bad = spool.put(outcome("a"))
-    spool.put(outcome("b"))
-    (tmp_path / f"{bad}.outcome").write_bytes(b"\xff\xff\xff")
-    assert [o.task_id for _, o in spool.pending()] == ["b"]
-    assert (tmp_path / f"{bad}.corrupt").exists()
+    big = outcome("t")
+    big.error = "x" * 100_000
+    keys = [spool.put(big) for _ in range(60)]
+    spool.sync()
+    assert (tmp_path / spool_module.FILE_NAME).stat().st_size > spool_module.ROTATE_BYTES
+    spool.ack(keys)
+    assert (tmp_path / spool_module.FILE_NAME).stat().st_size == 0
+    assert len(Spool(tmp_path)) == 0
 
 
-def test_outcome_survives_kill_9_right_after_put(tmp_path: Path) -> None:
+def test_outcome_survives_kill_9_right_after_sync(tmp_path: Path) -> None:
     writer = textwrap.dedent(
         f"""
         import sys, time
@@ -58,7 +92,9 @@ def test_outcome_survives_kill_9_right_after_put(tmp_path: Path) -> None:
         from dtf_worker.spool import Spool
         spool = Spool({str(tmp_path)!r})
         outcome = types_pb2.TaskOutcome(task_id="t-9", lease_id="l-9", kind=types_pb2.TaskOutcome.FAILED, error="x")
-        print(spool.put(outcome), flush=True)
+        key = spool.put(outcome)
+        spool.sync()
+        print(key, flush=True)
         time.sleep(60)
         """
     )
