@@ -1,0 +1,185 @@
+"""The checksummed append-only log: what survives a reopen, a torn write and compaction."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from commands import spec, submit
+
+from dtf_common.pb.dtf.v1 import commands_pb2
+from dtf_coordinator.consensus.log_store import HEADER, LOG_NAME, LogStore, encode
+
+
+def entry(index: int, term: int = 1) -> commands_pb2.LogEntry:
+    command = submit(spec(f"task-{index}"), at=index)
+    return commands_pb2.LogEntry(term=term, index=index, command=command.SerializeToString())
+
+
+def entries(first: int, last: int) -> list[commands_pb2.LogEntry]:
+    return [entry(i) for i in range(first, last + 1)]
+
+
+def written(directory: Path, count: int) -> Path:
+    store = LogStore(directory)
+    store.open()
+    store.append(entries(1, count))
+    store.sync()
+    store.close()
+    return directory / LOG_NAME
+
+
+def reopen(directory: Path) -> tuple[LogStore, list[commands_pb2.LogEntry]]:
+    store = LogStore(directory)
+    loaded = store.open()
+    return store, loaded
+
+
+def test_a_new_log_is_empty(tmp_path: Path) -> None:
+    store, loaded = reopen(tmp_path / "fresh")
+    assert loaded == [] and store.last_index == 0 and store.truncated_bytes == 0
+    assert (tmp_path / "fresh" / LOG_NAME).exists()
+    store.close()
+
+
+def test_appended_entries_survive_a_reopen(tmp_path: Path) -> None:
+    store = LogStore(tmp_path)
+    store.open()
+    store.append(entries(1, 3))
+    store.append(entries(4, 10))
+    store.sync()
+    assert store.last_index == 10
+    store.close()
+
+    store, loaded = reopen(tmp_path)
+    assert loaded == entries(1, 10)
+    assert store.entries == loaded and store.last_index == 10 and store.truncated_bytes == 0
+    # Appending after a reopen continues the same file.
+    store.append(entries(11, 12))
+    store.sync()
+    store.close()
+    assert reopen(tmp_path)[1] == entries(1, 12)
+
+
+def test_entries_keep_their_term_and_command(tmp_path: Path) -> None:
+    store = LogStore(tmp_path)
+    store.open()
+    store.append([entry(1, term=3), entry(2, term=4)])
+    store.sync()
+    store.close()
+    loaded = reopen(tmp_path)[1]
+    assert [e.term for e in loaded] == [3, 4]
+    command = commands_pb2.Command()
+    command.ParseFromString(loaded[1].command)
+    assert command.submit_tasks.tasks[0].task_id == "task-2"
+
+
+@pytest.mark.parametrize("chop", [1, 3, HEADER.size, len(encode(entry(5))) - 1])
+def test_a_torn_last_record_is_dropped_and_earlier_ones_survive(tmp_path: Path, chop: int) -> None:
+    path = written(tmp_path, 5)
+    size = path.stat().st_size
+    with open(path, "r+b") as f:
+        f.truncate(size - chop)
+    store, loaded = reopen(tmp_path)
+    assert loaded == entries(1, 4)
+    assert store.truncated_bytes == len(encode(entry(5))) - chop
+    assert path.stat().st_size == size - len(encode(entry(5)))
+    store.close()
+
+
+@pytest.mark.parametrize("garbage", [b"\x00", b"\x07\x00\x00", b"\xff" * 9, b"\x10\x00\x00\x00\x00\x00\x00\x00junk"])
+def test_garbage_after_the_last_record_is_dropped(tmp_path: Path, garbage: bytes) -> None:
+    path = written(tmp_path, 3)
+    size = path.stat().st_size
+    with open(path, "ab") as f:
+        f.write(garbage)
+    store, loaded = reopen(tmp_path)
+    assert loaded == entries(1, 3)
+    assert store.truncated_bytes == len(garbage)
+    assert path.stat().st_size == size
+    store.close()
+
+
+@pytest.mark.parametrize("where", ["length", "checksum", "payload-first", "payload-last"])
+def test_a_flipped_byte_in_the_last_record_drops_only_that_record(tmp_path: Path, where: str) -> None:
+    path = written(tmp_path, 4)
+    data = bytearray(path.read_bytes())
+    start = len(data) - len(encode(entry(4)))
+    offset = {
+        "length": start,
+        "checksum": start + 4,
+        "payload-first": start + HEADER.size,
+        "payload-last": len(data) - 1,
+    }
+    data[offset[where]] ^= 0x20
+    path.write_bytes(bytes(data))
+    store, loaded = reopen(tmp_path)
+    assert loaded == entries(1, 3)
+    assert path.stat().st_size == start
+    store.close()
+
+
+def test_a_corrupt_record_drops_everything_after_it(tmp_path: Path) -> None:
+    path = written(tmp_path, 6)
+    data = bytearray(path.read_bytes())
+    record = len(encode(entry(1)))
+    data[2 * record + HEADER.size + 2] ^= 0x01  # inside entry 3
+    path.write_bytes(bytes(data))
+    assert reopen(tmp_path)[1] == entries(1, 2)
+
+
+def test_a_record_out_of_sequence_ends_the_log(tmp_path: Path) -> None:
+    store = LogStore(tmp_path)
+    store.open()
+    store.append([entry(1), entry(2), entry(4), entry(5)])
+    store.sync()
+    store.close()
+    assert reopen(tmp_path)[1] == entries(1, 2)
+
+
+def test_after_dropping_a_torn_tail_the_log_takes_new_entries(tmp_path: Path) -> None:
+    path = written(tmp_path, 3)
+    with open(path, "ab") as f:
+        f.write(b"\x99\x00")
+    store, _ = reopen(tmp_path)
+    store.append(entries(4, 5))
+    store.sync()
+    store.close()
+    store, loaded = reopen(tmp_path)
+    assert loaded == entries(1, 5) and store.truncated_bytes == 0
+    store.close()
+
+
+def test_compact_drops_covered_entries_and_keeps_the_rest(tmp_path: Path) -> None:
+    store = LogStore(tmp_path)
+    store.open()
+    store.append(entries(1, 10))
+    store.sync()
+    store.compact(6)
+    assert store.entries == entries(7, 10)
+    # The file holds exactly the kept records, and appends continue after them.
+    assert (tmp_path / LOG_NAME).read_bytes() == b"".join(encode(e) for e in entries(7, 10))
+    store.append(entries(11, 12))
+    store.sync()
+    store.close()
+    store, loaded = reopen(tmp_path)
+    assert loaded == entries(7, 12) and store.last_index == 12
+    assert not (tmp_path / "log.tmp").exists()
+    store.close()
+
+
+def test_compact_keeps_entries_appended_but_not_yet_synced(tmp_path: Path) -> None:
+    store = LogStore(tmp_path)
+    store.open()
+    store.append(entries(1, 4))
+    store.compact(2)
+    store.close()
+    assert reopen(tmp_path)[1] == entries(3, 4)
+
+
+def test_an_unopened_log_refuses_writes(tmp_path: Path) -> None:
+    store = LogStore(tmp_path)
+    with pytest.raises(RuntimeError):
+        store.append(entries(1, 1))
+    with pytest.raises(RuntimeError):
+        store.sync()
