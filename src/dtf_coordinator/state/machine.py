@@ -34,7 +34,10 @@ from dtf_coordinator.state.outcomes import (
 )
 
 SNAPSHOT_VERSION = 1
-Kind = types_pb2.TaskOutcome.Kind
+# Plain ints: attribute access through the protobuf enum wrapper is slow on the hot path.
+STARTED = int(types_pb2.TaskOutcome.STARTED)
+COMPLETED = int(types_pb2.TaskOutcome.COMPLETED)
+FAILED = int(types_pb2.TaskOutcome.FAILED)
 _LEASED = frozenset({TaskStatus.ASSIGNED, TaskStatus.RUNNING})
 
 
@@ -246,6 +249,7 @@ class StateMachine:
         worker.last_seen_ms = now
         if cmd.health_json:
             worker.health_json = cmd.health_json
+            worker.critical = _json_obj(cmd.health_json).get("status") == "critical"
         if cmd.performance_json:
             worker.performance_json = cmd.performance_json
         expiry = now + self.params.lease_ttl_ms
@@ -267,8 +271,8 @@ class StateMachine:
             if not worker.offers.satisfies(task.needs) or worker.free_slots() <= 0 or a.lease_id in self.leases:
                 continue
             self._dequeue(task)
+            task.worker_id = worker.worker_id  # before the transition, so its effect names the worker
             self._transition(task, TaskStatus.ASSIGNED, now)
-            task.worker_id = worker.worker_id
             task.lease_id = a.lease_id
             task.lease_expires_ms = now + self.params.lease_ttl_ms
             task.attempts += 1
@@ -289,13 +293,13 @@ class StateMachine:
                 acks.append((o.task_id, o.lease_id, False, "lease is not current"))
                 continue
             worker = self.workers.get(task.worker_id or "")
-            if o.kind == Kind.STARTED:
+            if o.kind == STARTED:
                 if task.status is TaskStatus.ASSIGNED:
                     self._transition(task, TaskStatus.RUNNING, now)
                     task.start_ms = now
                 acks.append((o.task_id, o.lease_id, True, ""))
                 continue
-            if o.kind not in (Kind.COMPLETED, Kind.FAILED):
+            if o.kind not in (COMPLETED, FAILED):
                 acks.append((o.task_id, o.lease_id, False, "outcome kind missing"))
                 continue
             if o.results:
@@ -305,13 +309,13 @@ class StateMachine:
             self._release_lease(task)
             if worker is not None:
                 worker.busy_ms += max(0, run_ms)
-                if o.kind == Kind.COMPLETED:
+                if o.kind == COMPLETED:
                     worker.completed += 1
                 else:
                     worker.failed += 1
                 worker.last_seen_ms = now
                 self._refresh_worker_status(worker)
-            if o.kind == Kind.COMPLETED:
+            if o.kind == COMPLETED:
                 task.error = None
                 self._finish(task, TaskStatus.COMPLETED, now)
             else:
@@ -493,7 +497,7 @@ class StateMachine:
         before = worker.status
         if before is WorkerStatus.OFFLINE and not seen:
             return
-        if _json_obj(worker.health_json).get("status") == "critical":
+        if worker.critical:
             worker.status = WorkerStatus.ERROR
         elif len(worker.leases) >= worker.offers.slots:
             worker.status = WorkerStatus.BUSY
