@@ -721,3 +721,25 @@ def test_a_restored_machine_expires_leases_like_the_original() -> None:
     assert released == d.apply(expire(at=100))
     assert restored.tasks["c"].error == d.sm.tasks["c"].error
     assert restored.fingerprint() == d.sm.fingerprint()
+
+
+def test_transition_effects_name_the_worker_involved() -> None:
+    d = Driver()
+    d.apply(register("w"))
+    d.apply(submit(spec("a", max_retries=1)))
+    d.sm.drain_effects()
+    d.apply(assign(("a", "w", "L1"), at=1))
+    d.apply(started("a", "L1", at=2))
+    d.apply(failed("a", "L1", at=3))
+    d.apply(assign(("a", "w", "L2"), at=4_000))
+    d.apply(completed("a", "L2", at=4_001))
+    transitions = [
+        (e.status.value, e.worker_id, e.time_ms) for e in d.sm.drain_effects() if isinstance(e, TaskTransition)
+    ]
+    assert transitions == [
+        ("assigned", "w", 1),
+        ("running", "w", 2),
+        ("pending", "w", 3),  # requeued, from the worker it failed on
+        ("assigned", "w", 4_000),
+        ("completed", "w", 4_001),
+    ]

@@ -7,7 +7,8 @@ restores snapshots. After every step it checks what users rely on: no task is lo
 finished twice, dependencies and requirements are respected, leases are consistent, and
 the same log always rebuilds the same state.
 
-Run more examples with DTF_HYPOTHESIS_EXAMPLES=2000.
+Run more examples with `DTF_HYPOTHESIS_EXAMPLES=5000 pytest --timeout=0 ...` (the suite-wide
+300 s timeout would otherwise stop a long run part-way).
 """
 
 from __future__ import annotations
@@ -136,6 +137,9 @@ class LifecycleMachine(RuleBasedStateMachine):
         for effect in self.sm.drain_effects():
             if isinstance(effect, TaskTransition):
                 assert effect.task_id not in self.finished, f"{effect.task_id} left a final status"
+                assert effect.time_ms == self.now
+                if effect.status in LEASED:
+                    assert effect.worker_id == self.sm.tasks[effect.task_id].worker_id is not None
                 self.status[effect.task_id] = effect.status
                 if effect.status.terminal:
                     self.finished.add(effect.task_id)
