@@ -175,7 +175,7 @@ class ExecutionConfig(Section):
 
 class ReportingConfig(Section):
     metrics_interval: float = Field(default=15, gt=0)
-    result_batch_size: int = Field(default=10, ge=1)
+    result_batch_size: int = Field(default=100, ge=1, le=10_000, description="most outcomes per report call")
     spool_dir: str | None = Field(default=None, description="durable result spool; <working_dir>/spool when absent")
 
 

@@ -29,6 +29,13 @@ def fit_batch(
     return batch
 
 
+def without_superseded_starts(outcomes: list[types_pb2.TaskOutcome]) -> list[types_pb2.TaskOutcome]:
+    """Drop a STARTED outcome whose task's end travels in the same batch: the end implies it,
+    and a short task then costs the coordinator one command instead of two."""
+    ended = {o.lease_id for o in outcomes if o.kind != types_pb2.TaskOutcome.STARTED}
+    return [o for o in outcomes if o.kind != types_pb2.TaskOutcome.STARTED or o.lease_id not in ended]
+
+
 class ResultSender:
     """One `send_once` sends the oldest `batch_size` outcomes in one ReportResults call.
 
@@ -63,7 +70,7 @@ class ResultSender:
         if not batch:
             return 0
         self._batch_id += 1
-        outcomes = [outcome for _, outcome in batch]
+        outcomes = without_superseded_starts([outcome for _, outcome in batch])
         try:
             response = await self.client.report_results(
                 worker_service_pb2.ReportRequest(worker_id=self.worker_id, batch_id=self._batch_id, outcomes=outcomes)

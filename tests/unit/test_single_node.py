@@ -211,11 +211,6 @@ def test_before_save_may_be_a_coroutine(tmp_path: Path) -> None:
     assert seen == [3]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="consensus bug: compacting every entry leaves LogStore.last_index at 0, so the next proposal "
-    "is numbered 1, fails to apply, and the node stops accepting writes",
-)
 def test_a_snapshot_covering_the_whole_log_keeps_the_node_writable(tmp_path: Path) -> None:
     async def scenario() -> None:
         node = await started_node(tmp_path)

@@ -179,7 +179,8 @@ def test_runs_leased_tasks_and_reports_every_outcome(tmp_path: Path) -> None:
     assert final[ids["unknown"]].non_retryable and "unknown task type" in final[ids["unknown"]].error
     for task_id in ids.values():
         kinds = [o.kind for o in fake.outcomes if o.task_id == task_id]
-        assert kinds[0] == Outcome.STARTED and len(kinds) == 2
+        # One end per task; its start is reported too unless it travelled in the end's batch.
+        assert kinds[-1] in (Outcome.COMPLETED, Outcome.FAILED) and kinds[:-1] in ([], [Outcome.STARTED])
     [registration] = fake.registrations
     assert registration.hardware_id == "cpu-x86_64-2c" and registration.capabilities.slots == 2
     assert list(registration.capabilities.hardware) == ["cpu"]

@@ -137,3 +137,18 @@ def test_shedding_records_lands_just_under_the_limit() -> None:
         big.results.add(test_id=f"tests/test_mod.py::test_case_{i}", status="success", metrics_json='{"d":0.1}')
     fit_outcome(big, limit=20_000)
     assert 19_000 < big.ByteSize() <= 20_000
+
+
+def test_a_start_is_not_sent_when_the_end_travels_with_it() -> None:
+    from dtf_worker.reporter import without_superseded_starts
+
+    batch = [
+        outcome("quick", types_pb2.TaskOutcome.STARTED),
+        outcome("slow", types_pb2.TaskOutcome.STARTED),
+        outcome("quick", types_pb2.TaskOutcome.COMPLETED),
+    ]
+    kept = without_superseded_starts(batch)
+    assert [(o.task_id, o.kind) for o in kept] == [
+        ("slow", types_pb2.TaskOutcome.STARTED),
+        ("quick", types_pb2.TaskOutcome.COMPLETED),
+    ]

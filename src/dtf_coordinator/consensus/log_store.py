@@ -41,6 +41,7 @@ class LogStore:
         self.dir = Path(directory)
         self.path = self.dir / LOG_NAME
         self.entries: list[commands_pb2.LogEntry] = []  # entries after the last snapshot
+        self.base_index = 0  # index of the last entry compacted away (covered by a snapshot)
         self.truncated_bytes = 0
         self._fh: BinaryIO | None = None
 
@@ -81,7 +82,7 @@ class LogStore:
 
     @property
     def last_index(self) -> int:
-        return self.entries[-1].index if self.entries else 0
+        return self.entries[-1].index if self.entries else self.base_index
 
     def append(self, entries: list[commands_pb2.LogEntry]) -> None:
         """Write entries (not yet durable: call `sync`)."""
@@ -106,6 +107,7 @@ class LogStore:
         fsync_dir(self.dir)
         self._fh = open(self.path, "ab")  # noqa: SIM115
         self.entries = keep
+        self.base_index = max(self.base_index, upto_index)
 
     def close(self) -> None:
         if self._fh is not None and not self._fh.closed:

@@ -72,6 +72,8 @@ class SingleNode:
             self.state = StateMachine.restore(snapshot["state"], self.params)
             self.term = int(snapshot.get("term", 0))
         entries = self.log.open()
+        # Entries up to the snapshot may have been compacted away: number new ones after it.
+        self.log.base_index = self.state.applied_index
         for entry in entries:
             if entry.index <= self.state.applied_index:
                 continue

@@ -135,6 +135,7 @@ class WorkerState:
     last_seen_ms: int
     status: WorkerStatus = WorkerStatus.ONLINE
     health_json: str = "{}"
+    critical: bool = False  # the last health report said "critical" (derived from health_json)
     performance_json: str = "{}"
     leases: dict[str, str] = field(default_factory=dict)  # lease_id -> task_id, in grant order
     completed: int = 0
@@ -172,6 +173,7 @@ class WorkerState:
             "last_seen_ms": self.last_seen_ms,
             "status": self.status.value,
             "health_json": self.health_json,
+            "critical": self.critical,
             "performance_json": self.performance_json,
             "leases": dict(self.leases),
             "completed": self.completed,
