@@ -163,6 +163,11 @@ async def test_health_and_metrics_need_no_token(api: ApiHarness) -> None:
 async def test_openapi_and_swagger_ui(api: ApiHarness) -> None:
     docs = await api.client.get("/docs")
     assert docs.status_code == 200 and "swagger-ui" in docs.text.lower()
+    # Served from this process, so Swagger UI works where no CDN can be reached.
+    assert "cdn" not in docs.text.lower()
+    script = await api.client.get("/docs/assets/swagger-ui-bundle.js")
+    assert script.status_code == 200 and len(script.content) > 100_000
+    assert (await api.client.get("/docs/assets/swagger-ui.css")).status_code == 200
     spec = (await api.client.get("/openapi.json")).json()
     assert spec["info"]["title"] == "dtf coordinator"
     assert spec["components"]["securitySchemes"]["bearer"] == {

@@ -7,7 +7,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 from fastapi import FastAPI
 
-from dtf_coordinator.api import problems, ws
+from dtf_coordinator.api import problems, swagger, ws
 from dtf_coordinator.api.context import ApiContext
 from dtf_coordinator.api.limits import BodySizeLimit
 from dtf_coordinator.api.routes import cluster, results, system, tasks, workers
@@ -40,8 +40,11 @@ def _version() -> str:
 
 def create_app(ctx: ApiContext) -> FastAPI:
     """The application over `ctx`; the caller serves it (uvicorn) and owns `ctx`'s parts."""
-    app = FastAPI(title="dtf coordinator", version=_version(), description=DESCRIPTION, openapi_tags=TAGS)
+    app = FastAPI(
+        title="dtf coordinator", version=_version(), description=DESCRIPTION, openapi_tags=TAGS, docs_url=None
+    )
     app.state.dtf = ctx
+    swagger.install(app)
     problems.install(app)
     app.add_middleware(BodySizeLimit, max_bytes=ctx.config.security.max_body_bytes)
     for router in (
