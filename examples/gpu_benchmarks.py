@@ -1,8 +1,8 @@
 """GPU benchmark entry points (`type: benchmark`, `requirements: {hardware: cuda}`).
 
-    {"type": "benchmark", "requirements": {"hardware": "cuda"},
-     "parameters": {"entry": "gpu_benchmarks:torch_matmul", "args": {"size": 8192},
-                    "warmup": 3, "repetitions": 20, "pythonpath": ["examples"]}}
+{"type": "benchmark", "requirements": {"hardware": "cuda"},
+ "parameters": {"entry": "gpu_benchmarks:torch_matmul", "args": {"size": 8192},
+                "warmup": 3, "repetitions": 20, "pythonpath": ["examples"]}}
 """
 
 from __future__ import annotations

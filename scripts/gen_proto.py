@@ -26,9 +26,8 @@ def generate(out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     protos = sorted(str(p.relative_to(PROTO_DIR)) for p in PROTO_DIR.rglob("*.proto"))
     include = str(Path(protoc.__file__).parent / "_proto")
-    rc = protoc.main(
-        ["protoc", f"-I{PROTO_DIR}", f"-I{include}", f"--python_out={out}", f"--pyi_out={out}", f"--grpc_python_out={out}", *protos]
-    )
+    outputs = [f"--python_out={out}", f"--pyi_out={out}", f"--grpc_python_out={out}"]
+    rc = protoc.main(["protoc", f"-I{PROTO_DIR}", f"-I{include}", *outputs, *protos])
     if rc != 0:
         raise SystemExit(f"protoc failed with exit code {rc}")
     # protoc writes imports relative to the proto root (`from dtf.v1 import x_pb2`);
