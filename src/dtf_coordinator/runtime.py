@@ -126,7 +126,6 @@ class CoordinatorRuntime:
         self.store_sync = StoreSync(lambda: self.node.state, self.store.writer, interval=cfg.database.flush_interval)
         await self.node.start(self._on_effects)
         await self.store_sync.flush()
-        self.monitor.leader_since_ms = self.monitor.clock()
 
         self._grpc = grpc.aio.server(
             options=[("grpc.max_receive_message_length", 64 * 1024 * 1024), ("grpc.so_reuseport", 0)]
@@ -172,6 +171,8 @@ class CoordinatorRuntime:
             asyncio.create_task(self.monitor.run(), name="dtf-health-monitor"),
             asyncio.create_task(snapshotter.run(), name="dtf-snapshotter"),
         ]
+        # The monitor's grace period starts once workers can reach us again.
+        self.monitor.leader_since_ms = self.monitor.clock()
         self._write_ready_file()
         log.info(
             "coordinator %s: API on port %d, workers on port %d",
@@ -196,15 +197,21 @@ class CoordinatorRuntime:
         os.replace(tmp, path)
 
     async def stop(self) -> None:
+        # Background loops first: a health monitor still running while the servers close
+        # would count the workers' lost connections as missed heartbeats.
+        http_task, loops = self._tasks[:1], self._tasks[1:]
+        for task in loops:
+            task.cancel()
+        for task in loops:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
         if self._http is not None:
             self._http.should_exit = True
         if self._grpc is not None:
             await self._grpc.stop(grace=1.0)
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
+        for task in http_task:
             with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+                await asyncio.wait_for(task, 5)
         if self.store_sync is not None:
             with contextlib.suppress(Exception):
                 await self.store_sync.flush()

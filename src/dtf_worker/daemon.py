@@ -205,10 +205,15 @@ class WorkerDaemon:
                     self._heartbeat_interval,
                 )
 
-    async def _after_failure(self, what: str, exc: Exception, backoff: Backoff) -> None:
+    async def _after_failure(self, what: str, exc: Exception, backoff: Backoff, cap: float | None = None) -> None:
         if isinstance(exc, NotFound | Conflict):
-            self._registered.clear()  # the coordinator does not know us (any more): register again
-        delay = backoff.next_delay()
+            # The coordinator is up but does not know us (any more): register again at once,
+            # or it will count our silence as missed heartbeats and requeue our tasks.
+            self._registered.clear()
+            log.warning("%s refused (%s); registering again", what, exc)
+            await asyncio.sleep(0.05)
+            return
+        delay = backoff.next_delay() if cap is None else min(cap, backoff.next_delay())
         if isinstance(exc, DtfError):
             log.warning("%s failed (%s); retrying in %.1fs", what, exc, delay)
         else:
@@ -224,7 +229,8 @@ class WorkerDaemon:
                 await self._ensure_registered()
                 await self.heartbeat_once()
             except Exception as exc:
-                await self._after_failure("heartbeat", exc, backoff)
+                # Never fall silent for longer than a heartbeat interval while reconnecting.
+                await self._after_failure("heartbeat", exc, backoff, cap=self._heartbeat_interval)
                 continue
             backoff.reset()
             await asyncio.sleep(self._heartbeat_interval)

@@ -87,12 +87,6 @@ def test_dependencies_and_failure_propagation(cluster: Cluster, tmp_path: Path) 
     assert ok_tasks["second"]["start_time"] >= ok_tasks["first"]["end_time"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="`dtf submit` collects everything after the kind with argparse.REMAINDER, so options after the "
-    "file (README: `dtf submit file examples/workload.yaml --wait`) are taken as more files: "
-    "'usage: dtf submit file TASKS.yaml', exit 2",
-)
 def test_submit_file_options_after_the_file(cluster: Cluster, tmp_path: Path) -> None:
     cluster.start_coordinator()
     connection = cluster.write_connection()

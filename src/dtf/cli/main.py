@@ -143,7 +143,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
     from dtf.taskfile import load_taskfile
 
     kind = args.kind
-    rest = [a for a in args.rest if a != "--"] if args.rest else []
+    rest = list(args.rest or [])
     if kind == "file":
         if len(rest) != 1:
             raise DtfError("usage: dtf submit file TASKS.yaml", field="file")
@@ -271,7 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--wait", action="store_true", help="show progress until done; exit 1 if any task failed")
     _add_client_args(p)
-    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.add_argument("rest", nargs="*", metavar="ARG", help="the file, entry or arguments; put `--` before a command")
     p.set_defaults(func=cmd_submit)
 
     for name, func, help_ in (

@@ -167,8 +167,15 @@ class SingleNode:
                 if not fut.done():
                     fut.set_exception(exc)
             raise
-        outcomes = [self.state.apply(entry.index, cmd) for entry, (cmd, _) in zip(entries, batch, strict=True)]
-        self._sink(self.state.drain_effects())
+        try:
+            outcomes = [self.state.apply(entry.index, cmd) for entry, (cmd, _) in zip(entries, batch, strict=True)]
+            self._sink(self.state.drain_effects())
+        except BaseException as exc:
+            # A broken invariant: answer everyone waiting on this batch, then stop the node.
+            for _cmd, fut in batch:
+                if not fut.done():
+                    fut.set_exception(Unavailable(f"coordinator stopped: {exc}"))
+            raise
         for (_cmd, fut), outcome in zip(batch, outcomes, strict=True):
             if not fut.done():
                 fut.set_result(outcome)

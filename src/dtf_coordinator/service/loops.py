@@ -14,6 +14,8 @@ from dtf_coordinator.consensus import Consensus
 from dtf_coordinator.state import LeasesReleased
 
 log = logging.getLogger("dtf.loops")
+# The longest back-off a worker waits between attempts to reach a coordinator.
+WORKER_RECONNECT_MAX_MS = 10_000
 
 
 def now_ms() -> int:
@@ -58,9 +60,10 @@ def log_alert(alert: Alert) -> None:
 class HealthMonitor(LoopService):
     """Expires leases and marks workers offline after `failure_threshold` missed heartbeats.
 
-    After this node becomes leader it waits one lease period before acting, so that
-    workers that were alive all along get the chance to heartbeat the new leader
-    (their recorded last-seen times are as old as the leader change).
+    After this node becomes leader it waits before acting (the longer of a lease period
+    and the offline window, plus the workers' longest reconnect back-off), so that
+    workers that were alive all along can reach the new leader: their recorded last-seen
+    times are as old as the leader change.
     """
 
     name = "health-monitor"
@@ -79,7 +82,7 @@ class HealthMonitor(LoopService):
         self.interval = check_interval
         self.offline_after_ms = int(heartbeat_interval * failure_threshold * 1000)
         self.failure_threshold = failure_threshold
-        self.grace_ms = lease_ttl_ms
+        self.grace_ms = max(lease_ttl_ms, self.offline_after_ms) + WORKER_RECONNECT_MAX_MS
         self.clock = clock
         self.leader_since_ms = clock()
         self.handlers: list[AlertHandler] = [log_alert]
