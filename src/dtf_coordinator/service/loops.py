@@ -14,8 +14,9 @@ from dtf_coordinator.consensus import Consensus
 from dtf_coordinator.state import LeasesReleased
 
 log = logging.getLogger("dtf.loops")
-# The longest back-off a worker waits between attempts to reach a coordinator.
-WORKER_RECONNECT_MAX_MS = 10_000
+# The longest a worker's gRPC channel waits between reconnection attempts
+# (grpc.max_reconnect_backoff_ms in dtf_worker.client); heartbeats retry within their interval.
+WORKER_RECONNECT_MAX_MS = 5_000
 
 
 def now_ms() -> int:
