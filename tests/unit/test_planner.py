@@ -226,3 +226,11 @@ def test_every_placement_is_granted_when_proposed_at_once(strategy: str) -> None
     out = d.apply(assign(*[(p.task_id, p.worker_id, f"L{i}") for i, p in enumerate(plan)]))
     assert len(out.granted) == len(plan) == 6
     assert Planner(strategy).plan(d.sm, {"w1": 2, "w2": 3, "w3": 1}, now_ms=0) == []  # type: ignore[arg-type]
+
+
+def test_a_worker_reporting_critical_health_gets_no_new_work_until_it_recovers() -> None:
+    d = cluster({"sick": 4, "well": 1}, tasks=3)
+    d.apply(heartbeat("sick", health_json=json.dumps({"status": "critical", "memory_percent": 99})))
+    assert spread(Planner().plan(d.sm, {"sick": 4, "well": 1}, now_ms=0)) == {"well": 1}
+    d.apply(heartbeat("sick", health_json=json.dumps({"status": "healthy"})))
+    assert spread(Planner().plan(d.sm, {"sick": 4, "well": 1}, now_ms=0)) == {"sick": 2, "well": 1}

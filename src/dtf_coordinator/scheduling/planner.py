@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
+from dtf_common.schemas import WorkerStatus
 from dtf_coordinator.state.machine import StateMachine
 from dtf_coordinator.state.model import TaskState, WorkerState
 
@@ -40,7 +41,8 @@ class Planner:
         capacity: dict[str, int] = {}
         for worker_id, asked in waiting.items():
             worker = state.workers.get(worker_id)
-            if worker is None or not worker.alive:
+            # A worker whose own health report says critical gets no new work until it recovers.
+            if worker is None or not worker.alive or worker.status is WorkerStatus.ERROR:
                 continue
             free = min(asked, worker.free_slots(self.task_cap_per_worker))
             if free > 0:
