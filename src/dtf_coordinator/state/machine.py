@@ -96,12 +96,14 @@ class StateMachine:
         Within a priority the next task comes from the submitter holding the fewest leased
         tasks (counting those yielded so far), then the one served least recently, so one
         large submission cannot starve a small one, even when workers take one task at a time.
+        The queues are iterated in place (no copy, so a pass costs what it reads): do not
+        apply commands while consuming this iterator.
         """
         for priority in sorted(self.ready, reverse=True):
             turn = self._grants
             held_by, served = self.leased_by_submitter, self.last_served
             heap = [
-                (held_by.get(submitter, 0), served.get(submitter, 0), submitter, iter(list(ids)))
+                (held_by.get(submitter, 0), served.get(submitter, 0), submitter, iter(ids))
                 for submitter, ids in self.ready[priority].items()
             ]
             heapq.heapify(heap)
