@@ -169,8 +169,9 @@ class CoordinatorEndpoint(Section):
 class ExecutionConfig(Section):
     concurrent_tasks: int = Field(default=1, ge=1, le=1024)
     timeout: float = Field(default=3600, gt=0)
-    working_dir: str = "./tasks"
-    cache_dir: str = "./cache"
+    working_dir: str = Field(default="./tasks", description="per-task directories, the spool, the worker id")
+    cache_dir: str = Field(default="./cache", description="shared across tasks (DTF_CACHE_DIR): models, datasets")
+    shutdown_grace: float = Field(default=30, ge=0, description="seconds running tasks get to finish on SIGTERM")
 
 
 class ReportingConfig(Section):

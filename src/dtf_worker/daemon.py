@@ -305,7 +305,7 @@ class WorkerDaemon:
 
 
 async def run_worker(
-    config: WorkerConfig, *, stop_event: asyncio.Event | None = None, grace_s: float = DEFAULT_GRACE_S
+    config: WorkerConfig, *, stop_event: asyncio.Event | None = None, grace_s: float | None = None
 ) -> None:
     """Run a worker until `stop_event` is set, or until SIGTERM/SIGINT when none is given."""
     stop = stop_event or asyncio.Event()
@@ -316,7 +316,8 @@ async def run_worker(
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):  # not the main thread
                 loop.add_signal_handler(sig, stop.set)
                 handled.append(sig)
-    daemon = WorkerDaemon(config, grace_s=grace_s)
+    grace = config.execution.shutdown_grace if grace_s is None else grace_s
+    daemon = WorkerDaemon(config, grace_s=grace)
     try:
         await daemon.start()
         await stop.wait()
@@ -326,7 +327,7 @@ async def run_worker(
             asyncio.get_running_loop().remove_signal_handler(sig)
 
 
-def main(config_path: str | Path | None = None, *, grace_s: float = DEFAULT_GRACE_S) -> int:
+def main(config_path: str | Path | None = None, *, grace_s: float | None = None) -> int:
     """`dtf worker --config worker.yaml`: runs until SIGTERM/SIGINT; returns the exit code."""
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

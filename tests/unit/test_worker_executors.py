@@ -171,3 +171,11 @@ def test_tasks_learn_who_runs_them_and_where_to_cache(tmp_path: Path) -> None:
     )
     result = run(task, ctx)
     assert result.results["stdout_tail"] == f"task-1 w1 cpu-test {cache} x\n"
+
+
+def test_tasks_do_not_inherit_the_workers_credentials(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WORKER_API_KEY", "worker-token")
+    monkeypatch.setenv("DTF_COORDINATOR__API_KEY", "worker-token")
+    monkeypatch.setenv("HARMLESS", "kept")
+    task = leased("command", {"command": 'echo "${WORKER_API_KEY:-none} ${DTF_COORDINATOR__API_KEY:-none} $HARMLESS"'})
+    assert run(task, context(tmp_path)).results["stdout_tail"] == "none none kept\n"

@@ -12,6 +12,18 @@ from typing import Any, Protocol
 from dtf_common.errors import InvalidArgument
 from dtf_common.pb.dtf.v1 import types_pb2, worker_service_pb2
 
+# Variables that carry a worker's or coordinator's credentials: never passed on to tasks.
+CREDENTIAL_VARIABLES = frozenset(
+    {
+        "WORKER_API_KEY",
+        "JWT_SECRET",
+        "DTF_JWT_SECRET",
+        "DTF_COORDINATOR__API_KEY",
+        "DTF_SECURITY__JWT_SECRET",
+        "DTF_TOKEN",
+    }
+)
+
 
 @dataclass(frozen=True)
 class ExecutionContext:
@@ -36,11 +48,13 @@ class ExecutionContext:
         return self.working_dir / ".dtf"
 
     def child_env(self, extra: Mapping[str, str]) -> dict[str, str]:
-        """The worker's environment, then where the task stands, then the task's own variables."""
+        """The worker's environment less its credentials, then where the task stands, then
+        the task's own variables. Tasks run code the worker does not trust with its token."""
         own = {"DTF_WORKER_ID": self.worker_id, "DTF_HARDWARE_ID": self.hardware_id, "DTF_TASK_ID": self.task_id}
         if self.cache_dir is not None:
             own["DTF_CACHE_DIR"] = str(self.cache_dir)  # shared across tasks: models, datasets
-        return {**os.environ, **own, **extra}
+        inherited = {k: v for k, v in os.environ.items() if k not in CREDENTIAL_VARIABLES}
+        return {**inherited, **own, **extra}
 
 
 @dataclass
