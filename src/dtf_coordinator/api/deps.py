@@ -33,7 +33,8 @@ bearer_scheme = HTTPBearer(
 )
 
 
-def get_context(conn: HTTPConnection) -> ApiContext:
+async def get_context(conn: HTTPConnection) -> ApiContext:
+    # async: a plain function dependency would be run on a thread for every request.
     return cast(ApiContext, conn.app.state.dtf)
 
 
