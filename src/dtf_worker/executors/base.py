@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 from dtf_common.errors import InvalidArgument
 from dtf_common.pb.dtf.v1 import types_pb2, worker_service_pb2
+from dtf_worker.executors.process import ProcessRun, run_process
 
 # Variables that carry a worker's or coordinator's credentials: never passed on to tasks.
 CREDENTIAL_VARIABLES = frozenset(
@@ -55,6 +56,20 @@ class ExecutionContext:
             own["DTF_CACHE_DIR"] = str(self.cache_dir)  # shared across tasks: models, datasets
         inherited = {k: v for k, v in os.environ.items() if k not in CREDENTIAL_VARIABLES}
         return {**inherited, **own, **extra}
+
+    async def run_process(
+        self, argv: Sequence[str], *, cwd: Path, env: Mapping[str, str], time_limit: float
+    ) -> ProcessRun:
+        """Run the task's process in its own group, stopped by this context's cancel event."""
+        return await run_process(
+            argv,
+            cwd=cwd,
+            env=env,
+            time_limit=time_limit,
+            cancel=self.cancel,
+            log_dir=self.files_dir,
+            kill_grace_s=self.kill_grace_s,
+        )
 
 
 @dataclass

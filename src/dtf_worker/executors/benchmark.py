@@ -23,7 +23,6 @@ from dtf_worker.executors import bench_runner
 from dtf_worker.executors.base import ExecutionContext, ExecutionResult
 from dtf_worker.executors.command import command_text
 from dtf_worker.executors.params import Parameters
-from dtf_worker.executors.process import run_process
 from dtf_worker.executors.records import new_record
 
 
@@ -73,14 +72,8 @@ class BenchmarkExecutor:
         output.unlink(missing_ok=True)
         spec_path.write_text(json.dumps({**spec, "output": str(output)}), encoding="utf-8")
         try:
-            run = await run_process(
-                [sys.executable, "-m", bench_runner.__name__, str(spec_path)],
-                cwd=cwd,
-                env=env,
-                time_limit=timeout,
-                cancel=ctx.cancel,
-                log_dir=ctx.files_dir,
-                kill_grace_s=ctx.kill_grace_s,
+            run = await ctx.run_process(
+                [sys.executable, "-m", bench_runner.__name__, str(spec_path)], cwd=cwd, env=env, time_limit=timeout
             )
         except OSError as exc:
             return ExecutionResult(ok=False, error=f"cannot start benchmark: {exc}")

@@ -14,7 +14,6 @@ from dtf_common.pb.dtf.v1 import worker_service_pb2
 from dtf_common.schemas import ResultStatus
 from dtf_worker.executors.base import ExecutionContext, ExecutionResult
 from dtf_worker.executors.params import Parameters
-from dtf_worker.executors.process import run_process
 from dtf_worker.executors.records import new_record, task_metadata
 
 
@@ -34,15 +33,7 @@ class CommandExecutor:
             return ExecutionResult.invalid(exc)
 
         try:
-            run = await run_process(
-                command,
-                cwd=cwd,
-                env=env,
-                time_limit=timeout,
-                cancel=ctx.cancel,
-                log_dir=ctx.files_dir,
-                kill_grace_s=ctx.kill_grace_s,
-            )
+            run = await ctx.run_process(command, cwd=cwd, env=env, time_limit=timeout)
         except OSError as exc:
             return ExecutionResult(ok=False, error=f"cannot start command: {exc}")
 

@@ -22,7 +22,7 @@ from dtf_worker.executors import pytest_progress
 from dtf_worker.executors.base import ExecutionContext, ExecutionResult
 from dtf_worker.executors.junit import CaseResult, parse_junit_xml, parse_progress, progress_rootdir
 from dtf_worker.executors.params import Parameters
-from dtf_worker.executors.process import ProcessRun, run_process
+from dtf_worker.executors.process import ProcessRun
 from dtf_worker.executors.records import clip, new_record
 
 EXIT_MEANINGS = {2: "interrupted", 3: "internal error", 4: "usage error", 5: "no tests collected"}
@@ -59,15 +59,7 @@ class PytestExecutor:
         ]
         env[pytest_progress.ENV_VAR] = str(progress)
         try:
-            run = await run_process(
-                argv,
-                cwd=cwd,
-                env=env,
-                time_limit=timeout,
-                cancel=ctx.cancel,
-                log_dir=ctx.files_dir,
-                kill_grace_s=ctx.kill_grace_s,
-            )
+            run = await ctx.run_process(argv, cwd=cwd, env=env, time_limit=timeout)
         except OSError as exc:
             return ExecutionResult(ok=False, error=f"cannot start pytest: {exc}")
 
