@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from dtf_common.convert import task_create_to_spec
+from dtf_common.convert import ms_to_datetime, task_create_to_spec
 from dtf_common.errors import InvalidArgument, NotFound, QueueFull
 from dtf_common.pb.dtf.v1 import commands_pb2, types_pb2, worker_service_pb2
 from dtf_common.schemas import Task, TaskCreate, TaskStatus, Worker, WorkerStatus
@@ -296,7 +296,5 @@ class Coordinator:
 
 
 def _iso(ms: int) -> str:
-    from dtf_common.convert import ms_to_datetime
-
     value = ms_to_datetime(ms)
     return value.isoformat().replace("+00:00", "Z") if value else ""

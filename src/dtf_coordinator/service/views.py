@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Any
 
@@ -82,7 +83,7 @@ def task_row(t: TaskState, index: int) -> dict[str, Any]:
         "end_time": ms_to_datetime(t.end_ms),
         "worker_id": t.worker_id,
         "parameters": t.parameters_json,
-        "dependencies": "[" + ",".join(f'"{d}"' for d in t.dependencies) + "]",
+        "dependencies": json.dumps(list(t.dependencies)),
         "results": t.results_json,
         "error": t.error,
         "metadata": t.metadata_json,
@@ -94,8 +95,6 @@ def task_row(t: TaskState, index: int) -> dict[str, Any]:
 
 def worker_row(w: WorkerState) -> dict[str, Any]:
     view = worker_view(w)
-    import json
-
     return {
         "worker_id": w.worker_id,
         "status": w.status.value,
