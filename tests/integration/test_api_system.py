@@ -210,3 +210,23 @@ async def test_unhandled_error_is_a_500_problem_without_internals(api: ApiHarnes
     body = response.json()
     assert body["type"] == "https://dtf.dev/problems/internal"
     assert "Error" not in body["detail"] and "sql" not in body["detail"].lower()
+
+
+async def test_recorded_durations_per_test(api: ApiHarness) -> None:
+    await run_on_a_worker(api)
+    viewer = api.auth("viewer")
+    response = await api.client.post(
+        "/api/results/durations", json={"test_ids": ["tests/test_model.py::test_0", "never-ran"]}, headers=viewer
+    )
+    assert response.status_code == 200
+    durations = response.json()["durations"]
+    assert set(durations) == {"tests/test_model.py::test_0"}
+    assert durations["tests/test_model.py::test_0"] == 0.5
+    everything = (await api.client.post("/api/results/durations", json={}, headers=viewer)).json()["durations"]
+    assert "tests/test_model.py::test_0" in everything
+    other_hardware = {"test_ids": ["tests/test_model.py::test_0"], "hardware_id": "cuda-x"}
+    assert (await api.client.post("/api/results/durations", json=other_hardware, headers=viewer)).json() == {
+        "durations": {}
+    }
+    bad = await api.client.post("/api/results/durations", json={"last_n": 0}, headers=viewer)
+    assert bad.status_code == 422 and bad.json()["field"] == "body.last_n"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -28,6 +29,10 @@ class ResultsReader(Protocol):
     ) -> tuple[list[dict[str, Any]], int]: ...
 
     def summary(self) -> dict[str, Any]: ...
+
+    def test_durations(
+        self, test_ids: Sequence[str] | None = None, hardware_id: str | None = None, last_n: int = 5
+    ) -> dict[str, float]: ...
 
 
 @dataclass

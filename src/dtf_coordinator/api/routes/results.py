@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from dtf_common.errors import NotFound
 from dtf_common.schemas import Page, Result, ResultStatus
@@ -43,6 +43,29 @@ def list_results(query: Annotated[ResultQuery, Query()], ctx: Context) -> Page[R
     )
     data = [Result.model_validate(row) for row in rows]
     return Page[Result](data=data, count=count, offset=query.offset, limit=query.limit)
+
+
+class DurationsQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    test_ids: list[str] | None = Field(default=None, max_length=200_000, description="all tests when absent")
+    hardware_id: str | None = Field(default=None, max_length=128, description="only results from this hardware")
+    last_n: int = Field(default=5, ge=1, le=100, description="median over each test's last N runs")
+
+
+class Durations(BaseModel):
+    durations: dict[str, float] = Field(description="test_id -> median seconds of its last runs")
+
+
+@router.post(
+    "/durations",
+    response_model=Durations,
+    summary="Recorded durations per test (for duration-aware scheduling)",
+    description="A POST because a suite's test ids do not fit in a URL. Tests never run are absent.",
+)
+def test_durations(body: DurationsQuery, ctx: Context) -> Durations:
+    found = ctx.results.test_durations(body.test_ids, hardware_id=body.hardware_id, last_n=body.last_n)
+    return Durations(durations=found)
 
 
 @router.get("/{result_id}", response_model=Result, summary="One result", responses={404: {"model": Problem}})
