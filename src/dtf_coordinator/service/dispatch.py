@@ -72,6 +72,10 @@ class Dispatcher:
 
     def mark_delivered(self, grants: list[Grant]) -> None:
         self.delivered.update(lease_id for _, lease_id in grants)
+        live = self.node.state.leases
+        if len(self.delivered) > 2 * len(live) + 1_000:
+            # Forget leases that ended; only current ones can still be handed out again.
+            self.delivered.intersection_update(live)
 
     def forget(self, lease_ids: list[str]) -> None:
         self.delivered.difference_update(lease_ids)
