@@ -95,3 +95,20 @@ class DtfClient:
     def status(self) -> dict[str, Any]:
         result: dict[str, Any] = self._request("GET", "/api/status")
         return result
+
+    def durations(self, test_ids: list[str], *, hardware_id: str | None = None) -> dict[str, float]:
+        """Recorded seconds per test id (median of its last runs); tests never run are absent."""
+        body: dict[str, Any] = {"test_ids": test_ids}
+        if hardware_id is not None:
+            body["hardware_id"] = hardware_id
+        found: dict[str, float] = self._request("POST", "/api/results/durations", json=body)["durations"]
+        return found
+
+    def all_results(self, **filters: Any) -> list[dict[str, Any]]:
+        """Every result matching the filters, page by page."""
+        rows: list[dict[str, Any]] = []
+        while True:
+            page = self.results(**filters, offset=len(rows), limit=1000)
+            rows.extend(page["data"])
+            if not page["data"] or len(rows) >= page["count"]:
+                return rows

@@ -176,6 +176,27 @@ def cmd_submit(args: argparse.Namespace) -> int:
     return 0 if all(t["status"] == "completed" for t in tasks) else 1
 
 
+# ---------------------------------------------------------------- run
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from dtf.run.runner import RunConfig, run
+
+    config = RunConfig(
+        workers=args.workers,
+        pytest_args=list(args.pytest_args or []),
+        cwd=Path.cwd(),
+        data_dir=Path(args.data_dir),
+        junitxml=Path(args.junitxml) if args.junitxml else None,
+        timeout=args.timeout,
+    )
+    if args.verbose:
+        _logging(True)
+    return run(config, out=sys.stdout, console=Console(stderr=True))
+
+
 # ---------------------------------------------------------------- inspect
 
 
@@ -273,6 +294,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_client_args(p)
     p.add_argument("rest", nargs="*", metavar="ARG", help="the file, entry or arguments; put `--` before a command")
     p.set_defaults(func=cmd_submit)
+
+    p = sub.add_parser("run", help="run a pytest suite across local workers, like `pytest -n N`")
+    p.add_argument("-n", "--workers", type=int, default=2, help="local workers to start (default 2)")
+    p.add_argument("--data-dir", default=".dtf", help="cluster data; recorded durations accumulate here")
+    p.add_argument("--junitxml", metavar="PATH", help="write one merged JUnit XML report")
+    p.add_argument("--timeout", type=float, help="seconds each batch may run (default: scaled from its estimate)")
+    p.add_argument("pytest_args", nargs="*", metavar="PYTEST_ARG", help="put `--` before pytest's arguments")
+    p.set_defaults(func=cmd_run)
 
     for name, func, help_ in (
         ("status", cmd_status, "coordinator status"),
