@@ -1,0 +1,173 @@
+"""Pack collected tests into batches by expected duration (pure: data in, batches out).
+
+The plan is built for greedy list scheduling: batches are handed out in order, each to
+the first worker that is free, and every batch pays a pytest start-up of `startup_s`.
+
+1. Tests are spread over `workers` lanes longest-processing-time first: heaviest test
+   first, each to the least-loaded lane. The longest tests open their lanes, so they
+   start at time 0; a test longer than a lane's fair share ends up alone in its lane.
+2. Each lane, heaviest tests first, is cut into batches whose sizes shrink towards the
+   end: the last batch holds about `startup_s` of work, the one before it `GROWTH`
+   times that, and so on, and the first batch takes the rest. A lane gets only as many
+   batches as its work can carry (`OVERHEAD_SHARE` of it spent on start-ups at most;
+   a lane of under `SPLIT_FROM_STARTUPS` start-ups of work is one batch), so start-up
+   is amortised early and the tail is cut fine.
+3. Batches are ordered by the time they would start in that plan. With exact estimates,
+   list scheduling reproduces the plan; with rough ones, the small tail batches go to
+   whichever worker is free and absorb the error.
+
+Tests never run get an estimate from their parametrised siblings, else their file, else
+the whole suite's recorded tests, else a default.
+"""
+
+from __future__ import annotations
+
+import heapq
+import statistics
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+DEFAULT_ESTIMATE_S = 0.05
+# Each batch before the last in a lane is this many times larger than the one after it.
+GROWTH = 2.0
+# Extra start-ups a lane may pay, as a share of its work: 28 s of work at 0.5 s start-up
+# affords one extra batch, an hour affords as many as the geometric cut asks for.
+OVERHEAD_SHARE = 0.05
+# A lane with less work than this many start-ups runs as one batch: cutting off a tail
+# would cost a start-up to save less than one.
+SPLIT_FROM_STARTUPS = 4.0
+
+
+@dataclass(frozen=True)
+class Batch:
+    node_ids: tuple[str, ...]
+    estimate_s: float
+
+
+def file_of(node_id: str) -> str:
+    """The file part of a node id: `tests/test_a.py::TestX::test_y[1]` -> `tests/test_a.py`."""
+    return node_id.split("::", 1)[0]
+
+
+def function_of(node_id: str) -> str:
+    """A node id without its parametrisation: `f.py::test_y[a::b]` -> `f.py::test_y`."""
+    file, sep, rest = node_id.partition("::")
+    return file + sep + rest.split("[", 1)[0]
+
+
+def estimate_durations(node_ids: Sequence[str], known: Mapping[str, float]) -> dict[str, float]:
+    """Every node id's expected seconds.
+
+    Recorded, else the median of its parametrised siblings, else of its file's recorded
+    tests, else of the whole suite's, else `DEFAULT_ESTIMATE_S`.
+    """
+    by_function: dict[str, list[float]] = {}
+    by_file: dict[str, list[float]] = {}
+    for node_id, seconds in known.items():
+        by_function.setdefault(function_of(node_id), []).append(seconds)
+        by_file.setdefault(file_of(node_id), []).append(seconds)
+    suite = statistics.median(known.values()) if known else DEFAULT_ESTIMATE_S
+    out: dict[str, float] = {}
+    for node_id in node_ids:
+        if node_id in known:
+            out[node_id] = known[node_id]
+            continue
+        siblings = by_function.get(function_of(node_id)) or by_file.get(file_of(node_id))
+        out[node_id] = statistics.median(siblings) if siblings else suite
+    return out
+
+
+def plan_batches(durations: Mapping[str, float], workers: int, *, startup_s: float = 0.5) -> list[Batch]:
+    """Batches in the order to hand them out: the longest tests and big batches first,
+    small batches of about `startup_s` of work at the tail. Every node id appears in
+    exactly one batch; within a batch, tests are heaviest first."""
+    if not durations:
+        return []
+    workers = max(1, workers)
+    startup_s = max(0.0, startup_s)
+    lanes = _spread(durations, workers)
+    planned: list[tuple[float, float, int, Batch]] = []
+    for lane_index, lane in enumerate(lanes):
+        start = 0.0
+        for batch in _cut(lane, startup_s):
+            planned.append((start, -batch.estimate_s, lane_index, batch))
+            start += startup_s + batch.estimate_s
+    planned.sort(key=lambda p: (p[0], p[1], p[2]))
+    return [batch for *_, batch in planned]
+
+
+def _spread(durations: Mapping[str, float], workers: int) -> list[list[tuple[str, float]]]:
+    """Longest-processing-time first over `workers` lanes; each lane heaviest first."""
+    ordered = sorted(((node_id, max(0.0, s)) for node_id, s in durations.items()), key=lambda kv: (-kv[1], kv[0]))
+    lanes: list[list[tuple[str, float]]] = [[] for _ in range(workers)]
+    heap = [(0.0, i) for i in range(workers)]
+    for node_id, seconds in ordered:
+        load, i = heapq.heappop(heap)
+        lanes[i].append((node_id, seconds))
+        heapq.heappush(heap, (load + seconds, i))
+    return [lane for lane in lanes if lane]
+
+
+def _cut(lane: list[tuple[str, float]], startup_s: float) -> list[Batch]:
+    """One lane (heaviest first) as batches that shrink towards `startup_s` of work."""
+    work = sum(s for _, s in lane)
+    if startup_s <= 0 or work < SPLIT_FROM_STARTUPS * startup_s:
+        return [_batch(lane)]
+    affordable = 1 + int(min(OVERHEAD_SHARE * work / startup_s, len(lane)))
+    most = max(2, affordable)
+    pieces: list[list[tuple[str, float]]] = []
+    end = len(lane)
+    remaining = work
+    size = startup_s
+    while len(pieces) < most - 1 and end > 1 and remaining > 2 * size:
+        start, taken = end - 1, lane[end - 1][1]
+        while start > 1 and taken + lane[start - 1][1] <= size:
+            start -= 1
+            taken += lane[start][1]
+        pieces.append(lane[start:end])
+        end, remaining = start, remaining - taken
+        size *= GROWTH
+    pieces.append(lane[:end])
+    return [_batch(piece) for piece in reversed(pieces)]
+
+
+def _batch(tests: Sequence[tuple[str, float]]) -> Batch:
+    return Batch(tuple(node_id for node_id, _ in tests), sum(s for _, s in tests))
+
+
+def simulate_makespan(
+    batches: Sequence[Batch], workers: int, startup_s: float, *, busy_s: Sequence[float] = ()
+) -> float:
+    """Seconds until the last batch ends when `batches` are handed out in order, each to
+    the first free of `workers` workers, each paying `startup_s` before its tests.
+
+    `busy_s` gives, for workers still running something, the seconds until they are free;
+    the rest are free at once. Pure: the estimates are taken as exact.
+    """
+    workers = max(1, workers)
+    free = sorted([max(0.0, b) for b in busy_s[:workers]] + [0.0] * (workers - min(len(busy_s), workers)))
+    heapq.heapify(free)
+    end = max(free, default=0.0)
+    for batch in batches:
+        done = heapq.heappop(free) + startup_s + batch.estimate_s
+        end = max(end, done)
+        heapq.heappush(free, done)
+    return end
+
+
+def eta_seconds(
+    remaining_batches: Sequence[Batch], workers: int, startup_s: float, *, busy_s: Sequence[float] = ()
+) -> float:
+    """Estimated seconds until the run ends: the batches not yet started, handed out to
+    `workers` workers of which those in `busy_s` finish their current batch first."""
+    if not remaining_batches and not busy_s:
+        return 0.0
+    return simulate_makespan(remaining_batches, workers, startup_s, busy_s=busy_s)
+
+
+def makespan_lower_bound(durations: Mapping[str, float], workers: int, startup_s: float) -> float:
+    """No plan ends sooner: the fair share of the work, or the longest test, plus one start-up."""
+    if not durations:
+        return 0.0
+    seconds = [max(0.0, s) for s in durations.values()]
+    return max(sum(seconds) / max(1, workers), max(seconds)) + startup_s
