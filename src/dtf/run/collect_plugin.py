@@ -1,0 +1,45 @@
+"""A pytest plugin, loaded with `-p dtf.run.collect_plugin`, that writes the collected
+node ids, after `-k`/`-m` selection, as JSON to the file named by `DTF_COLLECT_OUTPUT`.
+
+Node ids are relative to pytest's rootdir, or to nothing in particular for `--pyargs`
+packages outside it, so they are not always valid arguments from the directory pytest
+was started in. For those that are not, `arguments` gives one that is: the item's file,
+relative to that directory when under it, else absolute, followed by the rest of the id.
+
+Reading ids from a file rather than from pytest's output keeps warnings, summaries and
+other plugins' printing out of them. Writes nothing when the variable is unset.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+OUTPUT_ENV = "DTF_COLLECT_OUTPUT"
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    target = os.environ.get(OUTPUT_ENV)
+    if not target:
+        return
+    invocation_dir = session.config.invocation_params.dir
+    arguments: dict[str, str] = {}
+    for item in session.items:
+        argument = _argument(item.nodeid, item.path, invocation_dir)
+        if argument != item.nodeid:
+            arguments[item.nodeid] = argument
+    body = {
+        "rootdir": str(session.config.rootpath),
+        "node_ids": [item.nodeid for item in session.items],
+        "arguments": arguments,
+    }
+    Path(target).write_text(json.dumps(body), encoding="utf-8")
+
+
+def _argument(node_id: str, path: Path, invocation_dir: Path) -> str:
+    _, sep, rest = node_id.partition("::")
+    where = path.relative_to(invocation_dir).as_posix() if path.is_relative_to(invocation_dir) else str(path)
+    return where + sep + rest

@@ -1,0 +1,156 @@
+"""Collecting a suite with a real pytest subprocess on small suites written to tmp_path."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from dtf.run import collect_plugin
+from dtf.run.collect import CollectionError, collect
+
+
+@pytest.fixture(autouse=True)
+def without_installed_plugins(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Installed pytest plugins cost a second per subprocess and change nothing here."""
+    monkeypatch.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
+
+
+@pytest.fixture
+def with_installed_plugins(without_installed_plugins: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """As a user's run has them."""
+    monkeypatch.delenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD")
+
+
+def write(root: Path, files: dict[str, str]) -> Path:
+    for name, body in files.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(body))
+    return root
+
+
+SUITE = {
+    "tests/test_plain.py": """
+        def test_one(): pass
+        def test_two(): pass
+    """,
+    "tests/test_shapes.py": """
+        import pytest
+
+        class TestGroup:
+            def test_method(self): pass
+
+            @pytest.mark.parametrize("v", ["a b", "x::y", "[z]", "ü"])
+            def test_param(self, v): pass
+
+        @pytest.mark.parametrize("n", [1, 2])
+        def test_numbers(n): pass
+    """,
+}
+
+
+@pytest.mark.usefixtures("with_installed_plugins")
+def test_files_classes_and_parametrised_ids_in_collection_order(tmp_path: Path) -> None:
+    collection = collect([], write(tmp_path, SUITE))
+    assert collection.node_ids == [
+        "tests/test_plain.py::test_one",
+        "tests/test_plain.py::test_two",
+        "tests/test_shapes.py::TestGroup::test_method",
+        "tests/test_shapes.py::TestGroup::test_param[a b]",
+        "tests/test_shapes.py::TestGroup::test_param[x::y]",
+        "tests/test_shapes.py::TestGroup::test_param[[z]]",
+        "tests/test_shapes.py::TestGroup::test_param[\\xfc]",
+        "tests/test_shapes.py::test_numbers[1]",
+        "tests/test_shapes.py::test_numbers[2]",
+    ]
+    assert collection.cwd == tmp_path
+    assert collection.rootdir == tmp_path
+    assert collection.arguments == {}
+    assert collection.argument("tests/test_plain.py::test_one") == "tests/test_plain.py::test_one"
+
+
+def test_selection_with_k_and_paths(tmp_path: Path) -> None:
+    write(tmp_path, SUITE)
+    assert collect(["-k", "numbers or two"], tmp_path).node_ids == [
+        "tests/test_plain.py::test_two",
+        "tests/test_shapes.py::test_numbers[1]",
+        "tests/test_shapes.py::test_numbers[2]",
+    ]
+    assert collect(["tests/test_shapes.py::TestGroup::test_method"], tmp_path).node_ids == [
+        "tests/test_shapes.py::TestGroup::test_method"
+    ]
+
+
+def test_printing_and_warnings_do_not_leak_into_ids(tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        {
+            "conftest.py": "print('conftest.py::not_a_test')\n",
+            "test_noisy.py": """
+                import warnings
+                print("test_noisy.py::printed")
+                warnings.warn("collected with a warning::here")
+
+                def test_real(): pass
+            """,
+        },
+    )
+    assert collect(["-W", "default"], tmp_path).node_ids == ["test_noisy.py::test_real"]
+
+
+def test_an_empty_selection_is_an_empty_list(tmp_path: Path) -> None:
+    write(tmp_path, SUITE)
+    assert collect(["-k", "nothing_matches_this"], tmp_path).node_ids == []
+
+
+def test_a_syntax_error_is_a_collection_error_naming_the_file(tmp_path: Path) -> None:
+    write(tmp_path, {**SUITE, "tests/test_broken.py": "def test_x(:\n    pass\n"})
+    with pytest.raises(CollectionError) as caught:
+        collect([], tmp_path)
+    assert caught.value.exit_code == 2
+    assert "tests/test_broken.py" in caught.value.output
+    assert "SyntaxError" in caught.value.output
+    assert caught.value.field == "pytest_args"
+
+
+def test_a_usage_error_is_a_collection_error(tmp_path: Path) -> None:
+    with pytest.raises(CollectionError) as caught:
+        collect(["--no-such-option"], write(tmp_path, SUITE))
+    assert caught.value.exit_code == 4
+    assert "--no-such-option" in caught.value.output
+
+
+def test_pyargs_of_an_installed_package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    site = write(
+        tmp_path / "site",
+        {
+            "shipped/__init__.py": "",
+            "shipped/tests/__init__.py": "",
+            "shipped/tests/test_shipped.py": """
+                def test_installed(): pass
+            """,
+        },
+    )
+    project = tmp_path / "project"
+    project.mkdir()
+    monkeypatch.setenv("PYTHONPATH", str(site))
+    collection = collect(["--pyargs", "shipped.tests"], project)
+    assert [node_id.rsplit("::", 1)[1] for node_id in collection.node_ids] == ["test_installed"]
+    (node_id,) = collection.node_ids
+    assert collection.argument(node_id) == f"{site / 'shipped/tests/test_shipped.py'}::test_installed"
+
+
+def test_ids_below_a_rootdir_above_cwd_get_arguments_valid_from_cwd(tmp_path: Path) -> None:
+    write(tmp_path, {"pytest.ini": "[pytest]\n", "sub/test_sub.py": "def test_s(): pass\n"})
+    collection = collect([], tmp_path / "sub")
+    assert collection.rootdir == tmp_path
+    assert collection.node_ids == ["sub/test_sub.py::test_s"]
+    assert collection.argument("sub/test_sub.py::test_s") == "test_sub.py::test_s"
+
+
+def test_plugin_does_nothing_without_its_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Loaded into a plain run by accident, the plugin neither writes nor touches the session."""
+    monkeypatch.delenv(collect_plugin.OUTPUT_ENV, raising=False)
+    collect_plugin.pytest_collection_finish(session=None)  # type: ignore[arg-type]
