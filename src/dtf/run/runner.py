@@ -221,7 +221,8 @@ def crash_outcome(node_id: str, task: Mapping[str, Any]) -> TestOutcome:
     summary = task.get("results") or {}
     # The executor's error starts with "pytest timed out after 5s" / "pytest killed by SIGSEGV"
     # when the process was stopped; a process that exited by itself has only its exit code.
-    reason = next((part for part in error.split("; ") if part.startswith("pytest ")), "")
+    stopped = (p for p in error.split("; ") if p.startswith("pytest ") and not p.startswith("pytest exit code"))
+    reason = next(stopped, "")
     if not reason:
         code = summary.get("exit_code")
         reason = f"pytest exited with code {code}" if code is not None else error or f"task {task.get('status')}"

@@ -1,0 +1,111 @@
+"""Small pytest suites that `dtf run` end-to-end tests write into a temporary directory."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+PASSING = """
+import pytest
+
+
+@pytest.mark.parametrize("n", range(6))
+def test_square(n):
+    assert n * n >= 0
+
+
+class TestText:
+    def test_upper(self):
+        assert "a".upper() == "A"
+
+    def test_strip(self):
+        assert " a ".strip() == "a"
+"""
+
+MIXED = """
+import os
+import time
+
+import pytest
+
+
+def test_pass():
+    pass
+
+
+def test_slow_pass():
+    time.sleep(0.2)
+
+
+def test_fail():
+    assert 1 + 1 == 3, "arithmetic is broken"
+
+
+@pytest.mark.skip(reason="not on this machine")
+def test_skip():
+    pass
+
+
+@pytest.fixture
+def broken_fixture():
+    raise RuntimeError("fixture exploded")
+
+
+def test_setup_error(broken_fixture):
+    pass
+
+
+def test_crash():
+    os._exit(3)
+
+
+def test_hang():
+    time.sleep(600)
+
+
+@pytest.mark.parametrize("x", [1, 2, 3])
+def test_param(x):
+    assert x > 0
+"""
+
+MIXED_MORE = """
+def test_other_pass():
+    pass
+
+
+def test_other_fail():
+    raise ValueError("bad value")
+"""
+
+CRASH_ID = "suite/test_mixed.py::test_crash"
+HANG_ID = "suite/test_mixed.py::test_hang"
+
+
+def write_suite(root: Path, files: dict[str, str]) -> Path:
+    suite = root / "suite"
+    suite.mkdir(parents=True, exist_ok=True)
+    for name, text in files.items():
+        (suite / name).write_text(text)
+    return suite
+
+
+def dtf_run(cwd: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    argv = [sys.executable, "-m", "dtf.cli.main", "run", *args]
+    return subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def plain_pytest(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    argv = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args]
+    return subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=120, check=False)
+
+
+def summary_counts(output: str) -> dict[str, int]:
+    """The counts in pytest's (or dtf's) last summary line: {"failed": 3, "passed": 120, ...}."""
+    line = [x for x in output.splitlines() if re.search(r" in [\d.]+s", x)][-1]
+    counts = {
+        word.rstrip("s") if word.startswith("error") else word: int(n)
+        for n, word in re.findall(r"(\d+) (failed|passed|skipped|errors?|missing)", line)
+    }
+    return counts

@@ -1,0 +1,120 @@
+"""`dtf run -n 2` as a user runs it: a real coordinator and workers started for the run."""
+
+from __future__ import annotations
+
+import re
+import xml.etree.ElementTree as ET
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from run_suites import (
+    CRASH_ID,
+    HANG_ID,
+    MIXED,
+    MIXED_MORE,
+    PASSING,
+    dtf_run,
+    plain_pytest,
+    summary_counts,
+    write_suite,
+)
+
+from dtf.run.runner import batch_pytest_args
+
+pytestmark = pytest.mark.e2e
+
+
+def _collected(tmp_path: Path, *args: str) -> list[str]:
+    out = plain_pytest(tmp_path, "--collect-only", *args).stdout
+    return [line for line in out.splitlines() if "::" in line]
+
+
+def test_mixed_suite_reports_like_pytest_and_survives_crash_and_hang(tmp_path: Path) -> None:
+    write_suite(tmp_path, {"test_mixed.py": MIXED, "test_more.py": MIXED_MORE})
+    junit = tmp_path / "out.xml"
+
+    run = dtf_run(
+        tmp_path, "-n", "2", "--data-dir", str(tmp_path / ".dtf"), "--junitxml", str(junit), "--timeout", "8",
+        "--", "suite",
+    )  # fmt: skip
+
+    assert run.returncode == 1, run.stdout + run.stderr
+    # The same counts as plain pytest over the tests that do not kill their process;
+    # the crash and the hang are two more failures.
+    plain = plain_pytest(tmp_path, "suite", "--deselect", CRASH_ID, "--deselect", HANG_ID)
+    expected = summary_counts(plain.stdout)
+    expected["failed"] += 2
+    assert summary_counts(run.stdout) == expected, run.stdout
+    assert re.search(r"^=+ 4 failed, 6 passed, 1 skipped, 1 error in [\d.]+s =+$", run.stdout, re.M), run.stdout
+    # Failures are printed with their text.
+    assert "arithmetic is broken" in run.stdout
+    assert "ValueError: bad value" in run.stdout
+    assert f"FAILED {CRASH_ID} - crashed: pytest exited with code 3" in run.stdout
+    assert f"FAILED {HANG_ID} - crashed: pytest timed out" in run.stdout
+
+    # The merged report holds every collected test exactly once.
+    collected = _collected(tmp_path, "suite")
+    cases = ET.parse(junit).getroot().iter("testcase")
+    ids = Counter(
+        f"{c.get('file')}::" + "::".join([*c.get("classname", "").split(".")[2:], c.get("name", "")]) for c in cases
+    )
+    assert sorted(ids) == sorted(collected) and set(ids.values()) == {1}
+    suite = ET.parse(junit).getroot().find("testsuite")
+    assert suite is not None
+    assert (suite.get("tests"), suite.get("failures"), suite.get("errors"), suite.get("skipped")) == (
+        "12",
+        "4",
+        "1",
+        "1",
+    )
+    crash = ET.parse(junit).getroot().find(".//testcase[@name='test_crash']/failure")
+    assert crash is not None and "crash" in crash.get("message", "")
+
+
+def test_passing_suite_exits_zero_and_second_run_uses_recorded_durations(tmp_path: Path) -> None:
+    write_suite(tmp_path, {"test_ok.py": PASSING})
+    data_dir = str(tmp_path / ".dtf")
+
+    first = dtf_run(tmp_path, "-n", "2", "--data-dir", data_dir, "--", "suite")
+    second = dtf_run(tmp_path, "-n", "2", "--data-dir", data_dir, "--", "suite", "-p", "no:randomly")
+
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert re.search(r"^=+ 8 passed in [\d.]+s =+$", first.stdout, re.M), first.stdout
+    assert "8 tests, 0 with recorded durations, 8 estimated" in first.stderr
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "8 tests, 8 with recorded durations, 0 estimated" in second.stderr
+
+
+def test_empty_selection_exits_5(tmp_path: Path) -> None:
+    write_suite(tmp_path, {"test_ok.py": PASSING})
+
+    run = dtf_run(tmp_path, "-n", "2", "--data-dir", str(tmp_path / ".dtf"), "--", "suite", "-k", "nomatch")
+
+    assert run.returncode == 5, run.stdout + run.stderr
+    assert "no tests collected" in run.stdout
+    assert not (tmp_path / ".dtf").exists()  # no cluster started for nothing
+
+
+def test_collection_error_exits_2_with_pytests_message(tmp_path: Path) -> None:
+    write_suite(tmp_path, {"test_ok.py": PASSING, "test_broken.py": "def test_x(:\n    pass\n"})
+
+    run = dtf_run(tmp_path, "-n", "2", "--data-dir", str(tmp_path / ".dtf"), "--", "suite")
+
+    assert run.returncode == 2, run.stdout + run.stderr
+    assert "SyntaxError" in run.stdout
+    assert "test_broken.py" in run.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["tests", "-k", "slow", "-x", "--tb=short"], ["--tb=short"]),
+        (["-p", "no:randomly", "tests/a.py::test_x", "-m", "not gpu"], ["-p", "no:randomly"]),
+        (["-kslow", "-pxdist", "-o", "x=1", "--maxfail=2", "-W", "error"], ["-pxdist", "-o", "x=1", "-W", "error"]),
+        (["--rootdir", "/r", "--import-mode=importlib", "--pyargs", "pkg"], ["--rootdir", "/r", "--import-mode=importlib"]),  # noqa: E501
+        (["-v", "--", "-weird-path"], ["-v"]),
+    ],
+)  # fmt: skip
+def test_batches_get_the_users_options_but_not_the_selection(args: list[str], expected: list[str]) -> None:
+    assert batch_pytest_args(args) == expected
