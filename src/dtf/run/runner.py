@@ -277,6 +277,7 @@ def run(config: RunConfig, *, out: TextIO, console: Console) -> int:
     try:
         with console.status(f"starting a coordinator and {config.workers} workers"):
             info = cluster.start()
+        log.info("cluster up %.2fs after start", time.monotonic() - started)
         with DtfClient(info["api_url"], info["admin_token"]) as client:
             known = client.durations(node_ids)
             console.print(
@@ -289,6 +290,7 @@ def run(config: RunConfig, *, out: TextIO, console: Console) -> int:
             execution = Execution(client, config, {n: i for i, n in enumerate(node_ids)}, estimates)
             execution.submit(batches)
             follow(execution, len(node_ids), console)
+            log.info("all batches finished %.2fs after start", time.monotonic() - started)
     except KeyboardInterrupt:
         out.write("dtf run: interrupted\n")
         return EXIT_INTERRUPTED
