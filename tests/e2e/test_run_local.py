@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import re
+import signal
+import subprocess
+import sys
+import time
 import xml.etree.ElementTree as ET
 from collections import Counter
 from pathlib import Path
 
+import psutil
 import pytest
 from run_suites import (
     CRASH_ID,
@@ -118,3 +124,31 @@ def test_collection_error_exits_2_with_pytests_message(tmp_path: Path) -> None:
 )  # fmt: skip
 def test_batches_get_the_users_options_but_not_the_selection(args: list[str], expected: list[str]) -> None:
     assert batch_pytest_args(args) == expected
+
+
+def test_ctrl_c_stops_the_cluster_and_exits_2(tmp_path: Path) -> None:
+    write_suite(tmp_path, {"test_hang.py": "import time\n\n\ndef test_hang():\n    time.sleep(600)\n"})
+    data_dir = tmp_path / ".dtf"
+    argv = [sys.executable, "-m", "dtf.cli.main", "run", "-n", "1", "--data-dir", str(data_dir), "--", "suite"]
+    proc = subprocess.Popen(
+        argv,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # a background child ignores it otherwise
+    )
+    try:
+        assert proc.stderr is not None
+        assert "dtf run: 1 tests" in proc.stderr.readline()  # the cluster is up and the batch submitted
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+
+    assert proc.returncode == 2, out
+    assert "interrupted" in out
+    pids = json.loads((data_dir / "connection.json").read_text())
+    started = [c["pid"] for c in pids["coordinators"]] + [w["pid"] for w in pids["workers"]]
+    assert not [pid for pid in started if psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie"]

@@ -194,7 +194,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     if args.verbose:
         _logging(True)
-    return run(config, out=sys.stdout, console=Console(stderr=True))
+
+    def on_term(_sig: int, _frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)  # stop the cluster as on Ctrl-C
+    try:
+        return run(config, out=sys.stdout, console=Console(stderr=True))
+    except KeyboardInterrupt:
+        print("dtf run: interrupted", file=sys.stderr)
+        return 2  # pytest's "interrupted"
 
 
 # ---------------------------------------------------------------- inspect

@@ -34,6 +34,7 @@ from dtf.run.report import (
     write_junit,
     write_report,
 )
+from dtf_common.errors import DtfError
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +105,7 @@ class Client(Protocol):
     def task(self, task_id: str) -> dict[str, Any]: ...
     def all_results(self, **filters: Any) -> list[dict[str, Any]]: ...
     def durations(self, test_ids: list[str], *, hardware_id: str | None = None) -> dict[str, float]: ...
+    def cancel(self, task_id: str) -> dict[str, Any]: ...
 
 
 @dataclass(frozen=True)
@@ -203,6 +205,14 @@ class Execution:
             estimate = sum(self.estimates.get(n, 0.0) for n in rest)
             self.submit([Batch(tuple(rest), estimate)])
 
+    def cancel_open(self) -> None:
+        """Cancel every unfinished batch, best effort (used when the run is abandoned)."""
+        for task_id in list(self.open):
+            try:
+                self.client.cancel(task_id)
+            except DtfError as exc:
+                log.debug("cannot cancel %s: %s", task_id, exc)
+
     @property
     def done(self) -> bool:
         return not self.open
@@ -288,8 +298,12 @@ def run(config: RunConfig, *, out: TextIO, console: Console) -> int:
             estimates = estimate_durations(node_ids, known)
             batches = plan_batches(estimates, config.workers)
             execution = Execution(client, config, {n: i for i, n in enumerate(node_ids)}, estimates)
-            execution.submit(batches)
-            follow(execution, len(node_ids), console)
+            try:
+                execution.submit(batches)
+                follow(execution, len(node_ids), console)
+            except BaseException:
+                execution.cancel_open()  # so the workers stop promptly
+                raise
             log.info("all batches finished %.2fs after start", time.monotonic() - started)
     except KeyboardInterrupt:
         out.write("dtf run: interrupted\n")
