@@ -33,13 +33,21 @@ def datetime_to_ms(value: datetime) -> int:
 
 def requirements_to_pb(req: Requirements) -> types_pb2.Requirements:
     return types_pb2.Requirements(
-        hardware=req.hardware or "", min_gpus=req.min_gpus, min_memory_mb=req.min_memory_mb, labels=req.labels
+        hardware=req.hardware or "",
+        min_gpus=req.min_gpus,
+        min_memory_mb=req.min_memory_mb,
+        labels=req.labels,
+        exclude_workers=req.exclude_workers,
     )
 
 
 def requirements_from_pb(req: types_pb2.Requirements) -> Requirements:
     return Requirements(
-        hardware=req.hardware or None, min_gpus=req.min_gpus, min_memory_mb=req.min_memory_mb, labels=dict(req.labels)
+        hardware=req.hardware or None,
+        min_gpus=req.min_gpus,
+        min_memory_mb=req.min_memory_mb,
+        labels=dict(req.labels),
+        exclude_workers=list(req.exclude_workers),
     )
 
 

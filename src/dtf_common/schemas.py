@@ -62,6 +62,9 @@ class Requirements(_Strict):
     min_gpus: int = Field(default=0, ge=0, le=1024)
     min_memory_mb: int = Field(default=0, ge=0)
     labels: dict[str, str] = Field(default_factory=dict)
+    exclude_workers: list[str] = Field(
+        default_factory=list, max_length=1000, description="workers that must not run it (reruns go elsewhere)"
+    )
 
 
 class TaskCreate(_Strict):

@@ -28,6 +28,7 @@ def spec(
     min_memory_mb: int = 0,
     labels: Mapping[str, str] | None = None,
     type: str = "command",
+    exclude_workers: Sequence[str] = (),
 ) -> types_pb2.TaskSpec:
     return types_pb2.TaskSpec(
         task_id=task_id,
@@ -37,7 +38,11 @@ def spec(
         submitter=submitter,
         max_retries=max_retries,
         requirements=types_pb2.Requirements(
-            hardware=hardware, min_gpus=min_gpus, min_memory_mb=min_memory_mb, labels=dict(labels or {})
+            hardware=hardware,
+            min_gpus=min_gpus,
+            min_memory_mb=min_memory_mb,
+            labels=dict(labels or {}),
+            exclude_workers=list(exclude_workers),
         ),
     )
 

@@ -234,3 +234,14 @@ def test_a_worker_reporting_critical_health_gets_no_new_work_until_it_recovers()
     assert spread(Planner().plan(d.sm, {"sick": 4, "well": 1}, now_ms=0)) == {"well": 1}
     d.apply(heartbeat("sick", health_json=json.dumps({"status": "healthy"})))
     assert spread(Planner().plan(d.sm, {"sick": 4, "well": 1}, now_ms=0)) == {"sick": 2, "well": 1}
+
+
+def test_excluded_workers_never_get_the_task() -> None:
+    d = Driver()
+    d.apply(register("w1", slots=4))
+    d.apply(register("w2", slots=4))
+    d.apply(submit(spec("rerun", exclude_workers=("w1",))))
+    assert spread(Planner().plan(d.sm, {"w1": 4}, now_ms=0)) == {}
+    assert spread(Planner().plan(d.sm, {"w1": 4, "w2": 4}, now_ms=0)) == {"w2": 1}
+    # The state machine refuses the assignment too, whatever a plan says.
+    assert d.apply(assign(("rerun", "w1", "L1"))).granted == []

@@ -61,7 +61,7 @@ class Planner:
                 break
             if task.not_before_ms > now_ms:
                 continue
-            eligible = [w for w in order if capacity[w] > 0 and state.workers[w].offers.satisfies(task.needs)]
+            eligible = [w for w in order if capacity[w] > 0 and state.workers[w].offers.satisfies(task.needs, w)]
             if not eligible:
                 continue
             worker_id = pick(task, eligible)

@@ -35,6 +35,7 @@ def task_view(t: TaskState) -> Task:
             min_gpus=t.needs.min_gpus,
             min_memory_mb=t.needs.min_memory_mb,
             labels=t.needs.labels,
+            exclude_workers=list(t.needs.exclude_workers),
         ),
         attempts=t.attempts,
         max_retries=t.max_retries,

@@ -180,7 +180,7 @@ class StateMachine:
             priority=spec.priority,
             parameters_json=spec.parameters_json or "{}",
             dependencies=tuple(spec.dependencies),
-            needs=Needs(req.hardware, req.min_gpus, req.min_memory_mb, dict(req.labels)),
+            needs=Needs(req.hardware, req.min_gpus, req.min_memory_mb, dict(req.labels), tuple(req.exclude_workers)),
             metadata_json=spec.metadata_json or "{}",
             max_retries=spec.max_retries,
             timeout_s=spec.timeout_s,
@@ -270,7 +270,9 @@ class StateMachine:
             # (cancelled task, lost worker, full worker) is skipped, not an error.
             if task is None or worker is None or not task.ready or not worker.alive:
                 continue
-            if not worker.offers.satisfies(task.needs) or worker.free_slots() <= 0 or a.lease_id in self.leases:
+            if not worker.offers.satisfies(task.needs, worker.worker_id):
+                continue
+            if worker.free_slots() <= 0 or a.lease_id in self.leases:
                 continue
             self._dequeue(task)
             task.worker_id = worker.worker_id  # before the transition, so its effect names the worker

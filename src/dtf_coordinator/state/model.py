@@ -30,6 +30,7 @@ class Needs:
     min_gpus: int = 0
     min_memory_mb: int = 0
     labels: dict[str, str] = field(default_factory=dict)
+    exclude_workers: tuple[str, ...] = ()
 
 
 @dataclass(slots=True)
@@ -41,7 +42,9 @@ class Offers:
     slots: int = 1
     details_json: str = "{}"
 
-    def satisfies(self, needs: Needs) -> bool:
+    def satisfies(self, needs: Needs, worker_id: str = "") -> bool:
+        if needs.exclude_workers and worker_id in needs.exclude_workers:
+            return False
         if needs.hardware and needs.hardware not in self.hardware:
             return False
         if needs.min_gpus > self.gpu_count or needs.min_memory_mb > self.memory_mb:
@@ -93,6 +96,7 @@ class TaskState:
                 "min_gpus": self.needs.min_gpus,
                 "min_memory_mb": self.needs.min_memory_mb,
                 "labels": dict(self.needs.labels),
+                "exclude_workers": list(self.needs.exclude_workers),
             },
             "metadata_json": self.metadata_json,
             "max_retries": self.max_retries,
@@ -119,7 +123,10 @@ class TaskState:
     def from_dict(cls, d: dict[str, Any]) -> TaskState:
         d = dict(d)
         d["dependencies"] = tuple(d["dependencies"])
-        d["needs"] = Needs(**{**d["needs"], "labels": dict(d["needs"]["labels"])})
+        needs = d["needs"]
+        d["needs"] = Needs(
+            **{**needs, "labels": dict(needs["labels"]), "exclude_workers": tuple(needs.get("exclude_workers", ()))}
+        )
         d["status"] = TaskStatus(d["status"])
         return cls(**d)
 

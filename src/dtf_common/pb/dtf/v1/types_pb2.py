@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x12\x64tf/v1/types.proto\x12\x06\x64tf.v1\"\xaa\x01\n\x0cRequirements\x12\x10\n\x08hardware\x18\x01 \x01(\t\x12\x10\n\x08min_gpus\x18\x02 \x01(\x05\x12\x15\n\rmin_memory_mb\x18\x03 \x01(\x03\x12\x30\n\x06labels\x18\x04 \x03(\x0b\x32 .dtf.v1.Requirements.LabelsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xcc\x01\n\x0c\x43\x61pabilities\x12\x10\n\x08hardware\x18\x01 \x03(\t\x12\x11\n\tgpu_count\x18\x02 \x01(\x05\x12\x11\n\tmemory_mb\x18\x03 \x01(\x03\x12\x30\n\x06labels\x18\x04 \x03(\x0b\x32 .dtf.v1.Capabilities.LabelsEntry\x12\r\n\x05slots\x18\x05 \x01(\x05\x12\x14\n\x0c\x64\x65tails_json\x18\x06 \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xe8\x01\n\x08TaskSpec\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x10\n\x08priority\x18\x03 \x01(\x05\x12\x17\n\x0fparameters_json\x18\x04 \x01(\t\x12\x14\n\x0c\x64\x65pendencies\x18\x05 \x03(\t\x12*\n\x0crequirements\x18\x06 \x01(\x0b\x32\x14.dtf.v1.Requirements\x12\x15\n\rmetadata_json\x18\x07 \x01(\t\x12\x13\n\x0bmax_retries\x18\x08 \x01(\x05\x12\x11\n\ttimeout_s\x18\t \x01(\x01\x12\x11\n\tsubmitter\x18\n \x01(\t\"\x91\x02\n\x0cResultRecord\x12\x11\n\tresult_id\x18\x01 \x01(\t\x12\x0f\n\x07task_id\x18\x02 \x01(\t\x12\x11\n\tworker_id\x18\x03 \x01(\t\x12\x0f\n\x07test_id\x18\x04 \x01(\t\x12\x14\n\x0ctimestamp_ms\x18\x05 \x01(\x03\x12\x14\n\x0cmetrics_json\x18\x06 \x01(\t\x12\x0e\n\x06status\x18\x07 \x01(\t\x12\x16\n\x0e\x65xecution_time\x18\x08 \x01(\x01\x12\x1d\n\x15hardware_metrics_json\x18\t \x01(\t\x12\x18\n\x10\x65nvironment_json\x18\n \x01(\t\x12\x15\n\rraw_data_json\x18\x0b \x01(\t\x12\x15\n\rmetadata_json\x18\x0c \x01(\t\"\x94\x02\n\x0bTaskOutcome\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x10\n\x08lease_id\x18\x02 \x01(\t\x12\x11\n\tworker_id\x18\x03 \x01(\t\x12&\n\x04kind\x18\x04 \x01(\x0e\x32\x18.dtf.v1.TaskOutcome.Kind\x12\r\n\x05\x65rror\x18\x05 \x01(\t\x12\x14\n\x0cresults_json\x18\x06 \x01(\t\x12%\n\x07results\x18\x07 \x03(\x0b\x32\x14.dtf.v1.ResultRecord\x12\x15\n\rnon_retryable\x18\x08 \x01(\x08\"D\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\x0b\n\x07STARTED\x10\x01\x12\r\n\tCOMPLETED\x10\x02\x12\n\n\x06\x46\x41ILED\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x12\x64tf/v1/types.proto\x12\x06\x64tf.v1\"\xc3\x01\n\x0cRequirements\x12\x10\n\x08hardware\x18\x01 \x01(\t\x12\x10\n\x08min_gpus\x18\x02 \x01(\x05\x12\x15\n\rmin_memory_mb\x18\x03 \x01(\x03\x12\x30\n\x06labels\x18\x04 \x03(\x0b\x32 .dtf.v1.Requirements.LabelsEntry\x12\x17\n\x0f\x65xclude_workers\x18\x05 \x03(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xcc\x01\n\x0c\x43\x61pabilities\x12\x10\n\x08hardware\x18\x01 \x03(\t\x12\x11\n\tgpu_count\x18\x02 \x01(\x05\x12\x11\n\tmemory_mb\x18\x03 \x01(\x03\x12\x30\n\x06labels\x18\x04 \x03(\x0b\x32 .dtf.v1.Capabilities.LabelsEntry\x12\r\n\x05slots\x18\x05 \x01(\x05\x12\x14\n\x0c\x64\x65tails_json\x18\x06 \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xe8\x01\n\x08TaskSpec\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x10\n\x08priority\x18\x03 \x01(\x05\x12\x17\n\x0fparameters_json\x18\x04 \x01(\t\x12\x14\n\x0c\x64\x65pendencies\x18\x05 \x03(\t\x12*\n\x0crequirements\x18\x06 \x01(\x0b\x32\x14.dtf.v1.Requirements\x12\x15\n\rmetadata_json\x18\x07 \x01(\t\x12\x13\n\x0bmax_retries\x18\x08 \x01(\x05\x12\x11\n\ttimeout_s\x18\t \x01(\x01\x12\x11\n\tsubmitter\x18\n \x01(\t\"\x91\x02\n\x0cResultRecord\x12\x11\n\tresult_id\x18\x01 \x01(\t\x12\x0f\n\x07task_id\x18\x02 \x01(\t\x12\x11\n\tworker_id\x18\x03 \x01(\t\x12\x0f\n\x07test_id\x18\x04 \x01(\t\x12\x14\n\x0ctimestamp_ms\x18\x05 \x01(\x03\x12\x14\n\x0cmetrics_json\x18\x06 \x01(\t\x12\x0e\n\x06status\x18\x07 \x01(\t\x12\x16\n\x0e\x65xecution_time\x18\x08 \x01(\x01\x12\x1d\n\x15hardware_metrics_json\x18\t \x01(\t\x12\x18\n\x10\x65nvironment_json\x18\n \x01(\t\x12\x15\n\rraw_data_json\x18\x0b \x01(\t\x12\x15\n\rmetadata_json\x18\x0c \x01(\t\"\x94\x02\n\x0bTaskOutcome\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x10\n\x08lease_id\x18\x02 \x01(\t\x12\x11\n\tworker_id\x18\x03 \x01(\t\x12&\n\x04kind\x18\x04 \x01(\x0e\x32\x18.dtf.v1.TaskOutcome.Kind\x12\r\n\x05\x65rror\x18\x05 \x01(\t\x12\x14\n\x0cresults_json\x18\x06 \x01(\t\x12%\n\x07results\x18\x07 \x03(\x0b\x32\x14.dtf.v1.ResultRecord\x12\x15\n\rnon_retryable\x18\x08 \x01(\x08\"D\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\x0b\n\x07STARTED\x10\x01\x12\r\n\tCOMPLETED\x10\x02\x12\n\n\x06\x46\x41ILED\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,19 +36,19 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CAPABILITIES_LABELSENTRY']._loaded_options = None
   _globals['_CAPABILITIES_LABELSENTRY']._serialized_options = b'8\001'
   _globals['_REQUIREMENTS']._serialized_start=31
-  _globals['_REQUIREMENTS']._serialized_end=201
-  _globals['_REQUIREMENTS_LABELSENTRY']._serialized_start=156
-  _globals['_REQUIREMENTS_LABELSENTRY']._serialized_end=201
-  _globals['_CAPABILITIES']._serialized_start=204
-  _globals['_CAPABILITIES']._serialized_end=408
-  _globals['_CAPABILITIES_LABELSENTRY']._serialized_start=156
-  _globals['_CAPABILITIES_LABELSENTRY']._serialized_end=201
-  _globals['_TASKSPEC']._serialized_start=411
-  _globals['_TASKSPEC']._serialized_end=643
-  _globals['_RESULTRECORD']._serialized_start=646
-  _globals['_RESULTRECORD']._serialized_end=919
-  _globals['_TASKOUTCOME']._serialized_start=922
-  _globals['_TASKOUTCOME']._serialized_end=1198
-  _globals['_TASKOUTCOME_KIND']._serialized_start=1130
-  _globals['_TASKOUTCOME_KIND']._serialized_end=1198
+  _globals['_REQUIREMENTS']._serialized_end=226
+  _globals['_REQUIREMENTS_LABELSENTRY']._serialized_start=181
+  _globals['_REQUIREMENTS_LABELSENTRY']._serialized_end=226
+  _globals['_CAPABILITIES']._serialized_start=229
+  _globals['_CAPABILITIES']._serialized_end=433
+  _globals['_CAPABILITIES_LABELSENTRY']._serialized_start=181
+  _globals['_CAPABILITIES_LABELSENTRY']._serialized_end=226
+  _globals['_TASKSPEC']._serialized_start=436
+  _globals['_TASKSPEC']._serialized_end=668
+  _globals['_RESULTRECORD']._serialized_start=671
+  _globals['_RESULTRECORD']._serialized_end=944
+  _globals['_TASKOUTCOME']._serialized_start=947
+  _globals['_TASKOUTCOME']._serialized_end=1223
+  _globals['_TASKOUTCOME_KIND']._serialized_start=1155
+  _globals['_TASKOUTCOME_KIND']._serialized_end=1223
 # @@protoc_insertion_point(module_scope)

@@ -8,7 +8,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Requirements(_message.Message):
-    __slots__ = ("hardware", "min_gpus", "min_memory_mb", "labels")
+    __slots__ = ("hardware", "min_gpus", "min_memory_mb", "labels", "exclude_workers")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -20,11 +20,13 @@ class Requirements(_message.Message):
     MIN_GPUS_FIELD_NUMBER: _ClassVar[int]
     MIN_MEMORY_MB_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
+    EXCLUDE_WORKERS_FIELD_NUMBER: _ClassVar[int]
     hardware: str
     min_gpus: int
     min_memory_mb: int
     labels: _containers.ScalarMap[str, str]
-    def __init__(self, hardware: _Optional[str] = ..., min_gpus: _Optional[int] = ..., min_memory_mb: _Optional[int] = ..., labels: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    exclude_workers: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, hardware: _Optional[str] = ..., min_gpus: _Optional[int] = ..., min_memory_mb: _Optional[int] = ..., labels: _Optional[_Mapping[str, str]] = ..., exclude_workers: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Capabilities(_message.Message):
     __slots__ = ("hardware", "gpu_count", "memory_mb", "labels", "slots", "details_json")
