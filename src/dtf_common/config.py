@@ -41,7 +41,7 @@ class DatabaseConfig(Section):
     type: Literal["duckdb", "postgresql", "sqlite"] = Field(default="duckdb", description="results store engine")
     path: str = Field(default="./benchmark_db.duckdb", description="database file for duckdb and sqlite")
     url: str | None = Field(default=None, description="SQLAlchemy URL; overrides type and path")
-    flush_interval: float = Field(default=0.05, gt=0, description="seconds between batched writes")
+    flush_interval: float = Field(default=0.2, gt=0, description="seconds between batched writes to the store")
     batch_size: int = Field(default=5000, ge=1, description="rows per write, at most")
 
     def sqlalchemy_url(self) -> str:
