@@ -92,9 +92,37 @@ class TaskCreate(_Strict):
     def _dependency_ids(cls, value: list[str]) -> list[str]:
         return [str(uuid.UUID(v)) for v in value]
 
+    @field_validator("metadata")
+    @classmethod
+    def _unreserved(cls, value: dict[str, Any]) -> dict[str, Any]:
+        if RESERVED_METADATA_KEY in value:
+            raise ValueError(f'the key "{RESERVED_METADATA_KEY}" is reserved for the coordinator\'s scheduling record')
+        return value
+
+
+RESERVED_METADATA_KEY = "dtf"
+
+
+class Scheduling(BaseModel):
+    """How the coordinator handles a task: what it asked for and what happened to it.
+
+    Reported under `metadata["dtf"]`, so the Task model keeps exactly the owner's fields.
+    """
+
+    requirements: Requirements = Field(default_factory=Requirements)
+    attempts: int = Field(default=0, description="leases granted so far")
+    max_retries: int = 0
+    timeout: float | None = None
+    submitter: str = ""
+
 
 class Task(BaseModel):
-    """A task as the coordinator reports it."""
+    """A task as the coordinator reports it: the owner's fields, no more.
+
+    `metadata` holds the submitter's metadata plus, under the reserved key "dtf", the
+    coordinator's scheduling record (`Scheduling`: requirements, attempts, max_retries,
+    timeout, submitter).
+    """
 
     task_id: str
     type: str
@@ -109,11 +137,10 @@ class Task(BaseModel):
     results: dict[str, Any] | None = None
     error: str | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
-    requirements: Requirements = Field(default_factory=Requirements)
-    attempts: int = 0
-    max_retries: int = 0
-    timeout: float | None = None
-    submitter: str = ""
+
+    @property
+    def scheduling(self) -> Scheduling:
+        return Scheduling.model_validate(self.metadata.get(RESERVED_METADATA_KEY, {}))
 
 
 class Worker(BaseModel):

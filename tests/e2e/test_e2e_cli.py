@@ -59,7 +59,7 @@ def test_dependencies_and_failure_propagation(cluster: Cluster, tmp_path: Path) 
     assert "dependency" in tasks["b"]["error"] and tasks["a"]["task_id"] in tasks["b"]["error"]
     assert "dependency" in tasks["c"]["error"] and tasks["b"]["task_id"] in tasks["c"]["error"]
     for name in ("b", "c"):  # never ran anywhere
-        assert tasks[name]["attempts"] == 0
+        assert tasks[name]["metadata"]["dtf"]["attempts"] == 0
         assert tasks[name]["worker_id"] is None
         assert client.results(task_id=tasks[name]["task_id"])["count"] == 0
 

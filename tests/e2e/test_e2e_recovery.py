@@ -149,7 +149,7 @@ def test_restart_replays_same_state(cluster: Cluster) -> None:
 
     assert {finished[t]["status"] for t in quick} == {"completed"}
     assert finished[flaky]["status"] == "failed"
-    assert finished[flaky]["attempts"] == 2
+    assert finished[flaky]["metadata"]["dtf"]["attempts"] == 2
     assert finished[after_flaky]["status"] == "failed"
     assert "dependency" in finished[after_flaky]["error"]
     assert client.task(stranded)["status"] == "pending"
@@ -173,9 +173,9 @@ def test_restart_replays_same_state(cluster: Cluster) -> None:
     assert after["tasks"].keys() == before["tasks"].keys()
     for task_id, task in before["tasks"].items():
         again = after["tasks"][task_id]
-        assert (again["status"], again["attempts"], again["worker_id"]) == (
+        assert (again["status"], again["metadata"]["dtf"]["attempts"], again["worker_id"]) == (
             task["status"],
-            task["attempts"],
+            task["metadata"]["dtf"]["attempts"],
             task["worker_id"],
         )
         assert again == task
@@ -202,7 +202,7 @@ def test_task_running_across_a_coordinator_restart_runs_once(cluster: Cluster) -
 
     task = cluster.wait_final([task_id], timeout=60)[task_id]
     assert task["status"] == "completed", task
-    assert (task["worker_id"], task["attempts"]) == ("worker-a", 1)
+    assert (task["worker_id"], task["metadata"]["dtf"]["attempts"]) == ("worker-a", 1)
     assert task["results"]["stdout_tail"].strip() == "done"
     wait_until(lambda: client.results(task_id=task_id)["count"] >= 1, 30, "the task's result in the store")
     assert client.results(task_id=task_id)["count"] == 1

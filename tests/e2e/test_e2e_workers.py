@@ -21,7 +21,7 @@ def test_worker_kill9_mid_task_requeues_to_other(cluster: Cluster) -> None:
         "the task to run on worker-a",
     )
     assert running["worker_id"] == "worker-a"
-    assert running["attempts"] == 1
+    assert running["metadata"]["dtf"]["attempts"] == 1
 
     cluster.start_worker("worker-b")
     worker_a.kill9()
@@ -29,7 +29,7 @@ def test_worker_kill9_mid_task_requeues_to_other(cluster: Cluster) -> None:
     task = cluster.wait_final([task_id], timeout=60)[task_id]
     assert task["status"] == "completed", task
     assert task["worker_id"] == "worker-b"
-    assert task["attempts"] >= 2
+    assert task["metadata"]["dtf"]["attempts"] >= 2
     assert task["results"]["exit_code"] == 0
     wait_until(lambda: client.results(task_id=task_id)["count"] >= 1, 30, "the task's result in the store")
     results = all_pages(client.results, task_id=task_id)
@@ -61,14 +61,14 @@ def test_worker_sigterm_hands_back_leases(cluster: Cluster) -> None:
     handed_back = client.task(long_id)
     assert handed_back["status"] == "pending", handed_back
     assert handed_back["worker_id"] is None
-    assert handed_back["attempts"] == 0
+    assert handed_back["metadata"]["dtf"]["attempts"] == 0
     assert {client.task(t)["status"] for t in queued} == {"pending"}
 
     cluster.start_worker("worker-b")
     tasks = cluster.wait_final([long_id, *queued], timeout=60)
     assert {t["status"] for t in tasks.values()} == {"completed"}
     assert {t["worker_id"] for t in tasks.values()} == {"worker-b"}
-    assert tasks[long_id]["attempts"] == 1
+    assert tasks[long_id]["metadata"]["dtf"]["attempts"] == 1
     # worker-a's stopped run reported nothing: the one result is worker-b's.
     wait_until(lambda: client.results(task_id=long_id)["count"] >= 1, 30, "the long task's result in the store")
     assert [r["worker_id"] for r in all_pages(client.results, task_id=long_id)] == ["worker-b"]

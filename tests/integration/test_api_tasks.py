@@ -58,7 +58,7 @@ async def test_submit_one_returns_201_and_the_task_reads_back(api: ApiHarness) -
     assert task["status"] == "pending"
     assert task["priority"] == 7
     assert task["parameters"] == {"command": ["true"]}
-    assert task["submitter"] == "submitter-alice"
+    assert task["metadata"]["dtf"]["submitter"] == "submitter-alice"
 
 
 async def test_submit_batch_with_dependencies_inside_and_across_batches(api: ApiHarness) -> None:
@@ -276,3 +276,21 @@ async def test_oversized_body_over_the_wire(api: ApiHarness, api_server: str) ->
         # The connection is still usable for the next request.
         assert (await client.post("/api/tasks", json=CMD, headers=api.auth())).status_code == 201
     assert await count_tasks(api) == 1
+
+
+async def test_task_keeps_the_owners_fields_and_reports_scheduling_under_metadata(api: ApiHarness) -> None:
+    submitter = api.auth("submitter")
+    body = CMD | {"metadata": {"team": "ml"}, "max_retries": 2, "requirements": {"hardware": "cuda"}}
+    created = await api.client.post("/api/tasks", json=body, headers=submitter)
+    task = (await api.client.get(f"/api/tasks/{created.json()['task_ids'][0]}", headers=submitter)).json()
+    assert set(task) == {
+        "task_id", "type", "status", "priority", "create_time", "start_time", "end_time",
+        "worker_id", "parameters", "dependencies", "results", "error", "metadata",
+    }  # fmt: skip
+    assert task["metadata"]["team"] == "ml"
+    scheduling = task["metadata"]["dtf"]
+    assert (scheduling["max_retries"], scheduling["attempts"]) == (2, 0)
+    assert scheduling["requirements"]["hardware"] == "cuda"
+    reserved = await api.client.post("/api/tasks", json=CMD | {"metadata": {"dtf": {}}}, headers=submitter)
+    assert reserved.status_code == 422
+    assert reserved.json()["field"] == "body[0].metadata"

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from dtf_common.convert import loads_obj, ms_to_datetime
-from dtf_common.schemas import Requirements, Task, Worker
+from dtf_common.schemas import RESERVED_METADATA_KEY, Requirements, Scheduling, Task, Worker
 from dtf_coordinator.state import TaskState, WorkerState
 
 
@@ -16,6 +16,19 @@ def _ms(ms: int) -> datetime:
 
 
 def task_view(t: TaskState) -> Task:
+    scheduling = Scheduling(
+        requirements=Requirements(
+            hardware=t.needs.hardware or None,
+            min_gpus=t.needs.min_gpus,
+            min_memory_mb=t.needs.min_memory_mb,
+            labels=t.needs.labels,
+            exclude_workers=list(t.needs.exclude_workers),
+        ),
+        attempts=t.attempts,
+        max_retries=t.max_retries,
+        timeout=t.timeout_s or None,
+        submitter=t.submitter,
+    )
     return Task(
         task_id=t.task_id,
         type=t.type,
@@ -29,18 +42,7 @@ def task_view(t: TaskState) -> Task:
         dependencies=list(t.dependencies),
         results=loads_obj(t.results_json) if t.results_json else None,
         error=t.error,
-        metadata=loads_obj(t.metadata_json),
-        requirements=Requirements(
-            hardware=t.needs.hardware or None,
-            min_gpus=t.needs.min_gpus,
-            min_memory_mb=t.needs.min_memory_mb,
-            labels=t.needs.labels,
-            exclude_workers=list(t.needs.exclude_workers),
-        ),
-        attempts=t.attempts,
-        max_retries=t.max_retries,
-        timeout=t.timeout_s or None,
-        submitter=t.submitter,
+        metadata={**loads_obj(t.metadata_json), RESERVED_METADATA_KEY: scheduling.model_dump()},
     )
 
 
