@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -191,9 +192,16 @@ def cmd_run(args: argparse.Namespace) -> int:
         data_dir=Path(args.data_dir),
         junitxml=Path(args.junitxml) if args.junitxml else None,
         timeout=args.timeout,
+        keep=args.keep,
+        coordinator=args.coordinator or os.environ.get("DTF_COORDINATOR"),
+        token=args.token or os.environ.get("DTF_TOKEN"),
+        connection=Path(args.connection) if args.connection else None,
+        reruns=args.reruns,
     )
     if args.verbose:
         _logging(True)
+        for noisy in ("httpx", "httpcore"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
 
     def on_term(_sig: int, _frame: Any) -> None:
         raise KeyboardInterrupt
@@ -204,6 +212,54 @@ def cmd_run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("dtf run: interrupted", file=sys.stderr)
         return 2  # pytest's "interrupted"
+
+
+def _our_process(pid: int) -> Any:
+    """The psutil.Process of `pid` when it is a dtf process (not a reused pid), else None."""
+    import psutil
+
+    try:
+        proc = psutil.Process(pid)
+        return proc if any("dtf" in part for part in proc.cmdline()) else None
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        return None
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    """Stop the cluster in a data directory: SIGTERM to the pids in its connection.json
+    (and to the `dtf up` supervising them, which would restart them), then wait."""
+    import psutil
+
+    path = Path(args.data_dir) / "connection.json"
+    try:
+        info = json.loads(path.read_text())
+    except (OSError, ValueError):
+        print(f"dtf down: no cluster in {args.data_dir} ({path} not readable)", file=sys.stderr)
+        return 1
+    pids = [int(c["pid"]) for c in info.get("workers", []) + info.get("coordinators", []) if c.get("pid")]
+    procs = [p for p in (_our_process(pid) for pid in pids) if p is not None]
+    supervisors = []
+    for proc in procs:
+        try:
+            parent = proc.parent()
+            if parent is not None and "up" in parent.cmdline() and _our_process(parent.pid) is not None:
+                supervisors.append(parent)
+        except psutil.Error:
+            pass
+    targets = list({p.pid: p for p in supervisors + procs}.values())
+    if not targets:
+        print(f"dtf down: nothing running in {args.data_dir}", file=sys.stderr)
+        return 0
+    for proc in targets:
+        with contextlib.suppress(psutil.Error):
+            proc.terminate()
+    _gone, alive = psutil.wait_procs(targets, timeout=args.timeout)
+    for proc in alive:
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
+    psutil.wait_procs(alive, timeout=5)
+    print(f"dtf down: stopped {len(targets)} processes in {args.data_dir}", file=sys.stderr)
+    return 0
 
 
 # ---------------------------------------------------------------- inspect
@@ -304,13 +360,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("rest", nargs="*", metavar="ARG", help="the file, entry or arguments; put `--` before a command")
     p.set_defaults(func=cmd_submit)
 
-    p = sub.add_parser("run", help="run a pytest suite across local workers, like `pytest -n N`")
+    p = sub.add_parser("run", help="run a pytest suite across workers, like `pytest -n N`")
     p.add_argument("-n", "--workers", type=int, default=2, help="local workers to start (default 2)")
-    p.add_argument("--data-dir", default=".dtf", help="cluster data; recorded durations accumulate here")
+    p.add_argument(
+        "--data-dir", default=".dtf", help="cluster data; a cluster running there is used (durations accumulate)"
+    )
+    p.add_argument("--keep", action="store_true", help="leave the cluster this run starts running (`dtf down`)")
+    p.add_argument("--coordinator", metavar="URL", help="run on this remote coordinator (env DTF_COORDINATOR)")
+    p.add_argument("--token", help="bearer token for --coordinator (env DTF_TOKEN)")
+    p.add_argument("--connection", metavar="FILE", help="run on the cluster of this connection.json")
+    p.add_argument("--reruns", type=int, default=0, metavar="N", help="run a failing test up to N more times")
     p.add_argument("--junitxml", metavar="PATH", help="write one merged JUnit XML report")
     p.add_argument("--timeout", type=float, help="seconds each batch may run (default: scaled from its estimate)")
     p.add_argument("pytest_args", nargs="*", metavar="PYTEST_ARG", help="put `--` before pytest's arguments")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("down", help="stop the cluster of a data directory (`dtf up`, `dtf run --keep`)")
+    p.add_argument("--data-dir", default=".dtf", help="the cluster's data directory (default .dtf)")
+    p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait before killing")
+    p.set_defaults(func=cmd_down)
 
     for name, func, help_ in (
         ("status", cmd_status, "coordinator status"),

@@ -35,6 +35,7 @@ class TestOutcome:
     details: str = ""
     file: str = ""
     line: int | None = None
+    worker_id: str = ""
 
     @property
     def failed(self) -> bool:
@@ -57,6 +58,7 @@ def outcome_from_result(result: Mapping[str, Any]) -> TestOutcome:
         details=str(raw.get("details") or ""),
         file=str(raw.get("file") or ""),
         line=line if isinstance(line, int) else None,
+        worker_id=str(result.get("worker_id") or ""),
     )
 
 
@@ -70,8 +72,9 @@ def exit_code(outcomes: Sequence[TestOutcome], missing: Sequence[str]) -> int:
     return EXIT_OK
 
 
-def summary_text(tally: Mapping[str, int], seconds: float, *, missing: int = 0) -> str:
-    """pytest's wording and order: "3 failed, 120 passed, 2 skipped, 1 error in 4.21s"."""
+def summary_text(tally: Mapping[str, int], seconds: float, *, missing: int = 0, rerun: int = 0) -> str:
+    """pytest's wording and order: "3 failed, 120 passed, 2 skipped, 1 error in 4.21s";
+    reruns as pytest-rerunfailures counts them: "1 failed, 9 passed, 3 rerun in 2.10s"."""
     parts = []
     for outcome in ("failed", "passed", "skipped"):
         if tally.get(outcome):
@@ -81,6 +84,8 @@ def summary_text(tally: Mapping[str, int], seconds: float, *, missing: int = 0) 
         parts.append(f"{errors} error" + ("s" if errors > 1 else ""))
     if missing:
         parts.append(f"{missing} missing")
+    if rerun:
+        parts.append(f"{rerun} rerun")
     return f"{', '.join(parts) or 'no tests ran'} in {seconds:.2f}s"
 
 
@@ -92,25 +97,49 @@ def _rule(title: str, char: str = "=", width: int = 80) -> str:
     return char * left + title + char * (width - len(title) - left)
 
 
+def _first_line(text: str) -> str:
+    return text.strip().splitlines()[0] if text.strip() else ""
+
+
 def write_report(
-    out: TextIO, outcomes: Sequence[TestOutcome], missing: Sequence[str], seconds: float, *, width: int = 80
+    out: TextIO,
+    outcomes: Sequence[TestOutcome],
+    missing: Sequence[str],
+    seconds: float,
+    *,
+    width: int = 80,
+    attempts: Mapping[str, Sequence[TestOutcome]] | None = None,
 ) -> None:
-    """Failures with their text, the short summary, then pytest's summary line."""
+    """Failures with their text, the short summary, then pytest's summary line.
+    `attempts`: the failed earlier attempts of tests that were run again."""
+    attempts = attempts or {}
     failed = [o for o in outcomes if o.failed]
+    flaky = [o for o in outcomes if not o.failed and attempts.get(o.node_id)]
     if failed:
         out.write(_rule("FAILURES", width=width) + "\n")
         for o in failed:
             out.write(_rule(o.node_id, "_", width) + "\n\n")
             out.write((o.details or o.message).rstrip() + "\n\n")
-    if failed or missing:
+    if failed or missing or flaky:
         out.write(_rule("short test summary info", width=width) + "\n")
+        for o in flaky:
+            earlier = attempts[o.node_id]
+            first = _first_line(earlier[0].message)
+            out.write(
+                f"FLAKY {o.node_id} - passed on attempt {len(earlier) + 1} after {len(earlier)} failed"
+                + (f": {first}" if first else "")
+                + "\n"
+            )
         for o in failed:
             label = "FAILED" if o.outcome == "failed" else "ERROR"
-            first = o.message.strip().splitlines()[0] if o.message.strip() else ""
-            out.write(f"{label} {o.node_id}" + (f" - {first}" if first else "") + "\n")
+            first = _first_line(o.message)
+            tries = len(attempts.get(o.node_id, ()))
+            suffix = f" (failed all {tries + 1} attempts)" if tries else ""
+            out.write(f"{label} {o.node_id}" + (f" - {first}" if first else "") + suffix + "\n")
         for node_id in missing:
             out.write(f"MISSING {node_id} - collected but no result was recorded\n")
-    out.write(_rule(summary_text(counts(outcomes), seconds, missing=len(missing)), width=width) + "\n")
+    rerun = sum(len(a) for a in attempts.values())
+    out.write(_rule(summary_text(counts(outcomes), seconds, missing=len(missing), rerun=rerun), width=width) + "\n")
 
 
 def _classname_and_name(node_id: str) -> tuple[str, str]:
@@ -122,8 +151,16 @@ def _classname_and_name(node_id: str) -> tuple[str, str]:
     return ".".join([module, *parts[:-1]]), name
 
 
-def junit_xml(outcomes: Sequence[TestOutcome], missing: Sequence[str], seconds: float) -> ET.Element:
-    """One <testsuite> with a <testcase> per collected node id; a missing test is an <error>."""
+def junit_xml(
+    outcomes: Sequence[TestOutcome],
+    missing: Sequence[str],
+    seconds: float,
+    attempts: Mapping[str, Sequence[TestOutcome]] | None = None,
+) -> ET.Element:
+    """One <testsuite> with a <testcase> per collected node id; a missing test is an <error>.
+    Earlier failed attempts of a rerun test are <flakyFailure> (it passed in the end) or
+    <rerunFailure> elements, as Maven Surefire writes them."""
+    attempts = attempts or {}
     tally = counts(outcomes)
     suite = ET.Element(
         "testsuite",
@@ -148,6 +185,10 @@ def junit_xml(outcomes: Sequence[TestOutcome], missing: Sequence[str], seconds: 
             kind = "pytest.skip" if o.outcome == "skipped" else ""
             detail = ET.SubElement(case, tag, {"message": o.message, **({"type": kind} if kind else {})})
             detail.text = o.details or o.message
+        for earlier in attempts.get(o.node_id, ()):
+            tag = "rerunFailure" if o.failed else "flakyFailure"
+            rerun = ET.SubElement(case, tag, {"message": earlier.message})
+            rerun.text = earlier.details or earlier.message
     for node_id in missing:
         classname, name = _classname_and_name(node_id)
         case = ET.SubElement(suite, "testcase", {"classname": classname, "name": name, "time": "0.000"})
@@ -158,6 +199,14 @@ def junit_xml(outcomes: Sequence[TestOutcome], missing: Sequence[str], seconds: 
     return root
 
 
-def write_junit(path: Path, outcomes: Sequence[TestOutcome], missing: Sequence[str], seconds: float) -> None:
+def write_junit(
+    path: Path,
+    outcomes: Sequence[TestOutcome],
+    missing: Sequence[str],
+    seconds: float,
+    *,
+    attempts: Mapping[str, Sequence[TestOutcome]] | None = None,
+) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    ET.ElementTree(junit_xml(outcomes, missing, seconds)).write(path, encoding="utf-8", xml_declaration=True)
+    root = junit_xml(outcomes, missing, seconds, attempts)
+    ET.ElementTree(root).write(path, encoding="utf-8", xml_declaration=True)

@@ -1,24 +1,29 @@
-"""`dtf run -n N`: collect once, start a local cluster, run planned batches, report like pytest.
+"""`dtf run -n N`: collect once, run planned batches on a cluster, report like pytest.
 
-The flow: collect node ids on the client; start a coordinator and N workers in a
-persistent data directory; ask the coordinator for recorded durations; plan batches
+The flow: collect node ids on the client; find the cluster (a remote coordinator given
+by URL, a live local cluster in the data directory, or a coordinator and N workers
+started for the run); ask the coordinator for recorded durations; plan batches
 (longest first); submit each batch as one `pytest` task; follow the tasks and read each
 finished task's results from the results store. A batch whose pytest process died
 leaves some of its tests without a result: the first of them (in run order) is the one
 that crashed or hung and is reported failed with the task's error; the rest are
 submitted again as a new batch. At the end the tests with a result must be exactly the
-collected ones (fail closed).
+collected ones (fail closed). With `reruns`, a failing test is run again, alone, on
+another worker where there is one; one that then passes is reported flaky.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol, TextIO
+from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
+import httpx
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -34,7 +39,10 @@ from dtf.run.report import (
     write_junit,
     write_report,
 )
-from dtf_common.errors import DtfError
+from dtf_common.errors import DtfError, Unavailable
+
+if TYPE_CHECKING:
+    from dtf.cli.local_cluster import LocalCluster
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +53,9 @@ BATCH_TIMEOUT_FLOOR_S = 60.0
 BATCH_TIMEOUT_FACTOR = 10.0
 # How long to wait for a finished task's results to appear in the results store.
 RESULTS_WAIT_S = 10.0
+# How long a warm or remote cluster may take to show a live worker.
+WORKERS_WAIT_S = 15.0
+LIVE_WORKER = frozenset({"online", "busy"})
 
 # pytest options that take a value as the next argument. Needed to tell an option's
 # value from a positional path when splitting the user's arguments.
@@ -106,6 +117,7 @@ class Client(Protocol):
     def all_results(self, **filters: Any) -> list[dict[str, Any]]: ...
     def durations(self, test_ids: list[str], *, hardware_id: str | None = None) -> dict[str, float]: ...
     def cancel(self, task_id: str) -> dict[str, Any]: ...
+    def workers(self) -> list[dict[str, Any]]: ...
 
 
 @dataclass(frozen=True)
@@ -117,6 +129,11 @@ class RunConfig:
     junitxml: Path | None = None
     timeout: float | None = None
     poll_s: float = 0.1
+    keep: bool = False
+    coordinator: str | None = None
+    token: str | None = None
+    connection: Path | None = None
+    reruns: int = 0
 
 
 @dataclass
@@ -137,6 +154,12 @@ class Execution:
     open: dict[str, _Submitted] = field(default_factory=dict)
     running: set[str] = field(default_factory=set)
     started: float = field(default_factory=time.monotonic)
+    n_workers: int = 0
+    # Failed attempts of tests that were run again, oldest first.
+    attempts: dict[str, list[TestOutcome]] = field(default_factory=dict)
+    first_leased_s: float | None = None
+    first_test_s: float | None = None
+    started_wall: float = field(default_factory=time.time)
 
     # -- submitting -----------------------------------------------------------
 
@@ -145,21 +168,27 @@ class Execution:
             return self.config.timeout
         return BATCH_TIMEOUT_FLOOR_S + BATCH_TIMEOUT_FACTOR * estimate_s
 
-    def submit(self, batches: Sequence[Batch]) -> None:
+    def submit(
+        self, batches: Sequence[Batch], *, metadata: Mapping[str, Any] | None = None, exclude: Sequence[str] = ()
+    ) -> None:
         """One `pytest` task per batch, in the given order (same priority: first in, first out).
-        Each batch runs its tests in collection order, so module fixtures are set up once."""
+        Each batch runs its tests in collection order, so module fixtures are set up once.
+        `exclude` names workers that must not run them (a rerun avoids the worker that failed)."""
         options = batch_pytest_args(self.config.pytest_args)
         ordered = [tuple(sorted(b.node_ids, key=self.order.__getitem__)) for b in batches]
-        bodies = [
+        bodies: list[dict[str, Any]] = [
             {
                 "type": "pytest",
                 "priority": 5,
                 "timeout": self.batch_timeout(b.estimate_s),
                 "parameters": {"node_ids": list(ids), "args": options, "cwd": str(self.config.cwd)},
-                "metadata": {"dtf_run": True, "tests": len(ids)},
+                "metadata": {"dtf_run": True, "tests": len(ids), **(metadata or {})},
             }
             for b, ids in zip(batches, ordered, strict=True)
         ]
+        if exclude:
+            for body in bodies:
+                body["requirements"] = {"exclude_workers": list(exclude)}
         if not bodies:
             return
         for task_id, b, ids in zip(self.client.submit(bodies), batches, ordered, strict=True):
@@ -175,6 +204,8 @@ class Execution:
                 self._finish(task_id, task)
             elif task["status"] == "running":
                 self.running.add(task_id)
+            if self.first_leased_s is None and task.get("start_time"):
+                self.first_leased_s = _epoch(task["start_time"]) - self.started_wall
 
     def _results_of(self, task_id: str, task: Mapping[str, Any]) -> list[dict[str, Any]]:
         """The task's results, once the store holds as many as the worker reported."""
@@ -195,15 +226,57 @@ class Execution:
             outcome = outcome_from_result(row)
             if outcome.node_id in wanted:
                 self.outcomes[outcome.node_id] = outcome
+                self._note_first_test(row)
         missing = [n for n in submitted.node_ids if n not in self.outcomes]
-        if not missing or task["status"] == "completed":
-            return  # a completed task without some results: left to the fail-closed check
-        culprit, rest = missing[0], missing[1:]
-        self.outcomes[culprit] = crash_outcome(culprit, task)
-        log.info("%s crashed its batch (%s); resubmitting %d tests", culprit, task.get("error"), len(rest))
-        if rest:
-            estimate = sum(self.estimates.get(n, 0.0) for n in rest)
-            self.submit([Batch(tuple(rest), estimate)])
+        if missing and task["status"] != "completed":
+            # (a completed task without some results is left to the fail-closed check)
+            culprit, rest = missing[0], missing[1:]
+            self.outcomes[culprit] = crash_outcome(culprit, task)
+            log.info("%s crashed its batch (%s); resubmitting %d tests", culprit, task.get("error"), len(rest))
+            if rest:
+                estimate = sum(self.estimates.get(n, 0.0) for n in rest)
+                self.submit([Batch(tuple(rest), estimate)])
+        for node_id in submitted.node_ids:
+            final = self.outcomes.get(node_id)
+            if final is not None and final.failed and len(self.attempts.get(node_id, ())) < self.config.reruns:
+                self._rerun(self.outcomes.pop(node_id))
+
+    def _note_first_test(self, row: Mapping[str, Any]) -> None:
+        try:
+            began = _epoch(str(row["timestamp"])) - float(row.get("execution_time") or 0.0) - self.started_wall
+        except (KeyError, ValueError):
+            return
+        if self.first_test_s is None or began < self.first_test_s:
+            self.first_test_s = began
+
+    def _rerun(self, failed: TestOutcome) -> None:
+        """Run a failed test again as its own batch, away from the workers that failed it
+        when another live worker exists. The task's metadata keeps the history."""
+        node_id = failed.node_id
+        history = self.attempts.setdefault(node_id, [])
+        history.append(failed)
+        failing = {o.worker_id for o in history if o.worker_id}
+        exclude: list[str] = []
+        if failing:
+            live = set(live_workers(self.client))
+            if len(live) > 1:
+                exclude = sorted(failing) if live - failing else [failed.worker_id] if failed.worker_id else []
+        attempt = len(history) + 1
+        log.info("rerunning %s (attempt %d), excluding %s", node_id, attempt, exclude or "no worker")
+        estimate = self.estimates.get(node_id, 0.0)
+        self.submit([Batch((node_id,), estimate)], metadata={"rerun_of": node_id, "attempt": attempt}, exclude=exclude)
+
+    @property
+    def reruns(self) -> int:
+        return sum(len(h) for h in self.attempts.values())
+
+    def flaky(self) -> list[tuple[TestOutcome, list[TestOutcome]]]:
+        """Tests that failed, then passed when run again: (final outcome, failed attempts)."""
+        return [
+            (self.outcomes[n], h)
+            for n, h in self.attempts.items()
+            if n in self.outcomes and not self.outcomes[n].failed
+        ]
 
     def cancel_open(self) -> None:
         """Cancel every unfinished batch, best effort (used when the run is abandoned)."""
@@ -219,7 +292,7 @@ class Execution:
 
     def eta_s(self) -> float:
         remaining = sum(s.estimate_s for s in self.open.values())
-        return remaining / max(1, self.config.workers)
+        return remaining / max(1, self.n_workers or self.config.workers)
 
     def running_tests(self) -> int:
         return sum(len(self.open[t].node_ids) for t in self.running if t in self.open)
@@ -238,7 +311,22 @@ def crash_outcome(node_id: str, task: Mapping[str, Any]) -> TestOutcome:
         reason = f"pytest exited with code {code}" if code is not None else error or f"task {task.get('status')}"
     message = f"crashed: {reason} while this test was running"
     tails = "\n".join(t for t in (summary.get("stdout_tail"), summary.get("stderr_tail")) if t)
-    return TestOutcome(node_id=node_id, outcome="failed", message=message, details=f"{message}\n\n{tails}".rstrip())
+    return TestOutcome(
+        node_id=node_id,
+        outcome="failed",
+        message=message,
+        details=f"{message}\n\n{tails}".rstrip(),
+        worker_id=str(task.get("worker_id") or ""),
+    )
+
+
+def _epoch(stamp: str) -> float:
+    when = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
+
+
+def live_workers(client: Client) -> list[str]:
+    return [str(w["worker_id"]) for w in client.workers() if w.get("status") in LIVE_WORKER]
 
 
 def _progress_text(execution: Execution, total: int) -> str:
@@ -267,12 +355,78 @@ def follow(execution: Execution, total: int, console: Console) -> None:
                 time.sleep(execution.config.poll_s)
 
 
-def run(config: RunConfig, *, out: TextIO, console: Console) -> int:
-    """The whole of `dtf run -n N`; returns pytest's exit code."""
+def live_cluster(data_dir: Path) -> dict[str, Any] | None:
+    """The connection of the cluster running in `data_dir` (by `dtf up` or `dtf run --keep`),
+    or None when there is none or its coordinator does not answer /health."""
+    try:
+        info: dict[str, Any] = json.loads((data_dir / "connection.json").read_text())
+        url, token = str(info["api_url"]), str(info["admin_token"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    try:
+        healthy = httpx.get(f"{url.rstrip('/')}/health", timeout=1.0).status_code == 200
+    except httpx.HTTPError:
+        return None
+    return info if healthy and token else None
+
+
+@dataclass
+class Target:
+    """Where a run goes. `cluster` is set when this run started the cluster."""
+
+    api_url: str
+    token: str
+    kind: str  # "remote", "warm" or "started"
+    cluster: LocalCluster | None = None
+
+
+def find_target(config: RunConfig, console: Console) -> Target:
+    """A remote coordinator (`coordinator` + `token`, or `connection`), else the live cluster
+    in `data_dir`, else a coordinator and `workers` local workers started now."""
+    if config.coordinator:
+        if not config.token:
+            raise Unavailable("--coordinator needs a token: --token or DTF_TOKEN")
+        return Target(config.coordinator, config.token, "remote")
+    if config.connection is not None:
+        try:
+            info = json.loads(config.connection.read_text())
+            return Target(str(info["api_url"]), str(info["admin_token"]), "remote")
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise Unavailable(f"cannot read {config.connection}: {exc}") from None
+    warm = live_cluster(config.data_dir)
+    if warm is not None:
+        return Target(str(warm["api_url"]), str(warm["admin_token"]), "warm")
+
     from dtf.cli.local_cluster import LocalCluster
+
+    cluster = LocalCluster(config.data_dir, workers=config.workers, concurrency=1, port=0, grpc_port=0)
+    try:
+        with console.status(f"starting a coordinator and {config.workers} workers"):
+            info = cluster.start()
+    except BaseException:
+        cluster.stop()
+        raise
+    return Target(str(info["api_url"]), str(info["admin_token"]), "started", cluster)
+
+
+def _wait_for_workers(client: Client) -> int:
+    """The number of live workers of a cluster this run did not start (at least one)."""
+    deadline = time.monotonic() + WORKERS_WAIT_S
+    while True:
+        live = live_workers(client)
+        if live:
+            return len(live)
+        if time.monotonic() > deadline:
+            raise Unavailable(f"no live worker is registered with the coordinator after {WORKERS_WAIT_S:.0f}s")
+        time.sleep(0.1)
+
+
+def run(config: RunConfig, *, out: TextIO, console: Console) -> int:
+    """The whole of `dtf run`; returns pytest's exit code."""
     from dtf.client import DtfClient
 
     started = time.monotonic()
+    started_wall = time.time()
     try:
         collection = collect(config.pytest_args, config.cwd)
     except CollectionError as exc:
@@ -283,39 +437,67 @@ def run(config: RunConfig, *, out: TextIO, console: Console) -> int:
         out.write("dtf run: no tests collected\n")
         return EXIT_NO_TESTS
 
-    cluster = LocalCluster(config.data_dir, workers=config.workers, concurrency=1, port=0, grpc_port=0)
+    target: Target | None = None
     try:
-        with console.status(f"starting a coordinator and {config.workers} workers"):
-            info = cluster.start()
-        log.info("cluster up %.2fs after start", time.monotonic() - started)
-        with DtfClient(info["api_url"], info["admin_token"]) as client:
+        target = find_target(config, console)
+        log.info("%s cluster at %s, %.2fs after start", target.kind, target.api_url, time.monotonic() - started)
+        with DtfClient(target.api_url, target.token) as client:
+            n_workers = config.workers if target.kind == "started" else _wait_for_workers(client)
             known = client.durations(node_ids)
+            where = {"started": "", "warm": " (running cluster)", "remote": f" at {target.api_url}"}[target.kind]
             console.print(
                 f"dtf run: {len(node_ids)} tests, {len(known)} with recorded durations, "
-                f"{len(node_ids) - len(known)} estimated; {config.workers} workers",
+                f"{len(node_ids) - len(known)} estimated; {n_workers} workers{where}",
                 highlight=False,
+                soft_wrap=True,
             )
             estimates = estimate_durations(node_ids, known)
-            batches = plan_batches(estimates, config.workers)
-            execution = Execution(client, config, {n: i for i, n in enumerate(node_ids)}, estimates)
+            batches = plan_batches(estimates, n_workers)
+            execution = Execution(
+                client,
+                config,
+                {n: i for i, n in enumerate(node_ids)},
+                estimates,
+                started=started,
+                started_wall=started_wall,
+                n_workers=n_workers,
+            )
             try:
                 execution.submit(batches)
                 follow(execution, len(node_ids), console)
             except BaseException:
                 execution.cancel_open()  # so the workers stop promptly
                 raise
-            log.info("all batches finished %.2fs after start", time.monotonic() - started)
+            log.info(
+                "first batch leased %s, first test started %s, all finished %.2fs after start",
+                _seconds(execution.first_leased_s),
+                _seconds(execution.first_test_s),
+                time.monotonic() - started,
+            )
     except KeyboardInterrupt:
         out.write("dtf run: interrupted\n")
         return EXIT_INTERRUPTED
     finally:
-        with console.status("stopping the local cluster"):
-            cluster.stop()
+        if target is not None and target.cluster is not None:
+            if config.keep:
+                console.print(
+                    f"dtf run: the cluster keeps running; stop it with `dtf down --data-dir {config.data_dir}`",
+                    highlight=False,
+                    soft_wrap=True,
+                )
+            else:
+                with console.status("stopping the local cluster"):
+                    target.cluster.stop()
 
     elapsed = time.monotonic() - started
     outcomes = [execution.outcomes[n] for n in node_ids if n in execution.outcomes]
     missing = [n for n in node_ids if n not in execution.outcomes]
-    write_report(out, outcomes, missing, elapsed, width=console.width if out.isatty() else 80)
+    width = console.width if out.isatty() else 80
+    write_report(out, outcomes, missing, elapsed, width=width, attempts=execution.attempts)
     if config.junitxml is not None:
-        write_junit(config.junitxml, outcomes, missing, elapsed)
+        write_junit(config.junitxml, outcomes, missing, elapsed, attempts=execution.attempts)
     return exit_code(outcomes, missing)
+
+
+def _seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}s"
