@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -112,3 +113,27 @@ class DtfClient:
             rows.extend(page["data"])
             if not page["data"] or len(rows) >= page["count"]:
                 return rows
+
+    def upload_blob(self, sha256: str, path: str | Path) -> bool:
+        """Store the file at `path` on the coordinator as blob `sha256` (a project snapshot
+        from `dtf.run.snapshot.build_snapshot`). Asks first (HEAD) and sends the file,
+        streamed, only when the coordinator lacks it; returns whether it was sent."""
+        try:
+            head = self._http.head(f"/api/blobs/{sha256}")
+        except httpx.TransportError as exc:
+            raise errors.Unavailable(f"cannot reach the coordinator at {self.api_url}: {exc}") from None
+        if head.status_code == 200:
+            return False
+        if head.status_code != 404:
+            cls = _BY_STATUS.get(head.status_code, errors.DtfError)
+            raise cls(f"HEAD /api/blobs/{sha256}: HTTP {head.status_code}", field="sha256")
+        file = Path(path)
+        with file.open("rb") as data:
+            headers = {"Content-Type": "application/octet-stream", "Content-Length": str(file.stat().st_size)}
+            self._request("PUT", f"/api/blobs/{sha256}", content=_chunks(data), headers=headers, timeout=None)
+        return True
+
+
+def _chunks(data: Any, size: int = 1024 * 1024) -> Iterator[bytes]:
+    while chunk := data.read(size):
+        yield chunk

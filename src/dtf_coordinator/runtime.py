@@ -2,7 +2,8 @@
 
 The pieces: consensus (a cluster of one for now) over the command log, the results
 store, the service layer with its background loops, the gRPC worker service (8081) and
-the FastAPI app (8080). `CoordinatorRuntime.start()` binds both servers (port 0 picks a
+the FastAPI app (8080), and the blob store (project snapshots, under
+`<data_dir>/blobs`). `CoordinatorRuntime.start()` binds both servers (port 0 picks a
 free port) and `ports` tells which were bound.
 """
 
@@ -23,6 +24,7 @@ import uvicorn
 from dtf_common.config import CoordinatorConfig, load_config
 from dtf_coordinator.api.app import create_app
 from dtf_coordinator.api.context import ApiContext
+from dtf_coordinator.blobs import BlobStore
 from dtf_coordinator.consensus import SingleNode
 from dtf_coordinator.metrics import Metrics
 from dtf_coordinator.rpc.worker_service import add_worker_service
@@ -100,6 +102,7 @@ class CoordinatorRuntime:
             failure_threshold=config.health_monitor.failure_threshold,
             lease_ttl_ms=int(config.task_scheduler.lease_timeout * 1000),
         )
+        self.blobs: BlobStore | None = None
         self.ports: dict[str, int] = {}
         self._grpc: grpc.aio.Server | None = None
         self._http: uvicorn.Server | None = None
@@ -130,7 +133,8 @@ class CoordinatorRuntime:
         self._grpc = grpc.aio.server(
             options=[("grpc.max_receive_message_length", 64 * 1024 * 1024), ("grpc.so_reuseport", 0)]
         )
-        add_worker_service(self._grpc, self.coordinator, cfg.security.jwt_secret)
+        self.blobs = BlobStore(self.data_dir / "blobs")
+        add_worker_service(self._grpc, self.coordinator, cfg.security.jwt_secret, self.blobs)
         self.ports["grpc"] = self._grpc.add_insecure_port(f"{cfg.server.host}:{cfg.server.workers_port}")
         if self.ports["grpc"] == 0:
             raise OSError(f"cannot bind the worker gRPC port {cfg.server.host}:{cfg.server.workers_port}")
@@ -143,6 +147,7 @@ class CoordinatorRuntime:
             hub=self.hub,
             metrics=self.metrics,
             secret=cfg.security.jwt_secret,
+            blobs=self.blobs,
         )
         app = create_app(ctx)
         self._http = uvicorn.Server(

@@ -8,6 +8,7 @@ decide on retries by type, never by message text.
 from __future__ import annotations
 
 import urllib.parse
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from dtf_common.pb.dtf.v1 import worker_service_pb2, worker_service_pb2_grpc
 
 DEFAULT_PORT = 8081
 CALL_TIMEOUT_S = 10.0
+FETCH_BLOB_DEADLINE_S = 1800.0  # a whole snapshot download (up to 1 GiB)
 _MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 _SECURE_SCHEMES = {"https": True, "grpcs": True, "http": False, "grpc": False}
 
@@ -112,6 +114,20 @@ class CoordinatorClient:
             self._stub.Deregister, request, deadline_s=deadline_s
         )
         return response
+
+    async def fetch_blob(self, sha256: str) -> AsyncIterator[bytes]:
+        """The bytes of a blob (a project snapshot), chunk by chunk; NotFound when the
+        coordinator holds none with that hash."""
+        call = self._stub.FetchBlob(
+            worker_service_pb2.FetchBlobRequest(sha256=sha256), timeout=FETCH_BLOB_DEADLINE_S, metadata=self._metadata
+        )
+        try:
+            async for chunk in call:
+                yield chunk.data
+        except grpc.aio.AioRpcError as exc:
+            raise translate_rpc_error(exc.code(), exc.details() or "") from None
+        finally:
+            call.cancel()
 
     async def close(self) -> None:
         await self._channel.close(grace=None)

@@ -38,6 +38,7 @@ from dtf_worker.hardware import HardwareProfile, detect_hardware
 from dtf_worker.health import collect_health
 from dtf_worker.identity import lock_working_dir, register_request, resolve_worker_id
 from dtf_worker.reporter import ResultSender
+from dtf_worker.snapshots import SnapshotCache
 from dtf_worker.spool import Spool
 from dtf_worker.task_runner import TaskRunner
 
@@ -69,6 +70,7 @@ class WorkerDaemon:
         self.hardware_id = config.worker.hardware_id or ""
         self._client = client
         self._sender: ResultSender | None = None
+        self.snapshots: SnapshotCache | None = None
         self.tasks = TaskRunner(
             worker_id=self.worker_id,
             runs_dir=self.working_dir / "runs",
@@ -107,6 +109,8 @@ class WorkerDaemon:
         self.tasks.hardware_id = self.hardware_id
         if self._client is None:
             self._client = CoordinatorClient.from_config(self.config.coordinator)
+        self.snapshots = SnapshotCache(self._client, self.tasks.cache_dir)
+        self.tasks.materialize = self.snapshots.ensure
         self._sender = ResultSender(
             self.spool,
             self._client,

@@ -14,7 +14,7 @@ import logging
 import shutil
 import time
 from collections import Counter, OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,6 +85,8 @@ class TaskRunner:
         self.default_timeout = default_timeout
         self.spool = spool
         self.on_spooled = on_spooled
+        # Fetches a project snapshot by hash (the daemon sets it once it has a client).
+        self.materialize: Callable[[str], Awaitable[Path]] | None = None
         self.running: dict[str, RunningTask] = {}
         self.counts: Counter[str] = Counter()
         self.slot_freed = asyncio.Event()
@@ -113,6 +115,7 @@ class TaskRunner:
             default_timeout=self.default_timeout,
             task_id=task.task_id,
             cache_dir=self.cache_dir,
+            materialize=self.materialize,
         )
         running = RunningTask(task=task, ctx=ctx, started=time.monotonic())
         self.running[task.lease_id] = running

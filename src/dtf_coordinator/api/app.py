@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from dtf_coordinator.api import problems, swagger, ws
 from dtf_coordinator.api.context import ApiContext
 from dtf_coordinator.api.limits import BodySizeLimit
-from dtf_coordinator.api.routes import cluster, results, system, tasks, workers
+from dtf_coordinator.api.routes import blobs, cluster, results, system, tasks, workers
 
 DESCRIPTION = """\
 REST and WebSocket API of a dtf coordinator.
@@ -27,6 +27,7 @@ TAGS = [
     {"name": "results", "description": "Test and benchmark results from the results store"},
     {"name": "system", "description": "Coordinator status and dashboard data"},
     {"name": "cluster", "description": "High-availability cluster view"},
+    {"name": "blobs", "description": "Content-addressed uploads (project snapshots) that workers fetch"},
     {"name": "operations", "description": "Liveness and Prometheus metrics (no authentication)"},
 ]
 
@@ -53,6 +54,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
         results.router,
         system.router,
         cluster.router,
+        blobs.router,
         system.operations,
         ws.router,
     ):

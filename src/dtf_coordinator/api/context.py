@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from dtf_common.config import CoordinatorConfig
+from dtf_coordinator.blobs import BlobStore
 from dtf_coordinator.metrics import Metrics
 from dtf_coordinator.service.coordinator import Coordinator
 from dtf_coordinator.service.events import EventHub
@@ -43,3 +44,4 @@ class ApiContext:
     hub: EventHub
     metrics: Metrics
     secret: str
+    blobs: BlobStore | None = None  # project snapshots; None: /api/blobs answers 503

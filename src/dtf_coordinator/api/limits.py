@@ -2,7 +2,8 @@
 
 A declared `Content-Length` over the limit is answered with 413 at once, without
 reading the body. A body without one (chunked) is counted as it streams in; the
-first chunk past the limit ends the request with 413 too.
+first chunk past the limit ends the request with 413 too. Blob uploads (`/api/blobs/`)
+stream to disk and are capped by the blob store instead.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from dtf_coordinator.api.problems import problem_response
+
+BLOB_PATH = "/api/blobs/"  # uploads stream to disk under their own limit (dtf_coordinator.blobs)
 
 
 class BodyTooLarge(HTTPException):
@@ -32,7 +35,7 @@ class BodySizeLimit:
         self.max_bytes = max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or scope["path"].startswith(BLOB_PATH):
             await self.app(scope, receive, send)
             return
         declared = _content_length(scope)

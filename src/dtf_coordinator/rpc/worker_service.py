@@ -8,10 +8,11 @@ from typing import Any, TypeVar
 
 import grpc
 
-from dtf_common.errors import DtfError
+from dtf_common.errors import DtfError, NotFound
 from dtf_common.pb.dtf.v1 import worker_service_pb2 as pb
 from dtf_common.pb.dtf.v1 import worker_service_pb2_grpc as pb_grpc
 from dtf_coordinator.auth import WORKER, bearer, require, verify_token
+from dtf_coordinator.blobs import BlobStore
 from dtf_coordinator.rpc.status import code_for, details_for
 from dtf_coordinator.service.coordinator import Coordinator
 
@@ -21,9 +22,10 @@ Ctx = grpc.aio.ServicerContext[Any, Any]
 
 
 class WorkerService(pb_grpc.WorkerServiceServicer):  # type: ignore[misc]
-    def __init__(self, coordinator: Coordinator, secret: str) -> None:
+    def __init__(self, coordinator: Coordinator, secret: str, blobs: BlobStore | None = None) -> None:
         self.coordinator = coordinator
         self.secret = secret
+        self.blobs = blobs
 
     async def _call(self, context: Ctx, fn: Callable[[], Awaitable[T]]) -> T:
         try:
@@ -73,6 +75,21 @@ class WorkerService(pb_grpc.WorkerServiceServicer):  # type: ignore[misc]
 
         return await self._call(context, deregister)
 
+    async def FetchBlob(self, request: pb.FetchBlobRequest, context: Ctx) -> AsyncIterator[pb.BlobChunk]:
+        async def open_blob() -> AsyncIterator[bytes]:
+            if self.blobs is None:
+                raise NotFound("this coordinator stores no blobs", field="sha256")
+            return self.blobs.read(request.sha256)
 
-def add_worker_service(server: grpc.aio.Server, coordinator: Coordinator, secret: str) -> None:
-    pb_grpc.add_WorkerServiceServicer_to_server(WorkerService(coordinator, secret), server)
+        chunks = await self._call(context, open_blob)
+        try:
+            async for data in chunks:
+                yield pb.BlobChunk(data=data)
+        except DtfError as exc:  # raised by the first read: an unknown or malformed hash
+            await context.abort(code_for(exc), details_for(exc))
+
+
+def add_worker_service(
+    server: grpc.aio.Server, coordinator: Coordinator, secret: str, blobs: BlobStore | None = None
+) -> None:
+    pb_grpc.add_WorkerServiceServicer_to_server(WorkerService(coordinator, secret, blobs), server)

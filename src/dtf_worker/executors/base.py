@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from dtf_common.errors import InvalidArgument
+from dtf_common.errors import DtfError, InvalidArgument, Unavailable
 from dtf_common.pb.dtf.v1 import types_pb2, worker_service_pb2
+from dtf_worker.executors.params import Parameters
 from dtf_worker.executors.process import ProcessRun, run_process
 
 # Variables that carry a worker's or coordinator's credentials: never passed on to tasks.
@@ -33,6 +34,8 @@ class ExecutionContext:
     `working_dir` belongs to this task alone; it is the default cwd and holds the
     executor's own files (logs, JUnit XML) under `.dtf/`. Setting `cancel` stops the
     task: its process group is killed and the executor returns promptly.
+    `materialize(sha256)` returns a project snapshot's directory, fetching it when
+    needed (set by the worker daemon; None where snapshots cannot be fetched).
     """
 
     worker_id: str
@@ -43,6 +46,7 @@ class ExecutionContext:
     kill_grace_s: float = 2.0
     task_id: str = ""
     cache_dir: Path | None = None
+    materialize: Callable[[str], Awaitable[Path]] | None = None
 
     @property
     def files_dir(self) -> Path:
@@ -56,6 +60,27 @@ class ExecutionContext:
             own["DTF_CACHE_DIR"] = str(self.cache_dir)  # shared across tasks: models, datasets
         inherited = {k: v for k, v in os.environ.items() if k not in CREDENTIAL_VARIABLES}
         return {**inherited, **own, **extra}
+
+    async def task_cwd(self, params: Parameters) -> Path:
+        """Where the task runs. Without `parameters.snapshot`: `parameters.cwd`, else the
+        working directory. With one: `<snapshot>/<subdir>`, or `parameters.cwd` taken
+        relative to that. Raises InvalidArgument for bad parameters and
+        SnapshotUnavailable when the snapshot cannot be fetched."""
+        ref = params.snapshot()
+        if ref is None:
+            return params.cwd(self.working_dir)
+        params.cwd_in(Path())  # a bad cwd fails before any download
+        if self.materialize is None:
+            raise InvalidArgument("this worker cannot fetch snapshots", field="parameters.snapshot")
+        try:
+            root = await self.materialize(ref.sha256)
+        except DtfError as exc:
+            raise SnapshotUnavailable(f"cannot fetch snapshot {ref.sha256}: {exc.message}") from exc
+        cwd = params.cwd_in(root / ref.subdir)
+        if not cwd.is_dir():
+            where = cwd.relative_to(root).as_posix()
+            raise InvalidArgument(f"{where} is not a directory in the snapshot", field="parameters.snapshot.subdir")
+        return cwd
 
     async def run_process(
         self, argv: Sequence[str], *, cwd: Path, env: Mapping[str, str], time_limit: float
@@ -72,6 +97,10 @@ class ExecutionContext:
         )
 
 
+class SnapshotUnavailable(Unavailable):
+    """The task's snapshot could not be fetched or unpacked (a retry may succeed elsewhere)."""
+
+
 @dataclass
 class ExecutionResult:
     """How a task ended. `results` becomes the task's `results` JSON; `records` its Results."""
@@ -86,6 +115,10 @@ class ExecutionResult:
     def invalid(cls, exc: InvalidArgument) -> ExecutionResult:
         """Bad parameters fail the same way on every worker, so retrying is pointless."""
         return cls(ok=False, error=f"invalid parameters: {exc.message}", non_retryable=True)
+
+    @classmethod
+    def no_snapshot(cls, exc: SnapshotUnavailable) -> ExecutionResult:
+        return cls(ok=False, error=exc.message)
 
 
 class Executor(Protocol):

@@ -1,7 +1,7 @@
 """`command` tasks: run one program or shell line and record how it went.
 
 parameters: {"command": [argv...] | "shell line", "env": {...}, "cwd": "...",
-             "timeout": seconds, "test_id": "..."}
+             "timeout": seconds, "test_id": "...", "snapshot": {"sha256": "...", "subdir": "..."}}
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any
 from dtf_common.errors import InvalidArgument
 from dtf_common.pb.dtf.v1 import worker_service_pb2
 from dtf_common.schemas import ResultStatus
-from dtf_worker.executors.base import ExecutionContext, ExecutionResult
+from dtf_worker.executors.base import ExecutionContext, ExecutionResult, SnapshotUnavailable
 from dtf_worker.executors.params import Parameters
 from dtf_worker.executors.records import new_record, task_metadata
 
@@ -26,11 +26,13 @@ class CommandExecutor:
         try:
             params = Parameters.of(task)
             command = params.command()
-            env, cwd = ctx.child_env(params.env()), params.cwd(ctx.working_dir)
+            env, cwd = ctx.child_env(params.env()), await ctx.task_cwd(params)
             timeout = params.timeout(task.timeout_s, ctx.default_timeout)
             test_id = params.text("test_id") or str(task_metadata(task).get("name") or command_text(command))
         except InvalidArgument as exc:
             return ExecutionResult.invalid(exc)
+        except SnapshotUnavailable as exc:
+            return ExecutionResult.no_snapshot(exc)
 
         try:
             run = await ctx.run_process(command, cwd=cwd, env=env, time_limit=timeout)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +13,15 @@ from dtf_common.errors import InvalidArgument
 from dtf_common.pb.dtf.v1 import worker_service_pb2
 
 Command = list[str] | str
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+@dataclass(frozen=True)
+class SnapshotRef:
+    """`parameters.snapshot`: run in `<snapshot>/<subdir>` (see `dtf_worker.snapshots`)."""
+
+    sha256: str
+    subdir: str = ""
 
 
 class Parameters:
@@ -112,3 +123,35 @@ class Parameters:
         """Relative paths are taken from the worker process's directory, as a shell would."""
         value = self.text("cwd")
         return Path(value).expanduser() if value else default
+
+    def snapshot(self) -> SnapshotRef | None:
+        """`{"sha256": "<64 hex>", "subdir": "relative/path"}`, or None when absent."""
+        value = self.data.get("snapshot")
+        if value is None:
+            return None
+        if not isinstance(value, dict):
+            raise self._fail("snapshot", "an object")
+        sha256 = value.get("sha256")
+        if not isinstance(sha256, str) or not _SHA256.fullmatch(sha256):
+            raise InvalidArgument(
+                "parameters.snapshot.sha256 must be 64 lowercase hex digits", field="parameters.snapshot.sha256"
+            )
+        subdir = value.get("subdir") or ""
+        if not isinstance(subdir, str):
+            raise InvalidArgument("parameters.snapshot.subdir must be a string", field="parameters.snapshot.subdir")
+        return SnapshotRef(sha256, _relative(subdir, "snapshot.subdir"))
+
+    def cwd_in(self, base: Path) -> Path:
+        """`cwd` under a snapshot: a relative path taken from `base`, or `base` itself."""
+        value = self.text("cwd")
+        return base / _relative(value, "cwd") if value else base
+
+
+def _relative(value: str, key: str) -> str:
+    """A relative POSIX path that stays inside its base ("" and "." mean the base)."""
+    parts = [p for p in value.split("/") if p not in ("", ".")]
+    if value.startswith("/") or "\\" in value or ".." in parts:
+        raise InvalidArgument(
+            f"parameters.{key} must be a relative path inside the snapshot, got {value!r}", field=f"parameters.{key}"
+        )
+    return "/".join(parts)

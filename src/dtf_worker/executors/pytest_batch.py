@@ -1,6 +1,7 @@
 """`pytest` tasks: a batch of node ids run in one pytest process, one Result per test.
 
-parameters: {"node_ids": [...], "args": [...], "cwd": "...", "env": {...}, "timeout": s}
+parameters: {"node_ids": [...], "args": [...], "cwd": "...", "env": {...}, "timeout": s,
+             "snapshot": {"sha256": "...", "subdir": "..."}}
 
 Test ids are pytest node ids, made relative to the task's cwd (pytest's own are relative
 to its rootdir) so they can be passed back as node ids. Results come from the JUnit
@@ -19,7 +20,7 @@ from typing import Any
 from dtf_common.errors import InvalidArgument
 from dtf_common.pb.dtf.v1 import worker_service_pb2
 from dtf_worker.executors import pytest_progress
-from dtf_worker.executors.base import ExecutionContext, ExecutionResult
+from dtf_worker.executors.base import ExecutionContext, ExecutionResult, SnapshotUnavailable
 from dtf_worker.executors.junit import CaseResult, parse_junit_xml, parse_progress, progress_rootdir
 from dtf_worker.executors.params import Parameters
 from dtf_worker.executors.process import ProcessRun
@@ -33,10 +34,12 @@ class PytestExecutor:
         try:
             params = Parameters.of(task)
             args, node_ids = params.str_list("args"), params.str_list("node_ids")
-            env, cwd = ctx.child_env(params.env()), params.cwd(ctx.working_dir)
+            env, cwd = ctx.child_env(params.env()), await ctx.task_cwd(params)
             timeout = params.timeout(task.timeout_s, ctx.default_timeout)
         except InvalidArgument as exc:
             return ExecutionResult.invalid(exc)
+        except SnapshotUnavailable as exc:
+            return ExecutionResult.no_snapshot(exc)
 
         ctx.files_dir.mkdir(parents=True, exist_ok=True)
         junit, progress = ctx.files_dir / "junit.xml", ctx.files_dir / "progress.jsonl"

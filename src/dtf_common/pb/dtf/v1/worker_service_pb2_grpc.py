@@ -64,6 +64,11 @@ class WorkerServiceStub:
                 request_serializer=dtf_dot_v1_dot_worker__service__pb2.DeregisterRequest.SerializeToString,
                 response_deserializer=dtf_dot_v1_dot_worker__service__pb2.DeregisterResponse.FromString,
                 _registered_method=True)
+        self.FetchBlob = channel.unary_stream(
+                '/dtf.v1.WorkerService/FetchBlob',
+                request_serializer=dtf_dot_v1_dot_worker__service__pb2.FetchBlobRequest.SerializeToString,
+                response_deserializer=dtf_dot_v1_dot_worker__service__pb2.BlobChunk.FromString,
+                _registered_method=True)
 
 
 class WorkerServiceServicer:
@@ -111,6 +116,14 @@ class WorkerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def FetchBlob(self, request, context):
+        """A content-addressed blob (a project snapshot the client uploaded over REST), in
+        chunks of up to 1 MiB; NOT_FOUND when this node holds no blob with that hash.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_WorkerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -143,6 +156,11 @@ def add_WorkerServiceServicer_to_server(servicer, server):
                     servicer.Deregister,
                     request_deserializer=dtf_dot_v1_dot_worker__service__pb2.DeregisterRequest.FromString,
                     response_serializer=dtf_dot_v1_dot_worker__service__pb2.DeregisterResponse.SerializeToString,
+            ),
+            'FetchBlob': grpc.unary_stream_rpc_method_handler(
+                    servicer.FetchBlob,
+                    request_deserializer=dtf_dot_v1_dot_worker__service__pb2.FetchBlobRequest.FromString,
+                    response_serializer=dtf_dot_v1_dot_worker__service__pb2.BlobChunk.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -307,6 +325,33 @@ class WorkerService:
             '/dtf.v1.WorkerService/Deregister',
             dtf_dot_v1_dot_worker__service__pb2.DeregisterRequest.SerializeToString,
             dtf_dot_v1_dot_worker__service__pb2.DeregisterResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FetchBlob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/dtf.v1.WorkerService/FetchBlob',
+            dtf_dot_v1_dot_worker__service__pb2.FetchBlobRequest.SerializeToString,
+            dtf_dot_v1_dot_worker__service__pb2.BlobChunk.FromString,
             options,
             channel_credentials,
             insecure,
