@@ -3,6 +3,7 @@ and the pytest plugin (`pytest --dtf N`), with real processes."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 import signal
@@ -107,6 +108,17 @@ def test_runs_use_a_running_cluster_and_the_plugin_matches_dtf_run(tmp_path: Pat
     # Neither run started or stopped a process of the cluster.
     assert _pids(dtf_up) == before
     assert all(_running(pid) for pid in before)
+
+    # The same cluster as a remote one: by URL and token, with the project shipped as a
+    # snapshot where this install has snapshots.
+    info = json.loads((dtf_up / "connection.json").read_text())
+    remote = dtf_run(tmp_path, "--coordinator", info["api_url"], "--token", info["admin_token"], "--", "suite")
+
+    assert remote.returncode == 1, remote.stdout + remote.stderr
+    assert f"2 workers at {info['api_url']}" in remote.stderr
+    assert summary_counts(remote.stdout) == summary_counts(run.stdout), remote.stdout
+    if importlib.util.find_spec("dtf.run.snapshot") is not None:
+        assert "dtf run: project snapshot" in remote.stderr
 
 
 def test_keep_reruns_on_another_worker_and_down(tmp_path: Path, kept: Path) -> None:

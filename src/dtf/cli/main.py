@@ -197,6 +197,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         token=args.token or os.environ.get("DTF_TOKEN"),
         connection=Path(args.connection) if args.connection else None,
         reruns=args.reruns,
+        snapshot=False if args.no_snapshot else None,
     )
     if args.verbose:
         _logging(True)
@@ -370,6 +371,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--token", help="bearer token for --coordinator (env DTF_TOKEN)")
     p.add_argument("--connection", metavar="FILE", help="run on the cluster of this connection.json")
     p.add_argument("--reruns", type=int, default=0, metavar="N", help="run a failing test up to N more times")
+    p.add_argument(
+        "--no-snapshot",
+        action="store_true",
+        help="remote workers share this filesystem: run batches in this directory instead of shipping the project",
+    )
     p.add_argument("--junitxml", metavar="PATH", help="write one merged JUnit XML report")
     p.add_argument("--timeout", type=float, help="seconds each batch may run (default: scaled from its estimate)")
     p.add_argument("pytest_args", nargs="*", metavar="PYTEST_ARG", help="put `--` before pytest's arguments")

@@ -134,6 +134,9 @@ class RunConfig:
     token: str | None = None
     connection: Path | None = None
     reruns: int = 0
+    # Ship a snapshot of the project to the workers: None = on a remote cluster, when
+    # snapshots are available; False = workers share this filesystem (batches get `cwd`).
+    snapshot: bool | None = None
 
 
 @dataclass
@@ -157,6 +160,8 @@ class Execution:
     n_workers: int = 0
     # Failed attempts of tests that were run again, oldest first.
     attempts: dict[str, list[TestOutcome]] = field(default_factory=dict)
+    # The task parameter `snapshot` ({"sha256", "subdir"}) when the project is shipped.
+    snapshot: dict[str, str] | None = None
     first_leased_s: float | None = None
     first_test_s: float | None = None
     started_wall: float = field(default_factory=time.time)
@@ -176,12 +181,13 @@ class Execution:
         `exclude` names workers that must not run them (a rerun avoids the worker that failed)."""
         options = batch_pytest_args(self.config.pytest_args)
         ordered = [tuple(sorted(b.node_ids, key=self.order.__getitem__)) for b in batches]
+        where: dict[str, Any] = {"snapshot": self.snapshot} if self.snapshot else {"cwd": str(self.config.cwd)}
         bodies: list[dict[str, Any]] = [
             {
                 "type": "pytest",
                 "priority": 5,
                 "timeout": self.batch_timeout(b.estimate_s),
-                "parameters": {"node_ids": list(ids), "args": options, "cwd": str(self.config.cwd)},
+                "parameters": {"node_ids": list(ids), "args": options, **where},
                 "metadata": {"dtf_run": True, "tests": len(ids), **(metadata or {})},
             }
             for b, ids in zip(batches, ordered, strict=True)
@@ -409,6 +415,43 @@ def find_target(config: RunConfig, console: Console) -> Target:
     return Target(str(info["api_url"]), str(info["admin_token"]), "started", cluster)
 
 
+def project_root(cwd: Path) -> Path:
+    """The git work tree holding `cwd`, else `cwd` itself: what a snapshot packs."""
+    import subprocess
+
+    try:
+        top = subprocess.run(
+            ["git", "rev-parse", "--show-toplevel"], cwd=cwd, capture_output=True, text=True, timeout=30, check=False
+        )
+    except (OSError, subprocess.SubprocessError):
+        return cwd
+    return Path(top.stdout.strip()) if top.returncode == 0 and top.stdout.strip() else cwd
+
+
+def ship_snapshot(config: RunConfig, client: Any, console: Console) -> dict[str, str] | None:
+    """Build (or reuse) the project's snapshot and upload it unless the coordinator has it;
+    the task parameter `snapshot`. None when snapshots are not available in this install."""
+    try:
+        from dtf.run.snapshot import build_snapshot
+    except ImportError:
+        return None
+    if not hasattr(client, "upload_blob"):
+        return None
+    cwd = config.cwd.resolve()
+    root = project_root(cwd).resolve()
+    with console.status("packing the project"):
+        snapshot = build_snapshot(root, cache_dir=config.data_dir / "snapshots")
+        sent = client.upload_blob(snapshot.sha256, snapshot.archive)
+    subdir = cwd.relative_to(root).as_posix() if cwd != root else ""
+    console.print(
+        f"dtf run: project snapshot {snapshot.sha256[:12]} ({snapshot.files} files, {snapshot.bytes / 1e6:.1f} MB"
+        + (", uploaded)" if sent else ", already on the coordinator)"),
+        highlight=False,
+        soft_wrap=True,
+    )
+    return {"sha256": snapshot.sha256, "subdir": subdir}
+
+
 def _wait_for_workers(client: Client) -> int:
     """The number of live workers of a cluster this run did not start (at least one)."""
     deadline = time.monotonic() + WORKERS_WAIT_S
@@ -443,6 +486,8 @@ def run(config: RunConfig, *, out: TextIO, console: Console) -> int:
         log.info("%s cluster at %s, %.2fs after start", target.kind, target.api_url, time.monotonic() - started)
         with DtfClient(target.api_url, target.token) as client:
             n_workers = config.workers if target.kind == "started" else _wait_for_workers(client)
+            shipped = config.snapshot if config.snapshot is not None else target.kind == "remote"
+            snapshot = ship_snapshot(config, client, console) if shipped else None
             known = client.durations(node_ids)
             where = {"started": "", "warm": " (running cluster)", "remote": f" at {target.api_url}"}[target.kind]
             console.print(
@@ -461,6 +506,7 @@ def run(config: RunConfig, *, out: TextIO, console: Console) -> int:
                 started=started,
                 started_wall=started_wall,
                 n_workers=n_workers,
+                snapshot=snapshot,
             )
             try:
                 execution.submit(batches)
