@@ -249,11 +249,11 @@ async def test_runs_leased_tasks_and_reports_every_outcome(tmp_path: Path) -> No
         assert live.task(noop).status is TaskStatus.COMPLETED and live.task(noop).results == {"noop": True}
         # An ordinary failure is retried; bad parameters and an unknown type are not worth retrying.
         failed = live.task(exit3)
-        assert failed.status is TaskStatus.FAILED and failed.error == "exit code 3" and failed.attempts == 2
+        assert failed.status is TaskStatus.FAILED and failed.error == "exit code 3" and failed.scheduling.attempts == 2
         assert [r["status"] for r in await live.results(exit3)] == ["failure", "failure"]
         for task_id, why in ((bad, "parameters.command"), (unknown, "unknown task type")):
             task = live.task(task_id)
-            assert task.status is TaskStatus.FAILED and task.attempts == 1
+            assert task.status is TaskStatus.FAILED and task.scheduling.attempts == 1
             assert task.error is not None and why in task.error
 
         # Each end reported once: a repeat would be stale and not counted.
@@ -320,7 +320,7 @@ async def test_outcomes_wait_in_the_spool_while_the_coordinator_restarts(tmp_pat
             await eventually(is_final(second, task_id), what="outcome delivered after the restart")
             await eventually(lambda: len(daemon.spool) == 0)
             task = second.task(task_id)
-            assert task.status is TaskStatus.COMPLETED and task.attempts == 1
+            assert task.status is TaskStatus.COMPLETED and task.scheduling.attempts == 1
             assert task.results is not None and task.results["stdout_tail"] == "done\n"
             # The worker goes on taking work from the restarted coordinator.
             [follow_up] = await second.submit(TaskCreate(type="noop"))
@@ -427,7 +427,7 @@ async def test_sigterm_finishes_within_the_grace_and_hands_back_the_rest(live: L
     assert finished.results["stdout_tail"] == "finished\n"
     returned = live.task(long)
     assert returned.status is TaskStatus.PENDING and returned.worker_id is None
-    assert returned.attempts == 0  # handed back on purpose, not counted as a try
+    assert returned.scheduling.attempts == 0  # handed back on purpose, not counted as a try
     assert returned.error == "returned by a stopping worker"
 
 
