@@ -1,0 +1,405 @@
+"""`dtf run -n 2` against plain pytest and pytest-xdist on three generated suites.
+
+Generates the suites into a temporary directory and, in one run, times each tool on
+each suite (wall clock of the whole command, start-up included):
+
+- pytest, serial: `python -m pytest -q -p no:cacheprovider`
+- xdist: the same with `-n 2 --dist load` and with `-n 2 --dist worksteal`
+- dtf: `python -m dtf.cli.main run -n 2 --data-dir DIR -- -q -p no:cacheprovider .`
+  The FIRST run uses a fresh data directory (no recorded durations, the plan is built on
+  guesses); the later runs reuse that directory (durations recorded).
+
+The suites:
+
+- A: 2,000 trivial tests in 20 files (pure overhead).
+- B: 200 sleeping tests, 28 s in total: eight tests of 1.5 to 3 s at the end of the last
+  two files, the others exponential around 50 ms (seeded, scaled so the total is exactly
+  28 s). With 2 workers no schedule beats max(total / 2, longest) = 14.00 s.
+- C: 40 CPU-bound tests, each a pure-Python loop calibrated once at start to ~0.2 s on
+  this machine (serial total ~8 s).
+
+Every run is checked, not only timed: exit code 0 and pytest's summary line reporting
+`N passed` for the suite's N tests (and nothing failed or errored). A wrong run is
+reported as wrong and its time is not used.
+
+    python bench/vs_xdist.py [--repetitions 5] [--suites A,B,C] [--quick]
+
+When `dtf run` offers `--keep`, a sixth row times runs on a warm cluster: one untimed
+`--keep` run starts it (and records durations), the timed runs reuse it, `dtf down`
+stops it.
+
+The default (5 repetitions of all three suites) took 20 minutes on a busy 2-core
+machine, suite B alone 10; `--suites A,C` or `--repetitions` cut it. `--quick` is a
+smoke run: 2 repetitions of suites A and C (about 3 minutes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+if not console.is_terminal:
+    console = Console(width=130)  # tables stay readable in a log file
+
+WORKERS = 2
+RUN_TIMEOUT_S = 600.0
+SEED = 20261128
+
+# Suite B's shape.
+B_TESTS = 200
+B_FILES = 10
+B_TOTAL_S = 28.0
+B_LONG_S = [1.5 + i * (3.0 - 1.5) / 7 for i in range(8)]  # 1.5 .. 3.0 s, 18 s in all
+B_SHORT_MEAN_S = 0.05
+
+# Suite C's shape.
+C_TESTS = 40
+C_TEST_S = 0.2
+
+PYTEST = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
+DTF = [sys.executable, "-m", "dtf.cli.main", "run", "-n", str(WORKERS)]
+
+
+@dataclass
+class Suite:
+    name: str
+    description: str
+    path: Path
+    size: int
+    lower_bound_s: float | None = None
+
+
+@dataclass
+class Tool:
+    name: str
+    command: Callable[[Suite], list[str]]
+
+
+@dataclass
+class Samples:
+    times: list[float] = field(default_factory=list)
+    wrong: list[str] = field(default_factory=list)
+
+
+# --- suites ---------------------------------------------------------------------------
+
+
+def write_ini(path: Path) -> None:
+    """A pytest.ini pins each suite's rootdir, so no outer configuration leaks in."""
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "pytest.ini").write_text("[pytest]\n")
+
+
+def make_suite_a(root: Path) -> Suite:
+    path = root / "suite_a"
+    write_ini(path)
+    for f in range(20):
+        body = "".join(f"def test_{t:03d}():\n    assert True\n\n\n" for t in range(100))
+        (path / f"test_a{f:02d}.py").write_text(body)
+    return Suite("A", "2,000 trivial tests, 20 files", path, 2000)
+
+
+def suite_b_durations() -> list[list[float]]:
+    """Per file, the sleep of each test: 192 short ones exponential around 50 ms, scaled so
+    that with the eight long ones (at the end of the last two files) the total is 28 s."""
+    rng = random.Random(SEED)
+    short = [rng.expovariate(1 / B_SHORT_MEAN_S) for _ in range(B_TESTS - len(B_LONG_S))]
+    scale = (B_TOTAL_S - sum(B_LONG_S)) / sum(short)
+    short = [s * scale for s in short]
+    per_file = B_TESTS // B_FILES
+    files: list[list[float]] = []
+    half = len(B_LONG_S) // 2
+    for f in range(B_FILES):
+        if f == B_FILES - 2:
+            longs = B_LONG_S[:half]
+        elif f == B_FILES - 1:
+            longs = B_LONG_S[half:]
+        else:
+            longs = []
+        count = per_file - len(longs)
+        files.append([short.pop() for _ in range(count)] + longs)
+    assert not short
+    return files
+
+
+def make_suite_b(root: Path) -> Suite:
+    path = root / "suite_b"
+    write_ini(path)
+    files = suite_b_durations()
+    total = sum(sum(f) for f in files)
+    longest = max(max(f) for f in files)
+    for f, sleeps in enumerate(files):
+        body = "import time\n\n\n" + "".join(
+            f"def test_{t:03d}():\n    time.sleep({s!r})\n\n\n" for t, s in enumerate(sleeps)
+        )
+        (path / f"test_b{f:02d}.py").write_text(body)
+    bound = max(total / WORKERS, longest)
+    return Suite("B", f"200 sleeping tests, {total:.0f} s, long tail", path, B_TESTS, bound)
+
+
+def spin(n: int) -> int:
+    """The CPU-bound body of suite C's tests (the generated tests carry a copy)."""
+    acc = 0
+    for i in range(n):
+        acc = (acc + i * i) % 1000003
+    return acc
+
+
+def calibrate_spin(target_s: float) -> int:
+    """Loop count for which `spin` takes about target_s on this machine (best of three)."""
+    n = 200_000
+    while True:
+        best = min(_timed_spin(n) for _ in range(3))
+        if best > 0.15:
+            return max(1, int(n * target_s / best))
+        n *= 2
+
+
+def _timed_spin(n: int) -> float:
+    start = time.perf_counter()
+    spin(n)
+    return time.perf_counter() - start
+
+
+def make_suite_c(root: Path) -> Suite:
+    path = root / "suite_c"
+    write_ini(path)
+    n = calibrate_spin(C_TEST_S)
+    console.print(f"suite C: {n:,} loop iterations per test (about {C_TEST_S} s each)")
+    header = (
+        "def spin(n):\n    acc = 0\n    for i in range(n):\n        acc = (acc + i * i) % 1000003\n    return acc\n\n\n"
+    )
+    for f in range(4):
+        body = header + "".join(f"def test_{t:03d}():\n    assert spin({n}) >= 0\n\n\n" for t in range(C_TESTS // 4))
+        (path / f"test_c{f:02d}.py").write_text(body)
+    return Suite("C", f"{C_TESTS} CPU-bound tests, ~{C_TEST_S} s each", path, C_TESTS)
+
+
+SUITE_MAKERS: dict[str, Callable[[Path], Suite]] = {
+    "A": make_suite_a,
+    "B": make_suite_b,
+    "C": make_suite_c,
+}
+
+
+# --- running --------------------------------------------------------------------------
+
+PASSED = re.compile(r"(\d+) passed")
+BAD = re.compile(r"\d+ (failed|errors?)\b")
+
+
+def check(output: str, returncode: int, size: int) -> str | None:
+    """None when the run is right: exit 0 and `size passed` with nothing failed or errored
+    in pytest's summary line; otherwise why it is wrong."""
+    if returncode != 0:
+        return f"exit code {returncode}"
+    summary = [line for line in output.splitlines() if PASSED.search(line)]
+    if not summary:
+        return "no 'N passed' summary line"
+    last = summary[-1]
+    passed = int(PASSED.search(last).group(1))  # type: ignore[union-attr]
+    if passed != size:
+        return f"{passed} passed, expected {size}"
+    if BAD.search(last):
+        return f"summary reports failures: {last.strip('= ')}"
+    return None
+
+
+def run_once(command: list[str], suite: Suite) -> tuple[float, str | None]:
+    start = time.perf_counter()
+    try:
+        proc = subprocess.run(
+            command,
+            cwd=suite.path,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=RUN_TIMEOUT_S,
+        )
+    except subprocess.TimeoutExpired:
+        return time.perf_counter() - start, f"timed out after {RUN_TIMEOUT_S:.0f} s"
+    elapsed = time.perf_counter() - start
+    wrong = check(proc.stdout + "\n" + proc.stderr, proc.returncode, suite.size)
+    if wrong:
+        tail = (proc.stdout + proc.stderr).strip().splitlines()[-5:]
+        console.print(f"[red]{' '.join(command[:6])}... on suite {suite.name}: {wrong}[/red]")
+        for line in tail:
+            console.print(f"    {line}", markup=False)
+    return elapsed, wrong
+
+
+def dtf_command(data_dir: Path) -> Callable[[Suite], list[str]]:
+    return lambda suite: [*DTF, "--data-dir", str(data_dir), "--", "-q", "-p", "no:cacheprovider", "."]
+
+
+SERIAL = "pytest (serial)"
+LOAD = "xdist -n 2 --dist load"
+WORKSTEAL = "xdist -n 2 --dist worksteal"
+DTF_FIRST = "dtf run -n 2, first run"
+DTF_RECORDED = "dtf run -n 2, durations recorded"
+DTF_WARM = "dtf run -n 2, warm cluster (--keep)"
+XDIST = (LOAD, WORKSTEAL)
+
+
+def has_keep() -> bool:
+    """Whether this dtf's `run` offers `--keep` (leave the cluster running for the next run)."""
+    help_text = subprocess.run([*DTF, "--help"], capture_output=True, text=True).stdout
+    return "--keep" in help_text
+
+
+def bench_suite(suite: Suite, repetitions: int, root: Path, warm: bool) -> dict[str, Samples]:
+    names = [SERIAL, LOAD, WORKSTEAL, DTF_FIRST, DTF_RECORDED] + ([DTF_WARM] if warm else [])
+    results: dict[str, Samples] = {name: Samples() for name in names}
+    # Untimed: compile the test files and check that the suite collects in full.
+    collect = subprocess.run([*PYTEST, "--collect-only"], cwd=suite.path, capture_output=True, text=True)
+    if f"{suite.size} tests collected" not in collect.stdout:
+        raise SystemExit(f"suite {suite.name} does not collect:\n{collect.stdout[-2000:]}")
+
+    data_dir = root / f"dtf-{suite.name}"  # fresh: the first run has no recorded durations
+    tools = [
+        Tool(SERIAL, lambda s: list(PYTEST)),
+        Tool(LOAD, lambda s: [*PYTEST, "-n", str(WORKERS), "--dist", "load"]),
+        Tool(WORKSTEAL, lambda s: [*PYTEST, "-n", str(WORKERS), "--dist", "worksteal"]),
+    ]
+    dtf = dtf_command(data_dir)
+
+    def record(name: str, command: list[str], label: str) -> None:
+        elapsed, wrong = run_once(command, suite)
+        if wrong:
+            results[name].wrong.append(wrong)
+            console.print(f"  {label:<40} [red]WRONG[/red] ({wrong})")
+        else:
+            results[name].times.append(elapsed)
+            console.print(f"  {label:<40} {elapsed:7.2f} s")
+
+    console.rule(f"suite {suite.name}: {suite.description}")
+    record(DTF_FIRST, dtf(suite), DTF_FIRST)
+    warm_dir = root / f"dtf-warm-{suite.name}"
+    if warm:
+        # Untimed: start the cluster that the timed runs reuse, and record durations.
+        command = dtf_command(warm_dir)(suite)
+        command.insert(command.index("--"), "--keep")
+        elapsed, wrong = run_once(command, suite)
+        console.print(f"  {'(untimed) dtf run --keep, warm-up':<40} {elapsed:7.2f} s {wrong or ''}")
+    try:
+        for rep in range(repetitions):
+            # Interleaved, so drift in the machine's load touches every tool alike.
+            for tool in tools:
+                record(tool.name, tool.command(suite), f"[{rep + 1}/{repetitions}] {tool.name}")
+            record(DTF_RECORDED, dtf(suite), f"[{rep + 1}/{repetitions}] {DTF_RECORDED}")
+            if warm:
+                record(DTF_WARM, dtf_command(warm_dir)(suite), f"[{rep + 1}/{repetitions}] {DTF_WARM}")
+    finally:
+        if warm:
+            subprocess.run(
+                [sys.executable, "-m", "dtf.cli.main", "down", "--data-dir", str(warm_dir)],
+                capture_output=True,
+                timeout=120,
+            )
+    return results
+
+
+# --- report ---------------------------------------------------------------------------
+
+
+def median(samples: Samples) -> float | None:
+    return statistics.median(samples.times) if samples.times else None
+
+
+def ratio(value: float | None, reference: float | None) -> str:
+    if value is None or reference is None:
+        return "-"
+    return f"{value / reference:.2f}x"
+
+
+def report(suite: Suite, results: dict[str, Samples]) -> Table:
+    serial = median(results[SERIAL])
+    xdist_medians = [m for m in (median(results[n]) for n in XDIST) if m is not None]
+    xdist = min(xdist_medians) if xdist_medians else None
+    title = f"suite {suite.name}: {suite.description}"
+    if suite.lower_bound_s is not None:
+        title += f"; lower bound with {WORKERS} workers {suite.lower_bound_s:.2f} s"
+    table = Table(title=title)
+    table.add_column("tool")
+    table.add_column("runs", justify="right")
+    table.add_column("median s", justify="right")
+    table.add_column("spread s (min-max)", justify="right")
+    table.add_column("vs serial", justify="right")
+    table.add_column("vs best xdist", justify="right")
+    table.add_column("vs bound", justify="right")
+    for name, samples in results.items():
+        m = median(samples)
+        runs = str(len(samples.times))
+        if samples.wrong:
+            runs += f" (+{len(samples.wrong)} WRONG)"
+        if m is None:
+            table.add_row(name, runs, "[red]WRONG[/red]", "-", "-", "-", "-")
+            continue
+        spread = f"{min(samples.times):.2f}-{max(samples.times):.2f}"
+        table.add_row(
+            name,
+            runs,
+            f"{m:.2f}",
+            spread,
+            ratio(m, serial),
+            ratio(m, xdist),
+            ratio(m, suite.lower_bound_s),
+        )
+    return table
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repetitions", type=int, default=5, help="timed runs per tool (default 5)")
+    parser.add_argument("--suites", default="A,B,C", help="comma-separated subset of A,B,C")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 2 repetitions, suites A and C")
+    args = parser.parse_args()
+    repetitions = 2 if args.quick else args.repetitions
+    names = ["A", "C"] if args.quick else [s.strip().upper() for s in args.suites.split(",") if s.strip()]
+    unknown = [n for n in names if n not in SUITE_MAKERS]
+    if unknown or repetitions < 1:
+        parser.error(f"unknown suites {unknown}" if unknown else "--repetitions must be at least 1")
+
+    console.print(
+        f"{time.strftime('%Y-%m-%d %H:%M')}, Python {sys.version.split()[0]}, "
+        f"{repetitions} repetitions, suites {','.join(names)}, {WORKERS} workers"
+    )
+    warm = has_keep()
+    console.print(f"dtf run --keep (warm cluster): {'measured' if warm else 'not offered by this dtf'}")
+    tables: list[Table] = []
+    wrong = 0
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="dtf-vs-xdist-") as tmp:
+        root = Path(tmp)
+        for name in names:
+            suite = SUITE_MAKERS[name](root)
+            results = bench_suite(suite, repetitions, root, warm)
+            wrong += sum(len(s.wrong) for s in results.values())
+            tables.append(report(suite, results))
+    console.rule(f"results ({time.perf_counter() - started:.0f} s in all)")
+    for table in tables:
+        console.print(table)
+    console.print(
+        "Wall clock of the whole command, start-up included; median and min-max over the "
+        "runs. 'vs best xdist' divides by the faster xdist mode's median."
+    )
+    if wrong:
+        console.print(f"[red]{wrong} runs were wrong and are not timed[/red]")
+    return 1 if wrong else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
