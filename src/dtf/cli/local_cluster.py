@@ -141,7 +141,7 @@ class LocalCluster:
         if self.grpc_port == self.port or not _port_free(self.host, self.grpc_port):
             self.grpc_port = _free_port(self.host)
 
-    def _coordinator_config(self, secret: str) -> Path:
+    def _coordinator_config(self) -> Path:
         path = self.dir / "coordinator.yaml"
         if not path.exists():
             config = {
@@ -171,7 +171,7 @@ class LocalCluster:
         self.dir.mkdir(parents=True, exist_ok=True)
         secret = self._secret()
         self._choose_ports()
-        config = self._coordinator_config(secret)
+        config = self._coordinator_config()  # the secret reaches it as DTF_JWT_SECRET
         self.coordinator = Child(
             "coordinator",
             [sys.executable, "-m", "dtf.cli.main", "coordinator", "--config", str(config)],

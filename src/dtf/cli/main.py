@@ -10,7 +10,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -266,31 +266,34 @@ def cmd_down(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- inspect
 
 
+def _show(args: argparse.Namespace, data: Any, render: Callable[[Any], None]) -> int:
+    """JSON with --json, else the table."""
+    if args.json:
+        print(json.dumps(data, indent=2))
+    else:
+        render(data)
+    return 0
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from dtf.cli.render import print_status
 
     with _client(args) as client:
-        status = client.status()
-    print(json.dumps(status, indent=2)) if args.json else print_status(status)
-    return 0
+        return _show(args, client.status(), print_status)
 
 
 def cmd_tasks(args: argparse.Namespace) -> int:
     from dtf.cli.render import print_tasks
 
     with _client(args) as client:
-        page = client.tasks(status=args.status, type=args.type, limit=args.limit)
-    print(json.dumps(page, indent=2)) if args.json else print_tasks(page)
-    return 0
+        return _show(args, client.tasks(status=args.status, type=args.type, limit=args.limit), print_tasks)
 
 
 def cmd_workers(args: argparse.Namespace) -> int:
     from dtf.cli.render import print_workers
 
     with _client(args) as client:
-        workers = client.workers()
-    print(json.dumps(workers, indent=2)) if args.json else print_workers(workers)
-    return 0
+        return _show(args, client.workers(), print_workers)
 
 
 def cmd_results(args: argparse.Namespace) -> int:
@@ -298,8 +301,7 @@ def cmd_results(args: argparse.Namespace) -> int:
 
     with _client(args) as client:
         page = client.results(task_id=args.task, test_id=args.test, status=args.status, limit=args.limit)
-    print(json.dumps(page, indent=2)) if args.json else print_results(page)
-    return 0
+        return _show(args, page, print_results)
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:

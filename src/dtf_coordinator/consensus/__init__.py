@@ -5,9 +5,9 @@ group commit to a local checksummed log, then apply in log order. The Raft node
 implements the same port and replicates the same log entries.
 """
 
-from dtf_coordinator.consensus.base import Consensus, NotLeaderError
+from dtf_coordinator.consensus.base import Consensus
 from dtf_coordinator.consensus.log_store import LogStore
 from dtf_coordinator.consensus.single import SingleNode
 from dtf_coordinator.consensus.snapshots import SnapshotStore
 
-__all__ = ["Consensus", "LogStore", "NotLeaderError", "SingleNode", "SnapshotStore"]
+__all__ = ["Consensus", "LogStore", "SingleNode", "SnapshotStore"]

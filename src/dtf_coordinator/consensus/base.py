@@ -5,15 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
-from dtf_common.errors import NotLeader
 from dtf_common.pb.dtf.v1 import commands_pb2
 from dtf_coordinator.state import Effect, Outcome, StateMachine
 
 EffectSink = Callable[[list[Effect]], None]
-
-
-class NotLeaderError(NotLeader):
-    pass
 
 
 class Consensus(Protocol):

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,7 +37,6 @@ class Subscription:
 class EventHub:
     def __init__(self) -> None:
         self._subs: dict[str, set[Subscription]] = {}
-        self._listeners: list[Callable[[str, Message], None]] = []
 
     def subscribe(self, channel: str, filter: dict[str, Any] | None = None) -> Subscription:
         sub = Subscription(channel, dict(filter or {}))
@@ -48,14 +46,9 @@ class EventHub:
     def unsubscribe(self, sub: Subscription) -> None:
         self._subs.get(sub.channel, set()).discard(sub)
 
-    def add_listener(self, listener: Callable[[str, Message], None]) -> None:
-        self._listeners.append(listener)
-
     def has_subscribers(self, channel: str) -> bool:
         return bool(self._subs.get(channel))
 
     def publish(self, channel: str, message: Message) -> None:
         for sub in self._subs.get(channel, ()):
             sub.offer(message)
-        for listener in self._listeners:
-            listener(channel, message)

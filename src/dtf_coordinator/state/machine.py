@@ -7,6 +7,7 @@ the same state on every node and after every restart.
 
 from __future__ import annotations
 
+import hashlib
 import heapq
 import json
 from bisect import bisect_left
@@ -558,8 +559,6 @@ class StateMachine:
 
     def fingerprint(self) -> str:
         """A digest of the whole state: equal on replicas that applied the same log."""
-        import hashlib
-
         return hashlib.sha256(json.dumps(self.snapshot(), sort_keys=True).encode()).hexdigest()
 
 
