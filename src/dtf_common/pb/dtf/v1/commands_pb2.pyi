@@ -1,11 +1,19 @@
 from dtf_common.pb.dtf.v1 import types_pb2 as _types_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class EntryType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ENTRY_NORMAL: _ClassVar[EntryType]
+    ENTRY_CONF_CHANGE: _ClassVar[EntryType]
+ENTRY_NORMAL: EntryType
+ENTRY_CONF_CHANGE: EntryType
 
 class SubmitTasks(_message.Message):
     __slots__ = ("tasks",)
@@ -112,11 +120,13 @@ class Command(_message.Message):
     def __init__(self, time_ms: _Optional[int] = ..., submit_tasks: _Optional[_Union[SubmitTasks, _Mapping]] = ..., register_worker: _Optional[_Union[RegisterWorker, _Mapping]] = ..., worker_heartbeat: _Optional[_Union[WorkerHeartbeat, _Mapping]] = ..., assign_tasks: _Optional[_Union[AssignTasks, _Mapping]] = ..., report_outcomes: _Optional[_Union[ReportOutcomes, _Mapping]] = ..., cancel_tasks: _Optional[_Union[CancelTasks, _Mapping]] = ..., expire_leases: _Optional[_Union[ExpireLeases, _Mapping]] = ..., worker_offline: _Optional[_Union[WorkerOffline, _Mapping]] = ..., deregister_worker: _Optional[_Union[DeregisterWorker, _Mapping]] = ...) -> None: ...
 
 class LogEntry(_message.Message):
-    __slots__ = ("term", "index", "command")
+    __slots__ = ("term", "index", "command", "type")
     TERM_FIELD_NUMBER: _ClassVar[int]
     INDEX_FIELD_NUMBER: _ClassVar[int]
     COMMAND_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
     term: int
     index: int
     command: bytes
-    def __init__(self, term: _Optional[int] = ..., index: _Optional[int] = ..., command: _Optional[bytes] = ...) -> None: ...
+    type: EntryType
+    def __init__(self, term: _Optional[int] = ..., index: _Optional[int] = ..., command: _Optional[bytes] = ..., type: _Optional[_Union[EntryType, str]] = ...) -> None: ...
