@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from dtf_common.errors import ConfigError
 
@@ -108,7 +108,20 @@ class LoadBalancerConfig(Section):
 class PeerConfig(Section):
     id: str
     host: str
-    port: int = Field(ge=1, le=65535)
+    port: int = Field(ge=1, le=65535, description="the peer's Raft port")
+    api_url: str | None = Field(default=None, description="the peer's REST API, for clients following the leader")
+    grpc_address: str | None = Field(default=None, description="the peer's worker gRPC host:port")
+
+    @property
+    def address(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+
+class RaftTlsConfig(Section):
+    ca_file: str | None = Field(default=None, description="CA that signed every coordinator's certificate")
+    cert_file: str | None = Field(default=None, description="this coordinator's certificate (`dtf certs create`)")
+    key_file: str | None = Field(default=None, description="this coordinator's private key")
 
 
 class HighAvailabilityConfig(Section):
@@ -117,12 +130,34 @@ class HighAvailabilityConfig(Section):
     peers: list[PeerConfig] = Field(default_factory=list)
     election_timeout_min: int = Field(default=150, gt=0, description="milliseconds")
     election_timeout_max: int = Field(default=300, gt=0)
-    heartbeat_interval: int = Field(default=50, gt=0)
-    state_replication_interval: int = Field(default=1000, gt=0)
-    health_check_interval: int = Field(default=5000, gt=0)
-    quorum_size: int | None = Field(default=None, ge=1)
-    state_snapshot_interval: int = Field(default=60000, gt=0)
-    leader_lease_duration: int = Field(default=10000, gt=0)
+    heartbeat_interval: int = Field(default=50, gt=0, description="milliseconds between leader heartbeats")
+    state_replication_interval: int = Field(default=1000, gt=0, description="ms between cluster_status broadcasts")
+    health_check_interval: int = Field(default=5000, gt=0, description="ms between per-node health samples")
+    quorum_size: int | None = Field(default=None, ge=1, description="must be a majority of the coordinators")
+    state_snapshot_interval: int = Field(default=60000, gt=0, description="ms between snapshots (if the log grew)")
+    leader_lease_duration: int = Field(default=10000, gt=0, description="ms a write waits for a leader")
+    raft_port: int = Field(default=8083, ge=0, le=65535, description="this coordinator's Raft port (mutual TLS)")
+    tls: RaftTlsConfig = Field(default_factory=RaftTlsConfig)
+
+    @model_validator(mode="after")
+    def _check(self) -> HighAvailabilityConfig:
+        if self.election_timeout_max < self.election_timeout_min:
+            raise ValueError("election_timeout_max must be at least election_timeout_min")
+        if self.heartbeat_interval * 2 > self.election_timeout_min:
+            raise ValueError("heartbeat_interval must be at most half of election_timeout_min")
+        ids = [self.coordinator_id, *(p.id for p in self.peers)]
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"peers repeat a coordinator id: {ids}")
+        majority = len(ids) // 2 + 1
+        if self.quorum_size is not None and self.quorum_size != majority:
+            # Raft's safety rests on majorities; any other size either splits the brain or stalls.
+            raise ValueError(f"quorum_size must be a majority of the {len(ids)} coordinators: {majority}")
+        return self
+
+    @property
+    def tick_ms(self) -> int:
+        """Raft's clock: five ticks per heartbeat."""
+        return max(1, self.heartbeat_interval // 5)
 
 
 class CoordinatorConfig(Section):

@@ -183,3 +183,26 @@ def test_an_unopened_log_refuses_writes(tmp_path: Path) -> None:
         store.append(entries(1, 1))
     with pytest.raises(RuntimeError):
         store.sync()
+
+
+def test_a_conflicting_tail_is_replaced_and_stays_replaced_after_reopen(tmp_path: Path) -> None:
+    # Raft §5.3: a follower drops its uncommitted entries from the first conflict on.
+    written(tmp_path, 10)
+    store, _ = reopen(tmp_path)
+    store.truncate_from(6)
+    store.append([entry(i, term=2) for i in range(6, 9)])
+    store.sync()
+    store.close()
+    _, loaded = reopen(tmp_path)
+    assert [(e.index, e.term) for e in loaded] == [(i, 1) for i in range(1, 6)] + [(i, 2) for i in range(6, 9)]
+
+
+def test_truncating_after_compaction_keeps_the_compacted_base(tmp_path: Path) -> None:
+    written(tmp_path, 10)
+    store, _ = reopen(tmp_path)
+    store.compact(4)
+    store.truncate_from(8)
+    assert store.last_index == 7 and store.entries[0].index == 5
+    store.reset(20)
+    assert store.entries == [] and store.last_index == 20
+    store.close()

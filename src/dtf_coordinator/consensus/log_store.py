@@ -41,6 +41,8 @@ class LogStore:
         self.dir = Path(directory)
         self.path = self.dir / LOG_NAME
         self.entries: list[commands_pb2.LogEntry] = []  # entries after the last snapshot
+        self._offsets: list[int] = []  # file offset of each entry's record, for truncation
+        self._size = 0
         self.base_index = 0  # index of the last entry compacted away (covered by a snapshot)
         self.truncated_bytes = 0
         self._fh: BinaryIO | None = None
@@ -49,7 +51,7 @@ class LogStore:
         """Load and verify the log, truncating any torn tail; return its entries."""
         self.dir.mkdir(parents=True, exist_ok=True)
         data = self.path.read_bytes() if self.path.exists() else b""
-        pos, entries = 0, list[commands_pb2.LogEntry]()
+        pos, entries, offsets = 0, list[commands_pb2.LogEntry](), list[int]()
         while pos + HEADER.size <= len(data):
             length, crc = HEADER.unpack_from(data, pos)
             payload = data[pos + HEADER.size : pos + HEADER.size + length]
@@ -63,6 +65,7 @@ class LogStore:
             if entries and entry.index != entries[-1].index + 1:
                 break
             entries.append(entry)
+            offsets.append(pos)
             pos += HEADER.size + length
         if pos < len(data):
             self.truncated_bytes = len(data) - pos
@@ -70,7 +73,7 @@ class LogStore:
             with open(self.path, "r+b") as f:
                 f.truncate(pos)
                 os.fsync(f.fileno())
-        self.entries = entries
+        self.entries, self._offsets, self._size = entries, offsets, pos
         self._fh = open(self.path, "ab")  # noqa: SIM115 - kept open for the node's lifetime
         fsync_dir(self.dir)
         return entries
@@ -86,8 +89,29 @@ class LogStore:
 
     def append(self, entries: list[commands_pb2.LogEntry]) -> None:
         """Write entries (not yet durable: call `sync`)."""
-        self._handle().write(b"".join(encode(e) for e in entries))
+        records = [encode(e) for e in entries]
+        for record in records:
+            self._offsets.append(self._size)
+            self._size += len(record)
+        self._handle().write(b"".join(records))
         self.entries.extend(entries)
+
+    def truncate_from(self, index: int) -> None:
+        """Drop entries at `index` and after (a follower's conflicting, uncommitted tail)."""
+        first = self.entries[0].index if self.entries else self.base_index + 1
+        at = max(0, index - first)
+        if at >= len(self.entries):
+            return
+        fh = self._handle()
+        fh.flush()
+        self._size = self._offsets[at]
+        fh.truncate(self._size)
+        del self.entries[at:], self._offsets[at:]
+
+    def reset(self, base_index: int) -> None:
+        """Empty the log after installing a snapshot at `base_index`."""
+        self.compact(max(base_index, self.last_index))
+        self.base_index = base_index
 
     def sync(self) -> None:
         fh = self._handle()
@@ -97,9 +121,10 @@ class LogStore:
     def compact(self, upto_index: int) -> None:
         """Drop entries up to `upto_index` (covered by a durable snapshot)."""
         keep = [e for e in self.entries if e.index > upto_index]
+        records = [encode(e) for e in keep]
         tmp = self.path.with_suffix(".tmp")
         with open(tmp, "wb") as f:
-            f.write(b"".join(encode(e) for e in keep))
+            f.write(b"".join(records))
             f.flush()
             os.fsync(f.fileno())
         self._handle().close()
@@ -107,6 +132,10 @@ class LogStore:
         fsync_dir(self.dir)
         self._fh = open(self.path, "ab")  # noqa: SIM115
         self.entries = keep
+        self._offsets, self._size = [], 0
+        for record in records:
+            self._offsets.append(self._size)
+            self._size += len(record)
         self.base_index = max(self.base_index, upto_index)
 
     def close(self) -> None:

@@ -87,6 +87,12 @@ class StateMachine:
         outcome: Outcome = handler(self, getattr(command, body or ""), now)
         return outcome
 
+    def skip_to(self, index: int) -> None:
+        """Count a log entry that carries no command (a Raft leader's no-op, a membership change)."""
+        if index <= self.applied_index:
+            raise InvariantError(f"entry {index} applied twice (applied_index={self.applied_index})")
+        self.applied_index = index
+
     def drain_effects(self) -> list[Effect]:
         effects, self._effects = self._effects, []
         return effects
