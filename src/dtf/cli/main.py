@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from dtf.cli.certs import add_certs_parser
 from dtf_common.errors import DtfError
 
 DEFAULT_CONNECTION = "dtf-data/connection.json"
@@ -347,6 +348,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--data-dir", default="dtf-data", help="a `dtf up` data directory")
     t.add_argument("--secret", help="the signing secret itself")
     t.set_defaults(func=cmd_token_create)
+
+    add_certs_parser(sub)
 
     p = sub.add_parser("submit", help="submit work: command, pytest, benchmark, or a task file")
     p.add_argument("kind", choices=["command", "pytest", "benchmark", "file"])
