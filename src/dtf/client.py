@@ -25,8 +25,15 @@ _BY_STATUS: dict[int, type[errors.DtfError]] = {
 
 
 class DtfClient:
-    def __init__(self, api_url: str, token: str, *, timeout: float = 30.0) -> None:
-        self.api_url = api_url.rstrip("/")
+    """Talks to one coordinator; with `fallback_urls` (the other members of an HA
+    cluster) a coordinator that cannot be reached makes it move on to the next. Any
+    member serves reads and forwards writes to the leader."""
+
+    def __init__(
+        self, api_url: str, token: str, *, timeout: float = 30.0, fallback_urls: list[str] | None = None
+    ) -> None:
+        self.urls = list(dict.fromkeys(u.rstrip("/") for u in [api_url, *(fallback_urls or [])]))
+        self.api_url = self.urls[0]
         self._http = httpx.Client(base_url=self.api_url, headers={"Authorization": f"Bearer {token}"}, timeout=timeout)
 
     @classmethod
@@ -39,7 +46,8 @@ class DtfClient:
                 f"{path} not found: start a local cluster with `dtf up` or pass --api-url and --token",
                 field="connection",
             ) from None
-        return cls(info["api_url"], info["admin_token"])
+        others = [c["api_url"] for c in info.get("coordinators", []) if c.get("api_url") != info["api_url"]]
+        return cls(info["api_url"], info["admin_token"], fallback_urls=others)
 
     def close(self) -> None:
         self._http.close()
@@ -50,11 +58,22 @@ class DtfClient:
     def __exit__(self, *_exc: object) -> None:
         self.close()
 
+    def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        tried = 0
+        while True:
+            try:
+                return self._http.request(method, path, **kwargs)
+            except httpx.TransportError as exc:
+                # A write is retried elsewhere only when it never left (connection refused).
+                retryable = method == "GET" or isinstance(exc, httpx.ConnectError)
+                tried += 1
+                if not retryable or tried >= len(self.urls):
+                    raise errors.Unavailable(f"cannot reach the coordinator at {self.api_url}: {exc}") from None
+                self.api_url = self.urls[(self.urls.index(self.api_url) + 1) % len(self.urls)]
+                self._http.base_url = httpx.URL(self.api_url)
+
     def _request(self, method: str, path: str, **kwargs: Any) -> Any:
-        try:
-            response = self._http.request(method, path, **kwargs)
-        except httpx.TransportError as exc:
-            raise errors.Unavailable(f"cannot reach the coordinator at {self.api_url}: {exc}") from None
+        response = self._send(method, path, **kwargs)
         if response.is_success:
             return response.json() if response.content else None
         try:

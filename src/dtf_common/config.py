@@ -145,7 +145,8 @@ class HighAvailabilityConfig(Section):
             raise ValueError("election_timeout_max must be at least election_timeout_min")
         if self.heartbeat_interval * 2 > self.election_timeout_min:
             raise ValueError("heartbeat_interval must be at most half of election_timeout_min")
-        ids = [self.coordinator_id, *(p.id for p in self.peers)]
+        # The peer list may name this coordinator too (one list for every replica of a StatefulSet).
+        ids = [self.coordinator_id, *(p.id for p in self.peers if p.id != self.coordinator_id)]
         if len(set(ids)) != len(ids):
             raise ValueError(f"peers repeat a coordinator id: {ids}")
         majority = len(ids) // 2 + 1
@@ -153,6 +154,10 @@ class HighAvailabilityConfig(Section):
             # Raft's safety rests on majorities; any other size either splits the brain or stalls.
             raise ValueError(f"quorum_size must be a majority of the {len(ids)} coordinators: {majority}")
         return self
+
+    @property
+    def other_peers(self) -> list[PeerConfig]:
+        return [p for p in self.peers if p.id != self.coordinator_id]
 
     @property
     def tick_ms(self) -> int:
@@ -197,6 +202,9 @@ class WorkerIdentity(Section):
 
 class CoordinatorEndpoint(Section):
     url: str = "http://127.0.0.1:8081"
+    fallback_urls: list[str] = Field(
+        default_factory=list, description="the other coordinators of an HA cluster, tried when `url` is unreachable"
+    )
     api_key: str = ""
     tls_ca: str | None = None
 

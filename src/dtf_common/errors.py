@@ -52,6 +52,10 @@ class PermissionDenied(DtfError):
     code = "permission_denied"
 
 
+# gRPC trailing metadata of a NOT_LEADER answer: the leader's worker address.
+LEADER_METADATA = "dtf-leader-grpc"
+
+
 class NotLeader(DtfError):
     """This node cannot accept writes; `leader_hint` says where to go."""
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
@@ -36,6 +38,24 @@ class Metrics:
         self.results = Counter("dtf_results_total", "Results recorded", registry=r)
         self.applied_index = Gauge("dtf_applied_index", "Last applied log index", registry=r)
         self.store_lag = Gauge("dtf_store_pending_rows", "Rows waiting to be written to the results store", registry=r)
+
+        self.raft_term = Gauge("dtf_raft_term", "Current Raft term", registry=r)
+        self.raft_commit_index = Gauge("dtf_raft_commit_index", "Highest log index known committed", registry=r)
+        self.raft_is_leader = Gauge("dtf_raft_is_leader", "1 while this coordinator leads", registry=r)
+        self.leader_changes = Counter("dtf_raft_leader_changes_total", "Leaders seen by this node", registry=r)
+        self.election_duration = Histogram(
+            "dtf_raft_election_duration_seconds",
+            "From this node noticing the leader gone to a leader being known",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+
+    def on_leader_change(self, change: Any) -> None:
+        if change.current is not None:
+            self.leader_changes.inc()
+        if change.election_seconds is not None:
+            self.election_duration.observe(change.election_seconds)
+        self.raft_term.set(change.term)
 
     def on_commit(self, batch: int, seconds: float) -> None:
         self.commit_latency.observe(seconds)

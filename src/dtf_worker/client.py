@@ -7,8 +7,9 @@ decide on retries by type, never by message text.
 
 from __future__ import annotations
 
+import asyncio
 import urllib.parse
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -64,10 +65,30 @@ def translate_rpc_error(code: grpc.StatusCode, details: str) -> errors.DtfError:
 
 
 class CoordinatorClient:
+    """Talks to one coordinator at a time and follows the leader of an HA cluster: a
+    follower's NOT_LEADER answer names the leader's worker address, and a coordinator
+    that cannot be reached makes the next call go to the next known address."""
+
     def __init__(
-        self, url: str, *, api_key: str = "", tls_ca: str | None = None, call_timeout_s: float = CALL_TIMEOUT_S
+        self,
+        url: str,
+        *,
+        api_key: str = "",
+        tls_ca: str | None = None,
+        call_timeout_s: float = CALL_TIMEOUT_S,
+        fallback_urls: Sequence[str] = (),
     ) -> None:
-        self.target, secure = parse_target(url)
+        targets = [parse_target(u) for u in [url, *fallback_urls]]
+        self.targets = list(dict.fromkeys(target for target, _ in targets))
+        self._secure = targets[0][1]
+        self._root = Path(tls_ca).read_bytes() if tls_ca and self._secure else None
+        self._metadata = (("authorization", f"Bearer {api_key}"),) if api_key else ()
+        self._timeout = call_timeout_s
+        self._closing: set[asyncio.Future[None]] = set()
+        self._connect(self.targets[0])
+
+    def _connect(self, target: str) -> None:
+        self.target = target
         options = [
             ("grpc.max_send_message_length", _MAX_MESSAGE_BYTES),
             ("grpc.max_receive_message_length", _MAX_MESSAGE_BYTES),
@@ -75,18 +96,33 @@ class CoordinatorClient:
             ("grpc.initial_reconnect_backoff_ms", 200),
             ("grpc.max_reconnect_backoff_ms", 5000),
         ]
-        if secure:
-            root = Path(tls_ca).read_bytes() if tls_ca else None
-            self._channel = grpc.aio.secure_channel(self.target, grpc.ssl_channel_credentials(root), options)
+        if self._secure:
+            self._channel = grpc.aio.secure_channel(target, grpc.ssl_channel_credentials(self._root), options)
         else:
-            self._channel = grpc.aio.insecure_channel(self.target, options)
+            self._channel = grpc.aio.insecure_channel(target, options)
         self._stub = worker_service_pb2_grpc.WorkerServiceStub(self._channel)
-        self._metadata = (("authorization", f"Bearer {api_key}"),) if api_key else ()
-        self._timeout = call_timeout_s
+
+    def _retarget(self, exc: grpc.aio.AioRpcError) -> None:
+        """After UNAVAILABLE: go to the leader it names, or else to the next address."""
+        leader = dict(exc.trailing_metadata() or ()).get(errors.LEADER_METADATA)
+        if isinstance(leader, str) and leader:
+            target = leader
+        elif len(self.targets) > 1:
+            at = self.targets.index(self.target) if self.target in self.targets else -1
+            target = self.targets[(at + 1) % len(self.targets)]
+        else:
+            return
+        if target == self.target:
+            return
+        old = self._channel
+        self._connect(target)
+        closing = asyncio.ensure_future(old.close(grace=None))
+        self._closing.add(closing)
+        closing.add_done_callback(self._closing.discard)
 
     @classmethod
     def from_config(cls, endpoint: CoordinatorEndpoint) -> CoordinatorClient:
-        return cls(endpoint.url, api_key=endpoint.api_key, tls_ca=endpoint.tls_ca)
+        return cls(endpoint.url, api_key=endpoint.api_key, tls_ca=endpoint.tls_ca, fallback_urls=endpoint.fallback_urls)
 
     async def register(self, request: worker_service_pb2.RegisterRequest) -> worker_service_pb2.RegisterResponse:
         response: worker_service_pb2.RegisterResponse = await self._call(self._stub.Register, request)
@@ -125,6 +161,8 @@ class CoordinatorClient:
             async for chunk in call:
                 yield chunk.data
         except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.UNAVAILABLE:
+                self._retarget(exc)
             raise translate_rpc_error(exc.code(), exc.details() or "") from None
         finally:
             call.cancel()
@@ -136,4 +174,6 @@ class CoordinatorClient:
         try:
             return await method(request, timeout=deadline_s or self._timeout, metadata=self._metadata)
         except grpc.aio.AioRpcError as exc:
+            if exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                self._retarget(exc)
             raise translate_rpc_error(exc.code(), exc.details() or "") from None

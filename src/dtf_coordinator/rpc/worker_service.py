@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 
 import grpc
 
-from dtf_common.errors import DtfError, NotFound
+from dtf_common.errors import LEADER_METADATA, DtfError, NotFound, NotLeader
 from dtf_common.pb.dtf.v1 import worker_service_pb2 as pb
 from dtf_common.pb.dtf.v1 import worker_service_pb2_grpc as pb_grpc
 from dtf_coordinator.auth import WORKER, bearer, require, verify_token
@@ -32,6 +32,13 @@ class WorkerService(pb_grpc.WorkerServiceServicer):  # type: ignore[misc]
             metadata = dict(context.invocation_metadata() or ())
             require(verify_token(self.secret, bearer(metadata.get("authorization"))), WORKER)
             return await fn()
+        except NotLeader as exc:
+            # Name the leader's worker address so the worker can go straight there.
+            address = self.coordinator.worker_address_of(exc.context.get("leader_hint"))
+            if address:
+                context.set_trailing_metadata(((LEADER_METADATA, address),))
+            await context.abort(code_for(exc), details_for(exc))
+            raise
         except DtfError as exc:
             await context.abort(code_for(exc), details_for(exc))
             raise  # abort raises; this keeps type checkers content

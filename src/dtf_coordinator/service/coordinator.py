@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from dtf_common.convert import ms_to_datetime, task_create_to_spec
-from dtf_common.errors import InvalidArgument, NotFound, QueueFull
+from dtf_common.errors import InvalidArgument, NotFound, NotLeader, QueueFull
 from dtf_common.pb.dtf.v1 import commands_pb2, types_pb2, worker_service_pb2
 from dtf_common.schemas import Task, TaskCreate, TaskStatus, Worker, WorkerStatus
 from dtf_coordinator.consensus import Consensus
@@ -79,6 +79,16 @@ class Coordinator:
         self.heartbeat_interval_s = heartbeat_interval_s
         self.lease_ttl_s = lease_ttl_s
         self.started_at = time.time()
+        # node id -> {"api_url", "grpc_address"} of every coordinator, for sending clients on.
+        self.directory: dict[str, dict[str, str]] = {}
+
+    def worker_address_of(self, node_id: object) -> str | None:
+        entry = self.directory.get(node_id) if isinstance(node_id, str) else None
+        return entry.get("grpc_address") if entry else None
+
+    def api_url_of(self, node_id: object) -> str | None:
+        entry = self.directory.get(node_id) if isinstance(node_id, str) else None
+        return entry.get("api_url") if entry else None
 
     @property
     def state(self) -> Any:
@@ -108,7 +118,7 @@ class Coordinator:
                             "task_id": effect.task_id,
                             "status": effect.status.value,
                             "worker_id": effect.worker_id,
-                            "timestamp": _iso(effect.time_ms),
+                            "timestamp": iso_time(effect.time_ms),
                         },
                     )
             elif isinstance(effect, WorkerChanged):
@@ -209,6 +219,9 @@ class Coordinator:
         return worker_service_pb2.HeartbeatResponse(revoked_lease_ids=revoked, lease_ttl_s=self.lease_ttl_s)
 
     async def lease(self, worker_id: str, max_tasks: int, wait_ms: int) -> worker_service_pb2.LeaseResponse:
+        if not self.node.is_leader():
+            # Only the leader hands out work: send the worker there.
+            raise NotLeader("this coordinator is not the leader", leader_hint=self.node.leader_hint())
         self._worker(worker_id)
         if max_tasks < 0 or max_tasks > 10_000:
             raise InvalidArgument("max_tasks must be between 0 and 10000", field="max_tasks")
@@ -293,8 +306,15 @@ class Coordinator:
         for ws, n in counts.items():
             self.metrics.workers.labels(ws.value).set(n)
         self.metrics.applied_index.set(state.applied_index)
+        raft = getattr(self.node, "status", None)
+        if raft is not None:
+            status = raft()
+            self.metrics.raft_term.set(status.get("term", 0))
+            self.metrics.raft_commit_index.set(status.get("commit", 0))
+        self.metrics.raft_is_leader.set(1 if self.node.is_leader() else 0)
 
 
-def _iso(ms: int) -> str:
+def iso_time(ms: int) -> str:
+    """Milliseconds since the epoch as the ISO 8601 UTC text the WebSocket messages carry."""
     value = ms_to_datetime(ms)
     return value.isoformat().replace("+00:00", "Z") if value else ""
