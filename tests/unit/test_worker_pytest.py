@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
+import signal
 import textwrap
+import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from test_worker_executors import context, leased, run
+import pytest
+from test_worker_executors import context, is_gone, leased, run
 
+from dtf_worker.executors.base import ExecutionResult
 from dtf_worker.executors.junit import node_id, parse_junit_xml, parse_progress, progress_rootdir
 from dtf_worker.executors.process import ProcessRun
-from dtf_worker.executors.pytest_batch import summarize_failure
+from dtf_worker.executors.pytest_batch import PytestExecutor, summarize_failure
+from dtf_worker.executors.pytest_pool import ENV_SWITCH, BatchSpec, PytestServer, PytestServerPool, ServerKey
 
 SUITE = textwrap.dedent(
     """
@@ -123,7 +131,21 @@ def test_pytest_batch_reports_one_result_per_test(tmp_path: Path) -> None:
 
 def test_pytest_killed_by_its_time_limit_still_reports_finished_tests(tmp_path: Path) -> None:
     (tmp_path / "test_slow.py").write_text(
-        "import time\n\ndef test_quick():\n    pass\n\ndef test_stuck():\n    time.sleep(60)\n"
+        textwrap.dedent(
+            """
+            import subprocess
+            import time
+            from pathlib import Path
+
+            def test_quick():
+                pass
+
+            def test_stuck():
+                child = subprocess.Popen(["sleep", "600"])
+                (Path(__file__).parent / "grandchild.pid").write_text(str(child.pid))
+                time.sleep(60)
+            """
+        )
     )
     task = leased("pytest", {"node_ids": ["test_slow.py"], "cwd": str(tmp_path), "timeout": 6})
     result = run(task, context(tmp_path))
@@ -131,6 +153,8 @@ def test_pytest_killed_by_its_time_limit_still_reports_finished_tests(tmp_path: 
     assert result.error == "pytest timed out after 6.0s; 1 tests completed"
     assert result.results["source"] == "progress"
     assert [(r.test_id, r.status) for r in result.records] == [("test_slow.py::test_quick", "success")]
+    # The whole process group went: what the test started as well.
+    assert is_gone(int((tmp_path / "grandchild.pid").read_text()))
 
 
 def test_failure_summaries() -> None:
@@ -173,3 +197,171 @@ def test_reported_ids_work_as_node_ids_from_the_task_cwd(tmp_path: Path) -> None
     result = run(task, context(tmp_path))
     assert result.ok, result.error
     assert [r.test_id for r in result.records] == ["test_one.py::test_a"]
+
+
+# -- batches forked from a long-lived pytest process ------------------------------------
+
+
+@pytest.fixture
+def pool() -> Iterator[PytestServerPool]:
+    servers = PytestServerPool()
+    try:
+        yield servers
+    finally:
+        servers.close()
+
+
+def _run_in(pool: PytestServerPool, tmp_path: Path, node_ids: list[str], **params: Any) -> ExecutionResult:
+    task = leased("pytest", {"node_ids": node_ids, "cwd": str(tmp_path / "suite"), **params})
+    return asyncio.run(PytestExecutor(pool).run(task, context(tmp_path)))
+
+
+def _suite(tmp_path: Path, files: dict[str, str]) -> Path:
+    suite = tmp_path / "suite"
+    suite.mkdir(exist_ok=True)
+    (suite / "pytest.ini").write_text("[pytest]\n")
+    for name, text in files.items():
+        (suite / name).write_text(textwrap.dedent(text))
+    return suite
+
+
+def test_batches_fork_from_one_warm_server_and_share_no_module_state(tmp_path: Path, pool: PytestServerPool) -> None:
+    suite = _suite(
+        tmp_path,
+        {
+            "heavy_helpers.py": """
+                from pathlib import Path
+
+                with (Path(__file__).parent / "imports.log").open("a") as log:
+                    log.write("imported\\n")
+            """,
+            "conftest.py": "import heavy_helpers\n",
+            "test_state.py": """
+                SEEN = []
+
+                def test_first_in_its_process():
+                    SEEN.append(1)
+                    assert SEEN == [1]
+            """,
+        },
+    )
+
+    runs = [_run_in(pool, tmp_path, ["test_state.py::test_first_in_its_process"]) for _ in range(3)]
+
+    assert [(r.ok, r.results["process"], r.results["passed"]) for r in runs] == [(True, "forked", 1)] * 3
+    assert pool.started == 1
+    # What the conftest imports was imported once, by the server; every batch found it in memory.
+    assert (suite / "imports.log").read_text() == "imported\n"
+
+
+def test_a_segfault_ends_only_its_batch(tmp_path: Path, pool: PytestServerPool) -> None:
+    _suite(
+        tmp_path,
+        {
+            "test_segv.py": """
+                import ctypes
+
+                def test_before():
+                    pass
+
+                def test_segfault():
+                    ctypes.string_at(0)
+
+                def test_after():
+                    pass
+            """
+        },
+    )
+
+    crashed = _run_in(pool, tmp_path, ["test_segv.py"])
+    after = _run_in(pool, tmp_path, ["test_segv.py::test_after"])
+
+    assert not crashed.ok
+    assert crashed.results["exit_code"] == -signal.SIGSEGV
+    assert crashed.error == "pytest killed by SIGSEGV; 1 tests completed"
+    assert [r.test_id for r in crashed.records] == ["test_segv.py::test_before"]
+    assert "Segmentation fault" in crashed.results["stderr_tail"]  # faulthandler's report
+    assert after.ok and after.results["process"] == "forked"
+    assert pool.started == 1  # the server outlived its child
+
+
+def test_a_changed_conftest_restarts_the_server_and_a_changed_test_does_not(
+    tmp_path: Path, pool: PytestServerPool
+) -> None:
+    suite = _suite(
+        tmp_path,
+        {
+            "conftest.py": "import pytest\n\n@pytest.fixture\ndef answer():\n    return 1\n",
+            "test_answer.py": "def test_answer(answer):\n    assert answer == 1\n",
+        },
+    )
+    first = _run_in(pool, tmp_path, ["test_answer.py"])
+    (suite / "test_answer.py").write_text("def test_answer(answer):\n    assert answer == 2\n")
+    test_changed = _run_in(pool, tmp_path, ["test_answer.py"])
+    servers_so_far = pool.started
+    (suite / "conftest.py").write_text("import pytest\n\n@pytest.fixture\ndef answer():\n    return 2  # changed\n")
+    conftest_changed = _run_in(pool, tmp_path, ["test_answer.py"])
+
+    assert first.ok
+    assert test_changed.error == "1 failed"  # the edited test ran, on the same server
+    assert servers_so_far == 1
+    assert conftest_changed.ok  # the edited conftest ran, on a new server
+    assert pool.started == 2
+
+
+def test_without_fork_each_batch_starts_a_fresh_pytest(
+    tmp_path: Path, pool: PytestServerPool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _suite(tmp_path, {"test_ok.py": "def test_ok():\n    pass\n"})
+    monkeypatch.setenv(ENV_SWITCH, "0")
+
+    result = _run_in(pool, tmp_path, ["test_ok.py"])
+
+    assert result.ok and result.results["process"] == "fresh"
+    assert pool.started == 0
+
+
+def _wait_for(path: Path) -> None:
+    deadline = time.monotonic() + 60  # only a guard against a hang
+    while not path.exists():
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.05)
+
+
+def test_a_server_whose_worker_goes_away_kills_its_batch(tmp_path: Path) -> None:
+    suite = _suite(
+        tmp_path,
+        {
+            "test_wait.py": """
+                import subprocess
+                import time
+                from pathlib import Path
+
+                def test_wait():
+                    child = subprocess.Popen(["sleep", "600"])
+                    (Path(__file__).parent / "grandchild.pid").write_text(str(child.pid))
+                    time.sleep(600)
+            """
+        },
+    )
+
+    async def scenario() -> tuple[int, int]:
+        key = ServerKey.of(suite, ["-q"], {"PATH": os.environ["PATH"]})
+        server = PytestServer(key, ["."])
+        assert await server.wait_ready(60)
+        assert server.proc.stdin is not None
+        server.proc.stdin.write(
+            (json.dumps(BatchSpec(["-q", "test_wait.py"], suite, {}, tmp_path / "logs").message()) + "\n").encode()
+        )
+        server.proc.stdin.flush()
+        started = await server.lines.read(30)
+        assert started is not None and "started" in started
+        pid_file = suite / "grandchild.pid"
+        await asyncio.to_thread(_wait_for, pid_file)
+        server.proc.stdin.close()  # what the server sees when its worker dies
+        server.proc.wait(30)
+        return int(started["started"]), int(pid_file.read_text())
+
+    child, grandchild = asyncio.run(scenario())
+
+    assert is_gone(child) and is_gone(grandchild)

@@ -89,7 +89,7 @@ async def run_process(
     """
     proc = _spawn(command, cwd=cwd, env=env, log_dir=log_dir)
     started = time.monotonic()
-    tree = _TreeSampler(proc.pid)
+    tree = TreeSampler(proc.pid)
     sampling = asyncio.create_task(tree.run())
     timed_out = cancelled = False
     try:
@@ -102,7 +102,7 @@ async def run_process(
         sampling.cancel()
         # The leader has exited (or is killed here if we are being cancelled) but is not
         # reaped yet, so its pid still names the group: nothing left in it outlives the task.
-        _signal_group(proc.pid, signal.SIGKILL)
+        signal_group(proc.pid, signal.SIGKILL)
         usage = _reap(proc)
         tree.kill_escaped()
     return ProcessRun(
@@ -168,15 +168,15 @@ async def _exit_cancel_or_time_limit(pid: int, cancel: asyncio.Event, time_limit
 
 async def _terminate_group(pid: int, grace_s: float) -> None:
     """SIGTERM the group, give it `grace_s` to exit, then SIGKILL it."""
-    _signal_group(pid, signal.SIGTERM)
+    signal_group(pid, signal.SIGTERM)
     try:
         await asyncio.wait_for(_wait_for_exit(pid), grace_s)
     except TimeoutError:
-        _signal_group(pid, signal.SIGKILL)
+        signal_group(pid, signal.SIGKILL)
         await _wait_for_exit(pid)
 
 
-def _signal_group(pgid: int, sig: signal.Signals) -> None:
+def signal_group(pgid: int, sig: signal.Signals) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):  # the group is already empty
         os.killpg(pgid, sig)
 
@@ -217,7 +217,7 @@ def _has_exited(pid: int) -> bool:
         return True
 
 
-class _TreeSampler:
+class TreeSampler:
     """Polls the process tree's summed peak RSS and remembers every descendant seen."""
 
     def __init__(self, pid: int) -> None:

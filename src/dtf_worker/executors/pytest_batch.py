@@ -3,6 +3,12 @@
 parameters: {"node_ids": [...], "args": [...], "cwd": "...", "env": {...}, "timeout": s,
              "snapshot": {"sha256": "...", "subdir": "..."}}
 
+Each batch runs in a child forked from a long-lived pytest process of `pytest_pool`,
+which has imported pytest, its plugins and the suite's conftest files once, so a batch
+starts in milliseconds; where that is not possible (no fork, `DTF_PYTEST_FORK=0`, a
+server that would not start) in a fresh `python -m pytest`. Either way the batch has a
+process of its own, killed with its process group on timeout or cancel.
+
 Test ids are pytest node ids, made relative to the task's cwd (pytest's own are relative
 to its rootdir) so they can be passed back as node ids. Results come from the JUnit
 XML; when pytest dies before writing it (timeout, crash), from the progress lines that
@@ -24,12 +30,16 @@ from dtf_worker.executors.base import ExecutionContext, ExecutionResult, Snapsho
 from dtf_worker.executors.junit import CaseResult, parse_junit_xml, parse_progress, progress_rootdir
 from dtf_worker.executors.params import Parameters
 from dtf_worker.executors.process import ProcessRun
+from dtf_worker.executors.pytest_pool import BatchSpec, PytestServerPool, ServerKey, warm_paths
 from dtf_worker.executors.records import clip, new_record
 
 EXIT_MEANINGS = {2: "interrupted", 3: "internal error", 4: "usage error", 5: "no tests collected"}
 
 
 class PytestExecutor:
+    def __init__(self, pool: PytestServerPool | None = None) -> None:
+        self.pool = pool if pool is not None else PytestServerPool()
+
     async def run(self, task: worker_service_pb2.LeasedTask, ctx: ExecutionContext) -> ExecutionResult:
         try:
             params = Parameters.of(task)
@@ -45,26 +55,28 @@ class PytestExecutor:
         junit, progress = ctx.files_dir / "junit.xml", ctx.files_dir / "progress.jsonl"
         for stale in (junit, progress):
             stale.unlink(missing_ok=True)
-        argv = [
-            sys.executable,
-            "-m",
-            "pytest",
-            "-p",
-            "no:cacheprovider",
-            "-p",
-            pytest_progress.__name__,
-            f"--junitxml={junit}",
-            "-o",
-            "junit_family=xunit1",
-            "-q",
-            *args,
-            *node_ids,
-        ]
+        # Ours come first, so that a user's own --junitxml or -p wins, as it always has.
+        head = ["-p", "no:cacheprovider", "-p", pytest_progress.__name__]
+        tail = ["-o", "junit_family=xunit1", "-q", *args]
+        argv = [*head, f"--junitxml={junit}", *tail, *node_ids]
         env[pytest_progress.ENV_VAR] = str(progress)
-        try:
-            run = await ctx.run_process(argv, cwd=cwd, env=env, time_limit=timeout)
-        except OSError as exc:
-            return ExecutionResult(ok=False, error=f"cannot start pytest: {exc}")
+        run = await self.pool.run(
+            ServerKey.of(cwd, [*head, *tail], env),
+            BatchSpec(argv, cwd, env, ctx.files_dir),
+            warm=warm_paths(node_ids),
+            time_limit=timeout,
+            cancel=ctx.cancel,
+            kill_grace_s=ctx.kill_grace_s,
+        )
+        process = "forked"
+        if run is None:
+            process = "fresh"
+            try:
+                run = await ctx.run_process(
+                    [sys.executable, "-m", "pytest", *argv], cwd=cwd, env=env, time_limit=timeout
+                )
+            except OSError as exc:
+                return ExecutionResult(ok=False, error=f"cannot start pytest: {exc}")
 
         cases, source = read_cases(junit, progress, cwd)
         process_metrics = {"scope": "pytest process", **run.measurements()}
@@ -91,6 +103,7 @@ class PytestExecutor:
             "duration": round(run.wall_time_s, 6),
             **run.measurements(),
             "source": source,
+            "process": process,
             "stdout_tail": run.stdout_tail,
             "stderr_tail": run.stderr_tail,
         }

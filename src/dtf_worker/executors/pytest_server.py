@@ -1,0 +1,312 @@
+"""A long-lived pytest process that runs each batch in a child forked from it.
+
+`pytest_pool` starts one per worker slot and project as
+`python -m dtf_worker.executors.pytest_server CONFIG`, in the batches' directory and
+environment. It imports pytest and runs a warm-up session once: `--collect-only
+--ignore-glob=*` with the batches' own options over the directories of the first
+batch's tests, which loads the plugins, runs their `pytest_configure` and imports the
+conftest files of those directories, but imports no test module (so editing a test
+file leaves the server usable). Then it waits for batches.
+
+Each batch is a `fork()` of this process: the child gets a process group of its
+own, points stdout and stderr at the batch's log files, takes the batch's
+environment and runs `pytest.main` on the batch's arguments, with everything the
+warm-up imported already in memory. It exits with pytest's exit code. The parent
+reaps it and reports the exit code and CPU time. So every batch has a process of its
+own, as with a fresh `python -m pytest`: module state cannot leak from one batch to the
+next, and a test that segfaults or calls `os._exit` ends only its batch's child.
+
+Before each fork the server checks that no module it imported has changed on disk
+(modification time and size), nor any project directory holding one (a file added or
+removed). If one has, it answers `stale` and exits: the pool starts a fresh server.
+
+The protocol is JSON lines. The server moves its stdin and stdout to private
+descriptors at once, so nothing printed by plugins or conftest files can corrupt it.
+
+- server: `{"ready": true, "pid": N, "warm_exit": N, "seconds": S, "output": "..."}`
+- pool: `{"run": {"argv": [...], "cwd": "...", "env": {...}, "stdout": "path", "stderr": "path"}}`
+- server: `{"started": PID}` or `{"stale": "why"}`, then `{"exited": PID, "exit_code": N, "cpu_time_s": S}`
+
+End of input (the worker exited or was killed) makes the server kill the running
+child's process group and exit. POSIX only (fork, sessions).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import select
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from typing import Any
+
+# How often to look for the child's exit where pidfd_open is missing.
+POLL_S = 0.02
+_OUTPUT_TAIL_CHARS = 4000
+
+
+def main(argv: list[str]) -> int:
+    config: dict[str, Any] = json.loads(argv[0])
+    commands, replies = _take_protocol_fds()
+    return Server(commands, replies).serve(list(config["warm_argv"]))
+
+
+def _take_protocol_fds() -> tuple[int, int]:
+    """Move stdin and stdout (the pool's pipes) to private descriptors; /dev/null in their place."""
+    commands, replies = os.dup(0), os.dup(1)
+    null = os.open(os.devnull, os.O_RDWR)
+    os.dup2(null, 0)
+    os.dup2(null, 1)
+    os.close(null)
+    return commands, replies
+
+
+class Server:
+    def __init__(self, commands: int, replies: int) -> None:
+        self.commands = commands
+        self.replies = replies
+        self.buffer = b""
+        self.stamps: dict[str, tuple[int, int]] = {}
+
+    def serve(self, warm_argv: list[str]) -> int:
+        started = time.monotonic()
+        code, output = warm_up(warm_argv)
+        self.stamps = stamps(project_dirs())
+        self.send(
+            {
+                "ready": True,
+                "pid": os.getpid(),
+                "warm_exit": code,
+                "seconds": round(time.monotonic() - started, 3),
+                "output": output,
+            }
+        )
+        while True:
+            command = self.next_command()
+            if command is None:
+                return 0
+            spec = command.get("run")
+            if not isinstance(spec, dict):
+                continue
+            changed = self.changed()
+            if changed:
+                self.send({"stale": changed})
+                return 0
+            if not self.run(spec):
+                return 0
+
+    # -- the protocol -----------------------------------------------------------
+
+    def send(self, message: dict[str, Any]) -> None:
+        data = (json.dumps(message) + "\n").encode()
+        while data:
+            data = data[os.write(self.replies, data) :]
+
+    def next_command(self) -> dict[str, Any] | None:
+        """The next command, waiting for it; None at end of input."""
+        while b"\n" not in self.buffer:
+            chunk = os.read(self.commands, 65536)
+            if not chunk:
+                return None
+            self.buffer += chunk
+        line, _, self.buffer = self.buffer.partition(b"\n")
+        try:
+            command = json.loads(line)
+        except ValueError:
+            return {}
+        return command if isinstance(command, dict) else {}
+
+    # -- batches ----------------------------------------------------------------
+
+    def run(self, spec: dict[str, Any]) -> bool:
+        """Fork the batch's child, report it, wait for it. False when the pool went away."""
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+        pid = os.fork()
+        if pid == 0:
+            run_child(spec, close=(self.commands, self.replies))  # never returns
+        with contextlib.suppress(OSError):
+            os.setpgid(pid, pid)  # as the child does: whichever runs first, it has its group
+        self.send({"started": pid})
+        ended = self.wait(pid)
+        if ended is None:
+            return False
+        exit_code, cpu = ended
+        self.send({"exited": pid, "exit_code": exit_code, "cpu_time_s": round(cpu, 6)})
+        return True
+
+    def wait(self, pid: int) -> tuple[int, float] | None:
+        """The child's exit code and CPU time once it has exited; None (the child killed)
+        when the pool's end of the pipe closes first."""
+        pidfd = _pidfd(pid)
+        try:
+            while True:
+                watched = [self.commands] if pidfd is None else [self.commands, pidfd]
+                readable, _, _ = select.select(watched, [], [], POLL_S if pidfd is None else None)
+                if self.commands in readable:
+                    chunk = os.read(self.commands, 65536)
+                    if not chunk:
+                        _kill_group(pid)
+                        os.waitpid(pid, 0)
+                        return None
+                    self.buffer += chunk
+                if _has_exited(pid):
+                    # Leftovers in its group (background processes the tests started) go
+                    # with it, while the group id still names them.
+                    _kill_group(pid)
+                    _, status, usage = os.wait4(pid, 0)
+                    return os.waitstatus_to_exitcode(status), usage.ru_utime + usage.ru_stime
+        finally:
+            if pidfd is not None:
+                os.close(pidfd)
+
+    def changed(self) -> str | None:
+        """Why the modules in memory no longer match the disk, or None when they do."""
+        for path, stamp in self.stamps.items():
+            if _stamp(path) != stamp:
+                return f"{path} changed"
+        return None
+
+
+def warm_up(argv: list[str]) -> tuple[int, str]:
+    """Run the warm-up session; its exit code and the end of what it printed."""
+    with tempfile.TemporaryFile() as sink:
+        saved = os.dup(1), os.dup(2)
+        os.dup2(sink.fileno(), 1)
+        os.dup2(sink.fileno(), 2)
+        try:
+            import pytest
+
+            code = int(pytest.main(argv))
+        except BaseException as exc:  # a plugin or conftest that raises must not take the server down
+            print(f"warm-up failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+            code = -1
+        finally:
+            for stream in (sys.stdout, sys.stderr):
+                stream.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            for fd in saved:
+                os.close(fd)
+        sink.seek(0)
+        output = sink.read().decode("utf-8", errors="replace")
+    return code, output[-_OUTPUT_TAIL_CHARS:]
+
+
+def run_child(spec: dict[str, Any], *, close: tuple[int, ...]) -> None:
+    """The forked child: become the batch's process and run pytest in it. Never returns."""
+    code = 3  # pytest's "internal error", unless pytest itself answers
+    try:
+        os.setpgid(0, 0)
+        for fd in close:
+            os.close(fd)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        for fd, path in ((1, spec["stdout"]), (2, spec["stderr"])):
+            target = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            os.dup2(target, fd)
+            os.close(target)
+        os.chdir(spec["cwd"])
+        os.environ.clear()
+        os.environ.update(spec["env"])
+        argv = [str(arg) for arg in spec["argv"]]
+        import pytest
+
+        sys.argv = [os.path.join(os.path.dirname(pytest.__file__), "__main__.py"), *argv]
+        _reseed()
+        code = int(pytest.main(argv))
+        _run_exit_functions()
+    except BaseException:
+        import traceback
+
+        traceback.print_exc()
+    finally:
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            os._exit(code)
+
+
+def _run_exit_functions() -> None:
+    """What an interpreter runs at exit (atexit), which `os._exit` skips."""
+    import atexit
+
+    atexit._run_exitfuncs()
+
+
+def _reseed() -> None:
+    """Fresh random state, as a new process would have. `random` reseeds itself after a fork;
+    numpy's global generator, when the warm-up imported it, does not."""
+    numpy_random = sys.modules.get("numpy.random")
+    seed = getattr(numpy_random, "seed", None)
+    if callable(seed):
+        seed()
+
+
+# -- what the warm-up imported -----------------------------------------------------
+
+
+def project_dirs() -> Iterator[str]:
+    """Every module file in memory, and the directories of those outside the interpreter's
+    installation (the project's own: a file added there may change what an import finds)."""
+    installed = tuple(
+        os.path.join(os.path.realpath(p), "") for p in {sys.prefix, sys.base_prefix, sys.exec_prefix} if p
+    )
+    dirs: set[str] = set()
+    for module in list(sys.modules.values()):
+        path = getattr(module, "__file__", None)
+        if not isinstance(path, str) or not os.path.isabs(path):
+            continue
+        yield path
+        if not os.path.realpath(path).startswith(installed):
+            dirs.add(os.path.dirname(path))
+    yield from sorted(dirs)
+
+
+def stamps(paths: Iterator[str]) -> dict[str, tuple[int, int]]:
+    return {path: _stamp(path) for path in paths}
+
+
+def _stamp(path: str) -> tuple[int, int]:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return (-1, -1)
+    return (st.st_mtime_ns, st.st_size)
+
+
+# -- processes -------------------------------------------------------------------------
+
+
+def _pidfd(pid: int) -> int | None:
+    pidfd_open = getattr(os, "pidfd_open", None)
+    if pidfd_open is None:
+        return None
+    try:
+        fd: int = pidfd_open(pid)
+    except OSError:
+        return None
+    return fd
+
+
+def _has_exited(pid: int) -> bool:
+    """Whether the child has exited, without reaping it (its group id stays valid)."""
+    try:
+        return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+    except ChildProcessError:
+        return True
+
+
+def _kill_group(pgid: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
