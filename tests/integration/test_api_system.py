@@ -139,13 +139,29 @@ async def test_status_and_dashboard(api: ApiHarness) -> None:
 
 async def test_cluster_endpoints(api: ApiHarness) -> None:
     viewer = api.auth("viewer")
+    node_id = api.node.node_id
     status = (await api.client.get("/api/cluster/status", headers=viewer)).json()
-    assert status["leader_id"] == api.node.node_id
-    assert status["nodes"] == [{"node_id": api.node.node_id, "state": "leader", "term": api.node.term}]
+    assert status["leader_id"] == node_id
+    assert status["current_term"] == api.node.term
+    assert status["quorum_size"] == 1
+    assert status["cluster_health"] == "healthy"
+    assert status["reported_by"] == node_id
+    (node,) = status["nodes"]
+    assert {k: node[k] for k in ("node_id", "state", "term", "disabled", "progress")} == {
+        "node_id": node_id,
+        "state": "leader",
+        "term": api.node.term,
+        "disabled": False,
+        "progress": None,
+    }
+    assert node["last_heartbeat"].endswith("Z")
+    assert node["uptime_seconds"] >= 0
     leader = (await api.client.get("/api/cluster/leader", headers=viewer)).json()
-    assert leader["leader_id"] == api.node.node_id
+    assert leader["leader_id"] == node_id
     nodes = (await api.client.get("/api/cluster/nodes", headers=viewer)).json()
-    assert nodes == status["nodes"]
+    assert [(n["node_id"], n["state"], n["term"]) for n in nodes] == [(node_id, "leader", api.node.term)]
+    for path in ("status", "nodes", "leader", "health", "visualize"):
+        assert (await api.client.get(f"/api/cluster/{path}")).status_code == 401, path
 
 
 async def test_health_and_metrics_need_no_token(api: ApiHarness) -> None:
@@ -187,6 +203,13 @@ async def test_openapi_and_swagger_ui(api: ApiHarness) -> None:
         "/api/results/{result_id}",
         "/api/dashboard",
         "/api/status",
+        "/api/cluster/status",
+        "/api/cluster/nodes",
+        "/api/cluster/leader",
+        "/api/cluster/health",
+        "/api/cluster/visualize",
+        "/api/cluster/node/{node_id}/disable",
+        "/api/cluster/node/{node_id}/enable",
         "/health",
         "/metrics",
     ]:

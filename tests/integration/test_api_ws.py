@@ -84,15 +84,13 @@ async def test_cluster_status_and_leader_info(api: ApiHarness, api_server: str) 
     node_id = api.node.node_id
     async with connect(f"ws://{api_server}/ws", additional_headers=api.auth("admin")) as ws:
         status = await ask(ws, {"type": "get_cluster_status", "request_id": "req-9012"})
-        assert status == {
-            "type": "cluster_status_response",
-            "request_id": "req-9012",
-            "leader_id": node_id,
-            "current_term": api.node.term,
-            "nodes": [{"node_id": node_id, "state": "leader", "term": api.node.term}],
-            "quorum_size": 1,
-            "cluster_health": "healthy",
-        }
+        assert status["type"] == "cluster_status_response"
+        assert status["request_id"] == "req-9012"
+        assert status["leader_id"] == node_id
+        assert status["current_term"] == api.node.term
+        assert status["quorum_size"] == 1
+        assert status["cluster_health"] == "healthy"
+        assert [(n["node_id"], n["state"], n["term"]) for n in status["nodes"]] == [(node_id, "leader", api.node.term)]
         leader = await ask(ws, {"type": "get_leader_info", "request_id": 7})
         assert leader["type"] == "leader_info_response"
         assert leader["request_id"] == 7
@@ -100,17 +98,25 @@ async def test_cluster_status_and_leader_info(api: ApiHarness, api_server: str) 
         assert leader["current_term"] == api.node.term
         assert leader["uptime_seconds"] >= 0
         assert leader["term_start_time"]
-        assert leader["leadership_history"] == []
+        # A cluster of one elected itself when it started.
+        (elected,) = leader["leadership_history"]
+        assert elected["previous_leader_id"] is None
+        assert elected["new_leader_id"] == elected["leader_id"] == node_id
+        assert elected["reason"] == "elected"
+        assert elected["timestamp"] == leader["term_start_time"]
 
 
-async def test_reserved_channels_are_accepted(api: ApiHarness, api_server: str) -> None:
+async def test_channels_are_accepted(api: ApiHarness, api_server: str) -> None:
     async with connect(url(api_server, api)) as ws:
         for channel, flt in [
             ("orchestrated_task_updates", {"status": "in_progress"}),
             ("cluster_status", {"node_id": "coordinator-1"}),
             ("leadership_updates", None),
+            ("cluster_health", None),
         ]:
             reply = await ask(ws, {"type": "subscribe", "channel": channel, "filter": flt})
+            while reply["type"].startswith("cluster_"):  # the cluster channels' updates interleave
+                reply = await receive(ws)
             assert reply == {"type": "subscribed", "channel": channel, "filter": flt or {}}
 
 
@@ -119,7 +125,11 @@ BAD_MESSAGES: list[tuple[dict[str, Any] | str, str | None]] = [
     ("[1, 2]", None),
     ({"type": "dance"}, "type"),
     ({"no_type": True}, "type"),
-    ({"type": "get_cluster_health"}, "type"),
+    ({"type": "get_cluster_health", "metrics": "cpu"}, "metrics"),
+    ({"type": "get_cluster_health", "metrics": ["cpu", "temperature"]}, "metrics"),
+    ({"type": "subscribe", "channel": "cluster_status", "filter": {"state": "leader"}}, "filter.state"),
+    ({"type": "subscribe", "channel": "cluster_status", "filter": {"node_id": 1}}, "filter.node_id"),
+    ({"type": "subscribe", "channel": "leadership_updates", "filter": {"colour": "red"}}, "filter.colour"),
     ({"type": "subscribe", "channel": "gossip"}, "channel"),
     ({"type": "unsubscribe"}, "channel"),
     ({"type": "subscribe", "channel": "task_updates", "filter": ["running"]}, "filter"),

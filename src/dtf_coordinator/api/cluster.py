@@ -1,41 +1,381 @@
-"""Cluster views, for `/api/cluster/*` and the WebSocket's cluster requests.
+"""Cluster views, for `/api/cluster/*` and the WebSocket's cluster messages: pure
+functions from what the consensus node says to the API's models.
 
-A coordinator without high availability is a cluster of one: this node, leader of its
-own term while it accepts writes.
+A coordinator is a cluster of one (`SingleNode`: its own leader while it runs) or a Raft
+member (`RaftNode`). `read_local` reads the node through what both offer (node_id,
+is_leader, leader_hint) and, on a Raft member, its role, term, `status()`, `conf_state`,
+`leader_history` and `last_contact`, tolerating whatever a node lacks. The `build_*`
+functions turn that reading, and what peers said of themselves (`PeerSample`), into
+the API's models. Every coordinator answers with its own view; `cluster_service` does
+the asking of peers and the publishing.
 """
 
 from __future__ import annotations
 
+import inspect
 import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any, Literal, cast
 
-from dtf_coordinator.api.models import ClusterNode, ClusterStatus, LeaderInfo
+from dtf_common.errors import InvalidArgument
+from dtf_coordinator.api.models import (
+    ClusterNode,
+    ClusterState,
+    ClusterStatus,
+    LeaderInfo,
+    LeadershipChange,
+    NodeHealth,
+    NodeHealthFigures,
+    ReplicationProgress,
+)
+from dtf_coordinator.service.cluster_health import HealthFigures, PeerSample, classify
 from dtf_coordinator.service.coordinator import Coordinator
 
+# Figures a health request may ask for, by their short and their full names.
+METRICS = {
+    "cpu": "cpu_usage",
+    "memory": "memory_usage",
+    "disk": "disk_usage",
+    "network": "network_io",
+    "load": "load_average",
+}
+ROLES: dict[str, ClusterState] = {
+    "leader": "leader",
+    "follower": "follower",
+    "pre_candidate": "candidate",
+    "candidate": "candidate",
+    "failed": "stopped",
+    "stopped": "stopped",
+}
+STATES: frozenset[str] = frozenset({"leader", "follower", "candidate", "offline", "unknown", "stopped"})
 
-def current_term(coordinator: Coordinator) -> int:
-    term = getattr(coordinator.node, "term", None)
-    return term if isinstance(term, int) and term > 0 else 1
+
+def wall_ms() -> int:
+    return time.time_ns() // 1_000_000
 
 
-def cluster_status(coordinator: Coordinator) -> ClusterStatus:
+def to_datetime(ms: int | float) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC)
+
+
+# ---------------------------------------------------------------------------- reading the node
+
+
+@dataclass(frozen=True)
+class LocalView:
+    """What this coordinator's consensus node says about the cluster, read once."""
+
+    node_id: str
+    role: ClusterState
+    term: int
+    leader_id: str | None
+    started_ms: int
+    voters: list[str]
+    disabled: frozenset[str]
+    raft: bool  # a Raft member (membership can change), not a cluster of one
+    commit_index: int = 0
+    applied_index: int = 0
+    last_index: int = 0
+    progress: dict[str, dict[str, Any]] = field(default_factory=dict)
+    last_contact: dict[str, int] = field(default_factory=dict)
+    history: list[Any] = field(default_factory=list)  # LeaderChange records, oldest first
+
+    @property
+    def enabled_voters(self) -> list[str]:
+        return [v for v in self.voters if v not in self.disabled]
+
+    @property
+    def quorum_size(self) -> int:
+        return len(self.enabled_voters) // 2 + 1
+
+
+def read_local(coordinator: Coordinator) -> LocalView:
     node = coordinator.node
     leading = node.is_leader()
-    term = current_term(coordinator)
+    status = _raft_status(node)
+    conf = _conf_state(node)
+    raft = conf is not None and callable(getattr(node, "change_membership", None))
+    raw_role = getattr(node, "role", None)  # a cluster of one has none: it leads while it runs
+    role: ClusterState = "leader" if leading else "stopped"
+    if isinstance(raw_role, str):
+        role = ROLES.get(raw_role, "unknown")
+    hint = node.leader_hint()
+    if leading:
+        leader: str | None = node.node_id
+    elif raft and hint and hint != node.node_id:
+        leader = hint
+    else:
+        leader = None
+    state = getattr(node, "state", None)
+    applied = _int(status.get("applied"), _int(getattr(state, "applied_index", 0)))
+    commit = _int(status.get("commit"), applied)
+    voters, disabled = conf if conf is not None else ([node.node_id], frozenset[str]())
+    if node.node_id not in voters and not raft:
+        voters = [node.node_id, *voters]
+    started = _int(getattr(node, "started_ms", 0)) or int(coordinator.started_at * 1000)
+    contact = getattr(node, "last_contact", None)
+    history = getattr(node, "leader_history", None)
+    progress = status.get("progress")
+    return LocalView(
+        node_id=node.node_id,
+        role=role,
+        term=_int(getattr(node, "term", None), _int(status.get("term"))),
+        leader_id=leader,
+        started_ms=started,
+        voters=list(voters),
+        disabled=disabled,
+        raft=raft,
+        commit_index=commit,
+        applied_index=applied,
+        last_index=_int(status.get("last_index"), _last_log_index(node, applied)),
+        progress={str(k): v for k, v in progress.items() if isinstance(v, dict)} if isinstance(progress, dict) else {},
+        last_contact=dict(contact) if isinstance(contact, dict) else {},
+        history=list(history) if isinstance(history, list) else [],
+    )
+
+
+def _int(value: object, default: int = 0) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else default
+
+
+def _raft_status(node: object) -> dict[str, Any]:
+    status = getattr(node, "status", None)
+    if not callable(status):
+        return {}
+    try:
+        value = status()
+    except Exception:
+        return {}
+    return cast(dict[str, Any], value) if isinstance(value, dict) else {}
+
+
+def _conf_state(node: object) -> tuple[list[str], frozenset[str]] | None:
+    # Looked up statically first: on a node that is not started, reading it fails.
+    if inspect.getattr_static(node, "conf_state", None) is None:
+        return None
+    try:
+        conf = getattr(node, "conf_state", None)
+    except Exception:
+        return None
+    voters = getattr(conf, "voters", None)
+    if voters is None:
+        return None
+    return sorted(str(v) for v in voters), frozenset(str(d) for d in getattr(conf, "disabled", ()))
+
+
+def _last_log_index(node: object, default: int) -> int:
+    log = getattr(node, "log", None)
+    return _int(getattr(log, "last_index", None), default)
+
+
+# ---------------------------------------------------------------------------- building the views
+
+
+def build_status(
+    local: LocalView,
+    samples: Mapping[str, PeerSample],
+    *,
+    now_ms: int,
+    api_urls: Mapping[str, str],
+    recent_ms: int,
+) -> ClusterStatus:
+    """The cluster as `local` sees it, with what the peers said of themselves in `samples`."""
+    nodes: list[ClusterNode] = []
+    reachable: set[str] = set()
+    for node_id in local.voters:
+        if node_id == local.node_id:
+            node = ClusterNode(
+                node_id=node_id,
+                state=local.role,
+                term=local.term,
+                last_heartbeat=to_datetime(now_ms),
+                uptime_seconds=round(max(0, now_ms - local.started_ms) / 1000, 3),
+            )
+            if local.role != "stopped":
+                reachable.add(node_id)
+        else:
+            node, active = _peer(local, node_id, samples.get(node_id), now_ms=now_ms, recent_ms=recent_ms)
+            if active:
+                reachable.add(node_id)
+        node.disabled = node_id in local.disabled
+        node.api_url = api_urls.get(node_id) or None
+        nodes.append(node)
+    enabled = local.enabled_voters
+    up = sum(1 for v in enabled if v in reachable)
+    health: Literal["healthy", "degraded", "unhealthy"]
+    if local.leader_id is None or up < local.quorum_size:
+        health = "unhealthy"
+    elif up < len(enabled):
+        health = "degraded"
+    else:
+        health = "healthy"
     return ClusterStatus(
-        leader_id=node.leader_hint() if leading else None,
-        current_term=term,
-        nodes=[ClusterNode(node_id=node.node_id, state="leader" if leading else "stopped", term=term)],
-        quorum_size=1,
-        cluster_health="healthy" if leading else "unhealthy",
+        leader_id=local.leader_id,
+        current_term=local.term,
+        nodes=nodes,
+        quorum_size=local.quorum_size,
+        cluster_health=health,
+        reported_by=local.node_id,
+        commit_index=local.commit_index,
+        applied_index=local.applied_index,
+        last_index=local.last_index,
     )
 
 
-def leader_info(coordinator: Coordinator) -> LeaderInfo:
-    node = coordinator.node
+def _peer(
+    local: LocalView, node_id: str, sample: PeerSample | None, *, now_ms: int, recent_ms: int
+) -> tuple[ClusterNode, bool]:
+    report = sample.report if sample is not None else None
+    contact = local.last_contact.get(node_id)
+    recent = contact is not None and now_ms - contact <= recent_ms
+    progress = local.progress.get(node_id)
+    active = recent or bool(progress and progress.get("recent_active")) or report is not None
+    said = report.get("state") if report is not None else None
+    state: ClusterState
+    if node_id == local.leader_id:
+        state = "leader"
+    elif isinstance(said, str) and said in STATES:
+        state = cast(ClusterState, said)  # the node's own word
+    elif active:
+        state = "follower"
+    elif sample is not None or local.role == "leader":
+        state = "offline"
+    else:
+        state = "unknown"
+    term: int | None = None
+    if report is not None and isinstance(report.get("term"), int):
+        term = report["term"]
+    elif active:
+        term = local.term
+    heard = [t for t in (contact, sample.received_ms if report is not None and sample else None) if t is not None]
+    uptime: float | None = None
+    reported_uptime = report.get("uptime_seconds") if report is not None else None
+    if isinstance(reported_uptime, int | float) and sample is not None:
+        uptime = round(reported_uptime + max(0, now_ms - sample.received_ms) / 1000, 3)
+    node = ClusterNode(
+        node_id=node_id,
+        state=state,
+        term=term,
+        last_heartbeat=to_datetime(max(heard)) if heard else None,
+        uptime_seconds=uptime,
+        progress=_progress(progress),
+    )
+    return node, active
+
+
+def _progress(raw: dict[str, Any] | None) -> ReplicationProgress | None:
+    if raw is None:
+        return None
+    return ReplicationProgress(
+        match=_int(raw.get("match")),
+        next=_int(raw.get("next")),
+        state=str(raw.get("state", "")),
+        recent_active=bool(raw.get("recent_active", False)),
+    )
+
+
+def build_leader_info(local: LocalView, *, now_ms: int) -> LeaderInfo:
+    changes = _changes(local)
+    history: list[LeadershipChange] = []
+    for n, (previous, current, term, reason, time_ms, election) in enumerate(changes):
+        until = changes[n + 1][4] if n + 1 < len(changes) else now_ms
+        history.append(
+            LeadershipChange(
+                previous_leader_id=previous,
+                new_leader_id=current,
+                term=term,
+                reason=reason,
+                timestamp=to_datetime(time_ms),
+                election_seconds=election,
+                leader_id=current,
+                duration_seconds=round(max(0, until - time_ms) / 1000, 3),
+            )
+        )
+    history.reverse()
+    start = next((c for c in history if local.leader_id is not None and c.new_leader_id == local.leader_id), None)
+    start_time = start.timestamp if start is not None else None
     return LeaderInfo(
-        leader_id=node.leader_hint() if node.is_leader() else None,
-        current_term=current_term(coordinator),
-        term_start_time=datetime.fromtimestamp(coordinator.started_at, tz=UTC),
-        uptime_seconds=round(time.time() - coordinator.started_at, 3),
+        leader_id=local.leader_id,
+        current_term=local.term,
+        term_start_time=start_time,
+        uptime_seconds=round(max(0.0, now_ms / 1000 - start_time.timestamp()), 3) if start_time else None,
+        leadership_history=history,
     )
+
+
+Change = tuple[str | None, str | None, int, str, int, float | None]
+
+
+def _changes(local: LocalView) -> list[Change]:
+    """Changes of leader, oldest first. A cluster of one elected itself when it started."""
+    if not local.raft:
+        if local.leader_id is None:
+            return []
+        return [(None, local.leader_id, local.term, "elected", local.started_ms, None)]
+    changes: list[Change] = []
+    for record in local.history:
+        time_ms = getattr(record, "time_ms", None)
+        if not isinstance(time_ms, int):
+            continue
+        election = getattr(record, "election_seconds", None)
+        changes.append(
+            (
+                getattr(record, "previous", None),
+                getattr(record, "current", None),
+                _int(getattr(record, "term", None)),
+                str(getattr(record, "reason", "")),
+                time_ms,
+                float(election) if isinstance(election, int | float) else None,
+            )
+        )
+    changes.sort(key=lambda c: c[4])
+    return changes
+
+
+def own_health(local: LocalView, figures: HealthFigures, *, now_ms: int) -> NodeHealth:
+    return NodeHealth(
+        node_id=local.node_id,
+        health=NodeHealthFigures(**figures.as_dict(), status=classify(figures)),
+        state=local.role,
+        term=local.term,
+        leader_id=local.leader_id,
+        uptime_seconds=round(max(0, now_ms - local.started_ms) / 1000, 3),
+    )
+
+
+def peer_health(node_id: str, sample: PeerSample | None) -> NodeHealth:
+    if sample is not None and sample.report is not None:
+        try:
+            return NodeHealth.model_validate(sample.report)
+        except ValueError:
+            error = "its health report could not be read"
+    else:
+        error = sample.error if sample is not None and sample.error else "not probed"
+    return NodeHealth(node_id=node_id, health=NodeHealthFigures(status="unreachable"), error=error)
+
+
+def metric_fields(metrics: Iterable[str] | None) -> frozenset[str] | None:
+    """The figure names a `metrics` selection asks for (None: all)."""
+    if metrics is None:
+        return None
+    chosen: set[str] = set()
+    for name in metrics:
+        full = METRICS.get(name, name)
+        if full not in METRICS.values():
+            known = ", ".join(METRICS)
+            raise InvalidArgument(f"unknown health metric {name!r} (one of {known})", field="metrics")
+        chosen.add(full)
+    return frozenset(chosen)
+
+
+def select_metrics(entry: NodeHealth, fields: frozenset[str] | None) -> NodeHealth:
+    if fields is None:
+        return entry
+    left_out = {name: None for name in METRICS.values() if name not in fields}
+    return entry.model_copy(update={"health": entry.health.model_copy(update=left_out)})
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat().replace("+00:00", "Z")

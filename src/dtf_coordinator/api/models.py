@@ -43,32 +43,107 @@ class Dashboard(BaseModel):
     recent_tasks: list[Task] = Field(description="the 20 most recently submitted tasks, newest first")
 
 
-ClusterState = Literal["leader", "follower", "candidate", "stopped"]
+ClusterState = Literal["leader", "follower", "candidate", "offline", "unknown", "stopped"]
+ClusterHealthLevel = Literal["healthy", "degraded", "unhealthy"]
+NodeHealthStatus = Literal["healthy", "warning", "critical", "unreachable"]
+
+
+class ReplicationProgress(BaseModel):
+    """How far the leader has replicated its log to one follower (the leader's view only)."""
+
+    match: int = Field(description="highest log index known to be on the follower")
+    next: int = Field(description="next log index the leader sends it")
+    state: str = Field(description="probe, replicate or snapshot")
+    recent_active: bool = Field(description="heard from within the last election timeout")
 
 
 class ClusterNode(BaseModel):
     node_id: str
-    state: ClusterState
-    term: int
+    state: ClusterState = Field(
+        description="the node's role as far as this coordinator can tell: offline when it has not been heard "
+        "from lately, unknown when this coordinator cannot tell (a follower's view of another follower that "
+        "does not answer), stopped for this coordinator when it no longer runs"
+    )
+    term: int | None = Field(description="the node's current term, if known")
+    last_heartbeat: datetime | None = Field(
+        default=None, description="when this coordinator last heard from the node (now for itself)"
+    )
+    uptime_seconds: float | None = Field(default=None, description="how long the node's coordinator has run")
+    disabled: bool = Field(default=False, description="disabled by an admin: it neither votes nor counts in quorum")
+    api_url: str | None = Field(default=None, description="the node's REST API")
+    progress: ReplicationProgress | None = Field(default=None, description="replication to the node (leader only)")
 
 
 class ClusterStatus(BaseModel):
     leader_id: str | None
     current_term: int
     nodes: list[ClusterNode]
-    quorum_size: int
-    cluster_health: Literal["healthy", "degraded", "unhealthy"]
+    quorum_size: int = Field(description="votes needed to elect a leader or commit: a majority of enabled voters")
+    cluster_health: ClusterHealthLevel = Field(
+        description="healthy: a leader and every enabled voter reachable; degraded: a leader and a quorum "
+        "reachable; unhealthy: no leader or no quorum"
+    )
+    reported_by: str = Field(description="the coordinator that answered; the view is its own")
+    commit_index: int = Field(description="highest log index this coordinator knows committed")
+    applied_index: int = Field(description="highest log index this coordinator has applied")
+    last_index: int = Field(description="highest index in this coordinator's log")
 
 
-class LeadershipTerm(BaseModel):
-    leader_id: str
+class LeadershipChange(BaseModel):
+    """One change of leader seen by this coordinator. `leader_id` and `duration_seconds` are the
+    term's view of the same event: who led from then on and for how long (until the next change,
+    or until now for the newest)."""
+
+    previous_leader_id: str | None
+    new_leader_id: str | None = Field(description="null: the leader was lost and none is known yet")
     term: int
+    reason: str = Field(description="elected, leader_discovered, leader_timeout, leader_lost, stepped_down")
+    timestamp: datetime
+    election_seconds: float | None = Field(default=None, description="how long the election took, if timed")
+    leader_id: str | None
     duration_seconds: float
 
 
 class LeaderInfo(BaseModel):
     leader_id: str | None
     current_term: int
-    term_start_time: datetime
-    uptime_seconds: float
-    leadership_history: list[LeadershipTerm] = Field(default_factory=list, description="earlier terms, newest first")
+    term_start_time: datetime | None = Field(description="when this coordinator saw the current leader take over")
+    uptime_seconds: float | None = Field(description="seconds since term_start_time")
+    leadership_history: list[LeadershipChange] = Field(
+        default_factory=list, description="changes of leader seen by this coordinator, newest first"
+    )
+
+
+class NodeHealthFigures(BaseModel):
+    """A node's resource use. A figure not asked for, or not measured, is left out."""
+
+    cpu_usage: float | None = Field(default=None, description="percent of all CPUs")
+    memory_usage: float | None = Field(default=None, description="percent of physical memory in use")
+    disk_usage: float | None = Field(default=None, description="percent used of the disk holding the data directory")
+    network_io: float | None = Field(default=None, description="MB/s sent and received, since the previous sample")
+    load_average: float | None = Field(default=None, description="1-minute load average")
+    status: NodeHealthStatus
+
+
+class NodeHealth(BaseModel):
+    node_id: str
+    health: NodeHealthFigures
+    state: ClusterState | None = Field(default=None, description="the node's role, as it reports it")
+    term: int | None = None
+    leader_id: str | None = None
+    uptime_seconds: float | None = None
+    error: str | None = Field(default=None, description="why the node could not be sampled (unreachable only)")
+
+
+class ClusterHealth(BaseModel):
+    nodes: list[NodeHealth]
+    timestamp: datetime
+
+
+class NodeMembershipChange(BaseModel):
+    """The answer to disabling or enabling a node, once the change is committed and applied."""
+
+    node_id: str
+    disabled: bool
+    index: int = Field(description="log index of the membership change")
+    leader_id: str = Field(description="the leader that made the change")

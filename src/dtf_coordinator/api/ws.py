@@ -10,7 +10,14 @@ messages:
   whose fields equal the filter's. Subscribing again to a channel replaces its filter.
 - `{"type": "unsubscribe", "channel": ...}` -> `{"type": "unsubscribed", "channel": ...}`
 - `{"type": "get_cluster_status"}` -> `cluster_status_response`
+- `{"type": "get_cluster_health", "metrics": ["cpu", "memory"]}` -> `cluster_health_response`
 - `{"type": "get_leader_info"}` -> `leader_info_response`
+
+Cluster channels: `cluster_status` carries a `cluster_status_update` every
+`state_replication_interval` and `cluster_health` a `cluster_health_update` every
+`health_check_interval`, each built only while someone subscribes (a new subscriber
+gets one at once); their filter may name a `node_id`, which keeps that node alone in
+`nodes`. `leadership_updates` carries a `leadership_update` on every change of leader.
 
 A reply carries the request's `request_id` when it had one. Anything else (malformed
 JSON, an unknown type or channel, a bad filter) is answered with
@@ -34,22 +41,30 @@ from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from dtf_common.errors import DtfError, InvalidArgument, Unauthenticated
 from dtf_common.schemas import TaskStatus
-from dtf_coordinator.api.cluster import cluster_status, leader_info
+from dtf_coordinator.api.cluster_service import CLUSTER_HEALTH, CLUSTER_STATUS, ClusterService, service_of
 from dtf_coordinator.api.deps import Context
 from dtf_coordinator.api.problems import error_response
 from dtf_coordinator.auth import READ, Principal, bearer, require, verify_token
-from dtf_coordinator.service.coordinator import Coordinator
-from dtf_coordinator.service.events import EventHub, Subscription
+from dtf_coordinator.service.events import EventHub, Message, Subscription
 
 log = logging.getLogger("dtf.api.ws")
 
 TASK_UPDATES = "task_updates"
-# Accepted now so clients can subscribe; the coordinator publishes on these once high
-# availability and the multi-device orchestrator exist.
-RESERVED_CHANNELS = ("orchestrated_task_updates", "cluster_status", "leadership_updates")
-CHANNELS = (TASK_UPDATES, *RESERVED_CHANNELS)
-TASK_UPDATE_FILTER_KEYS = frozenset({"task_id", "status", "worker_id"})
-NOT_YET = frozenset({"get_aggregated_results", "orchestrate_task", "get_cluster_health"})
+LEADERSHIP_UPDATES = "leadership_updates"
+# Accepted now so clients can subscribe; the coordinator publishes on it once the
+# multi-device orchestrator exists.
+RESERVED_CHANNELS = ("orchestrated_task_updates",)
+CHANNELS = (TASK_UPDATES, CLUSTER_STATUS, LEADERSHIP_UPDATES, CLUSTER_HEALTH, *RESERVED_CHANNELS)
+# Channels whose filter keys are checked: the keys each allows.
+FILTER_KEYS = {
+    TASK_UPDATES: frozenset({"task_id", "status", "worker_id"}),
+    CLUSTER_STATUS: frozenset({"node_id"}),
+    CLUSTER_HEALTH: frozenset({"node_id"}),
+    LEADERSHIP_UPDATES: frozenset({"previous_leader_id", "new_leader_id", "term", "reason"}),
+}
+# Channels carrying a list of nodes, which a node_id filter narrows rather than matches.
+NODE_LIST_CHANNELS = frozenset({CLUSTER_STATUS, CLUSTER_HEALTH})
+NOT_YET = frozenset({"get_aggregated_results", "orchestrate_task"})
 POLICY_VIOLATION = 1008
 INTERNAL_ERROR = 1011
 
@@ -64,7 +79,7 @@ async def websocket_endpoint(websocket: WebSocket, ctx: Context) -> None:
         await _deny(websocket, exc)
         return
     await websocket.accept()
-    await Session(websocket, ctx.hub, ctx.coordinator).run()
+    await Session(websocket, ctx.hub, service_of(websocket.app)).run()
 
 
 def _authenticate(websocket: WebSocket, secret: str) -> Principal:
@@ -87,10 +102,10 @@ async def _deny(websocket: WebSocket, error: DtfError) -> None:
 class Session:
     """One connected client: its subscriptions and their forwarding tasks."""
 
-    def __init__(self, websocket: WebSocket, hub: EventHub, coordinator: Coordinator) -> None:
+    def __init__(self, websocket: WebSocket, hub: EventHub, cluster: ClusterService) -> None:
         self.websocket = websocket
         self.hub = hub
-        self.coordinator = coordinator
+        self.cluster = cluster
         self.subscriptions: dict[str, tuple[Subscription, asyncio.Task[None]]] = {}
         self._send_lock = asyncio.Lock()
 
@@ -146,9 +161,13 @@ class Session:
             await self.unsubscribe(channel)
             return {"type": "unsubscribed", "channel": channel}
         if kind == "get_cluster_status":
-            return {"type": "cluster_status_response", **cluster_status(self.coordinator).model_dump(mode="json")}
+            status = await self.cluster.status()
+            return {"type": "cluster_status_response", **status.model_dump(mode="json")}
+        if kind == "get_cluster_health":
+            health = await self.cluster.health(metrics=_metrics(request.get("metrics")))
+            return {"type": "cluster_health_response", **health.model_dump(mode="json", exclude_none=True)}
         if kind == "get_leader_info":
-            return {"type": "leader_info_response", **leader_info(self.coordinator).model_dump(mode="json")}
+            return {"type": "leader_info_response", **self.cluster.leader_info().model_dump(mode="json")}
         if not isinstance(kind, str) or not kind:
             raise InvalidArgument("a message needs a string 'type'", field="type")
         if kind in NOT_YET:
@@ -159,9 +178,15 @@ class Session:
         previous = self.subscriptions.pop(channel, None)
         if previous is not None:
             self._drop(*previous)
-        sub = self.hub.subscribe(channel, flt)
-        task = asyncio.create_task(self._forward(sub), name=f"ws-forward-{channel}")
+        node_id = flt.get("node_id") if channel in NODE_LIST_CHANNELS else None
+        # The hub matches top-level fields; a node filter narrows `nodes` here instead.
+        sub = self.hub.subscribe(channel, {} if channel in NODE_LIST_CHANNELS else flt)
+        task = asyncio.create_task(self._forward(sub, node_id), name=f"ws-forward-{channel}")
         self.subscriptions[channel] = (sub, task)
+        feed = self.cluster.feed(channel)
+        if feed is not None:
+            feed.ensure_running()
+            feed.kick()  # the new subscriber's first update comes now, not an interval later
 
     async def unsubscribe(self, channel: str) -> None:
         entry = self.subscriptions.pop(channel, None)
@@ -173,12 +198,18 @@ class Session:
     def _drop(self, sub: Subscription, task: asyncio.Task[None]) -> None:
         self.hub.unsubscribe(sub)
         task.cancel()
+        feed = self.cluster.feed(sub.channel)
+        if feed is not None:
+            feed.kick()  # stops at once if this was its last subscriber
 
-    async def _forward(self, sub: Subscription) -> None:
+    async def _forward(self, sub: Subscription, node_id: str | None = None) -> None:
         while True:
             message = await sub.queue.get()
+            shown = _only_node(message, node_id) if node_id is not None else message
+            if shown is None:
+                continue
             try:
-                await self.send(message)
+                await self.send(shown)
             except Exception:
                 return  # the client went away; the receive loop sees the disconnect and cleans up
 
@@ -206,12 +237,29 @@ def _filter(channel: str, value: Any) -> dict[str, Any]:
         return {}
     if not isinstance(value, dict):
         raise InvalidArgument("filter must be an object", field="filter")
-    if channel == TASK_UPDATES:
+    allowed = FILTER_KEYS.get(channel)
+    if allowed is not None:
         for key, wanted in value.items():
-            if key not in TASK_UPDATE_FILTER_KEYS:
-                known = ", ".join(sorted(TASK_UPDATE_FILTER_KEYS))
-                raise InvalidArgument(f"task_updates cannot be filtered on {key!r} ({known})", field=f"filter.{key}")
-            if key == "status" and wanted not in TaskStatus.__members__.values():
+            if key not in allowed:
+                known = ", ".join(sorted(allowed))
+                raise InvalidArgument(f"{channel} cannot be filtered on {key!r} ({known})", field=f"filter.{key}")
+            if channel == TASK_UPDATES and key == "status" and wanted not in TaskStatus.__members__.values():
                 statuses = ", ".join(s.value for s in TaskStatus)
                 raise InvalidArgument(f"unknown task status {wanted!r} ({statuses})", field="filter.status")
+            if key == "node_id" and not isinstance(wanted, str):
+                raise InvalidArgument("node_id must be a string", field="filter.node_id")
     return dict(value)
+
+
+def _only_node(message: Message, node_id: str) -> Message | None:
+    """The message with only `node_id` in its `nodes`; None when it does not list that node."""
+    nodes = [n for n in message.get("nodes", ()) if isinstance(n, dict) and n.get("node_id") == node_id]
+    return {**message, "nodes": nodes} if nodes else None
+
+
+def _metrics(value: Any) -> list[str] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(m, str) for m in value):
+        raise InvalidArgument("metrics must be a list of names (cpu, memory, disk, network, load)", field="metrics")
+    return value
