@@ -88,7 +88,8 @@ class LocalView:
 
     @property
     def quorum_size(self) -> int:
-        return len(self.enabled_voters) // 2 + 1
+        """A majority of the voters: a disabled voter may not lead, but still votes."""
+        return len(self.voters) // 2 + 1
 
 
 def read_local(coordinator: Coordinator) -> LocalView:
@@ -202,12 +203,11 @@ def build_status(
         node.disabled = node_id in local.disabled
         node.api_url = api_urls.get(node_id) or None
         nodes.append(node)
-    enabled = local.enabled_voters
-    up = sum(1 for v in enabled if v in reachable)
+    up = sum(1 for v in local.voters if v in reachable)
     health: Literal["healthy", "degraded", "unhealthy"]
     if local.leader_id is None or up < local.quorum_size:
         health = "unhealthy"
-    elif up < len(enabled):
+    elif up < len(local.voters):
         health = "degraded"
     else:
         health = "healthy"

@@ -163,7 +163,7 @@ def render_svg(status: ClusterStatus, leader: LeaderInfo, *, now: datetime | Non
             20,
             28,
             f"leader {status.leader_id or 'none'} · term {status.current_term} · quorum {status.quorum_size} "
-            f"of {sum(1 for n in status.nodes if not n.disabled)} · commit {status.commit_index} · "
+            f"of {len(status.nodes)} · commit {status.commit_index} · "
             f"applied {status.applied_index}",
             size=14,
             anchor="start",

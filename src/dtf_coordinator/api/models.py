@@ -69,7 +69,11 @@ class ClusterNode(BaseModel):
         default=None, description="when this coordinator last heard from the node (now for itself)"
     )
     uptime_seconds: float | None = Field(default=None, description="how long the node's coordinator has run")
-    disabled: bool = Field(default=False, description="disabled by an admin: it neither votes nor counts in quorum")
+    disabled: bool = Field(
+        default=False,
+        description="disabled by an admin: it may not lead (a disabled leader hands over) but still "
+        "replicates, votes and counts in the quorum",
+    )
     api_url: str | None = Field(default=None, description="the node's REST API")
     progress: ReplicationProgress | None = Field(default=None, description="replication to the node (leader only)")
 
@@ -78,9 +82,9 @@ class ClusterStatus(BaseModel):
     leader_id: str | None
     current_term: int
     nodes: list[ClusterNode]
-    quorum_size: int = Field(description="votes needed to elect a leader or commit: a majority of enabled voters")
+    quorum_size: int = Field(description="votes needed to elect a leader or commit: a majority of the voters")
     cluster_health: ClusterHealthLevel = Field(
-        description="healthy: a leader and every enabled voter reachable; degraded: a leader and a quorum "
+        description="healthy: a leader and every voter reachable; degraded: a leader and a quorum "
         "reachable; unhealthy: no leader or no quorum"
     )
     reported_by: str = Field(description="the coordinator that answered; the view is its own")

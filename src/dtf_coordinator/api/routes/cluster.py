@@ -139,7 +139,7 @@ async def _change(request: Request, cluster: ClusterService, node_id: str, *, di
     response_model=NodeMembershipChange,
     responses=CHANGE_RESPONSES,
     dependencies=[Depends(admin)],
-    summary="Disable a node: it stops voting and counting in the quorum until enabled",
+    summary="Disable a node: it may not lead until enabled (a leader hands over); it still votes",
 )
 async def disable_node(request: Request, cluster: Service, node_id: NodeId) -> Any:
     return await _change(request, cluster, node_id, disable=True)
