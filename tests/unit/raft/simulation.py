@@ -125,6 +125,7 @@ class Durable:
     hard_state: raft_pb2.HardState = field(default_factory=raft_pb2.HardState)
     snapshot: raft_pb2.SnapshotMeta | None = None
     snapshot_state: MachineState = field(default_factory=MachineState)
+    snapshot_commands: list[bytes] = field(default_factory=list)  # the unit-test network's state machine
     entries: list[commands_pb2.LogEntry] = field(default_factory=list)
 
 
@@ -645,3 +646,194 @@ def run(seed: int, steps: int, nodes: int = 3, *, conf_changes: bool = True) -> 
     sim.run(steps)
     sim.converge()
     return sim.stats
+
+
+# ---------------------------------------------------------------------- unit-test harness
+
+
+def message(kind: int, frm: str, to: str, term: int, **fields: object) -> raft_pb2.RaftMessage:
+    """A RaftMessage; `from` is a Python keyword, hence `frm`."""
+    return raft_pb2.RaftMessage(type=kind, to=to, term=term, **fields, **{"from": frm})  # type: ignore[arg-type]
+
+
+def entries(*terms: int, start: int = 1) -> list[commands_pb2.LogEntry]:
+    """Entries with the given terms at consecutive indexes from `start`."""
+    return [
+        commands_pb2.LogEntry(term=t, index=start + k, command=f"{start + k}@{t}".encode()) for k, t in enumerate(terms)
+    ]
+
+
+def take(core: RaftCore) -> list[raft_pb2.RaftMessage]:
+    """Carry out every Ready as a shell would (everything persisted and applied at once)
+    and return the messages it sent."""
+    out: list[raft_pb2.RaftMessage] = []
+    while core.has_ready():
+        rd = core.ready()
+        out.extend(rd.messages)
+        core.advance(rd)
+    return out
+
+
+@dataclass
+class Peer:
+    core: RaftCore
+    durable: Durable
+    applied: list[commands_pb2.LogEntry] = field(default_factory=list)
+    read_states: list[tuple[int, bytes]] = field(default_factory=list)
+    snapshot_commands: list[bytes] = field(default_factory=list)  # what a snapshot holds
+    received: dict[int, list[bytes]] = field(default_factory=dict)
+
+    @property
+    def commands(self) -> list[bytes]:
+        """The state machine: every applied NORMAL command, the empty no-ops left out."""
+        return self.snapshot_commands + [e.command for e in self.applied if e.type == 0 and e.command]
+
+
+class Network:
+    """etcd-io/raft's test `network`: cores wired by a synchronous, lossless queue that a
+    test can cut, isolate, filter and recover. Every Ready is persisted and applied at
+    once; `crash` keeps only what was persisted."""
+
+    def __init__(
+        self, *ids: str, config: RaftConfig | None = None, seed: int = 0, durable: dict[str, Durable] | None = None
+    ) -> None:
+        self.config = config or RaftConfig()
+        self.seed = seed
+        self.bootstrap = raft_pb2.ConfState(voters=list(ids), addresses={i: f"{i}:7000" for i in ids})
+        self.peers: dict[str, Peer] = {}
+        self.down: dict[str, Durable] = dict(durable or {})  # a node starts from what is here
+        self.cut_links: set[tuple[str, str]] = set()
+        self.drop_types: set[int] = set()
+        self.sent: list[raft_pb2.RaftMessage] = []
+        for node_id in ids:
+            self.start(node_id)
+
+    def start(self, node_id: str, *, bootstrap: raft_pb2.ConfState | None = None) -> RaftCore:
+        durable = self.down.pop(node_id, None) or Durable()
+        core = RaftCore(
+            node_id,
+            self.config,
+            random.Random(f"{self.seed}:{node_id}"),
+            hard_state=durable.hard_state,
+            snapshot=durable.snapshot,
+            entries=list(durable.entries),
+            bootstrap=bootstrap if bootstrap is not None else self.bootstrap,
+        )
+        self.peers[node_id] = Peer(core, durable, snapshot_commands=list(durable.snapshot_commands))
+        return core
+
+    def crash(self, node_id: str) -> None:
+        self.down[node_id] = self.peers.pop(node_id).durable
+
+    def core(self, node_id: str) -> RaftCore:
+        return self.peers[node_id].core
+
+    def leader(self) -> str | None:
+        leaders = [i for i, p in self.peers.items() if p.core.role == LEADER]
+        return max(leaders, key=lambda i: self.peers[i].core.term) if leaders else None
+
+    # -------------------------------------------------------------- faults
+
+    def cut(self, a: str, b: str) -> None:
+        self.cut_links |= {(a, b), (b, a)}
+
+    def isolate(self, node_id: str) -> None:
+        for other in [*self.peers, *self.down]:
+            if other != node_id:
+                self.cut(node_id, other)
+
+    def recover(self) -> None:
+        self.cut_links.clear()
+        self.drop_types.clear()
+
+    # -------------------------------------------------------------- driving
+
+    def flush(self, node_id: str) -> list[raft_pb2.RaftMessage]:
+        """Carry out the node's Readies; returns the messages to send."""
+        peer = self.peers[node_id]
+        core, d = peer.core, peer.durable
+        out: list[raft_pb2.RaftMessage] = []
+        while core.has_ready():
+            rd = core.ready()
+            if rd.snapshot is not None:
+                d.snapshot, d.entries, peer.applied = rd.snapshot, [], []
+                peer.snapshot_commands = peer.received[rd.snapshot.index]
+                d.snapshot_commands = list(peer.snapshot_commands)
+            if rd.entries:
+                base = d.snapshot.index if d.snapshot is not None else 0
+                del d.entries[rd.entries[0].index - base - 1 :]
+                d.entries.extend(rd.entries)
+            if rd.hard_state is not None:
+                d.hard_state = rd.hard_state
+            for entry in rd.committed:
+                if entry.index > len(peer.applied) + self._base(peer):
+                    peer.applied.append(entry)
+            peer.read_states.extend((rs.index, rs.context) for rs in rd.read_states)
+            out.extend(rd.messages)
+            core.advance(rd)
+        return out
+
+    @staticmethod
+    def _base(peer: Peer) -> int:
+        snap = peer.durable.snapshot
+        return snap.index if snap is not None else 0
+
+    def send(self, *msgs: raft_pb2.RaftMessage) -> None:
+        """Deliver messages, and every message they cause, until the network is quiet."""
+        queue = list(msgs)
+        for node_id in list(self.peers):
+            queue.extend(self.flush(node_id))
+        while queue:
+            m = queue.pop(0)
+            self.sent.append(m)
+            frm = getattr(m, "from")
+            if (frm, m.to) in self.cut_links or m.type in self.drop_types or m.to not in self.peers:
+                if m.type == raft_pb2.MSG_SNAP and frm in self.peers:
+                    self.peers[frm].core.report_snapshot(m.to, False)
+                    queue.extend(self.flush(frm))
+                continue
+            if m.type == raft_pb2.MSG_SNAP:
+                sender = self.peers[frm]
+                self.peers[m.to].received[m.snapshot.index] = list(sender.snapshot_commands)
+                sender.core.report_snapshot(m.to, True)
+            self.peers[m.to].core.step(m)
+            queue.extend(self.flush(m.to))
+            if frm in self.peers:
+                queue.extend(self.flush(frm))  # report_snapshot may have made it send
+
+    def stabilize(self) -> None:
+        self.send()
+
+    def tick(self, times: int = 1, *, only: str | None = None) -> None:
+        for _ in range(times):
+            for node_id, peer in self.peers.items():
+                if only is None or node_id == only:
+                    peer.core.tick()
+            self.stabilize()
+
+    def elect(self, node_id: str) -> None:
+        self.core(node_id).campaign()
+        self.stabilize()
+        assert self.core(node_id).role == LEADER, self.core(node_id).status()
+
+    def propose(self, node_id: str, *commands: bytes) -> tuple[int, int]:
+        result = self.core(node_id).propose(list(commands))
+        self.stabilize()
+        return result
+
+    def compact(self, node_id: str) -> int:
+        """Snapshot `node_id` at its applied index, as the shell does."""
+        peer = self.peers[node_id]
+        core = peer.core
+        index = core.applied
+        term = core.term_at(index)
+        assert term is not None
+        core.compact(index, term)
+        peer.snapshot_commands = peer.commands
+        base = self._base(peer)
+        peer.applied = []
+        d = peer.durable
+        del d.entries[: index - base]
+        d.snapshot = core.snapshot_meta
+        d.snapshot_commands = list(peer.snapshot_commands)
+        return index
