@@ -27,10 +27,11 @@ from __future__ import annotations
 
 import random
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from dtf_common.pb.dtf.v1 import commands_pb2, raft_pb2
-from dtf_coordinator.consensus.raft import LEADER, NotLeader, RaftConfig, RaftCore, Ready
+from dtf_coordinator.consensus.raft import CANDIDATE, LEADER, PRE_CANDIDATE, NotLeader, RaftConfig, RaftCore, Ready
 
 MAX_NODES = 7
 
@@ -661,6 +662,62 @@ def entries(*terms: int, start: int = 1) -> list[commands_pb2.LogEntry]:
     return [
         commands_pb2.LogEntry(term=t, index=start + k, command=f"{start + k}@{t}".encode()) for k, t in enumerate(terms)
     ]
+
+
+# Raft as the paper describes it: no PreVote, no CheckQuorum, a heartbeat every tick.
+CLASSIC = RaftConfig(
+    election_ticks_min=10, election_ticks_max=20, heartbeat_ticks=1, pre_vote=False, check_quorum=False
+)
+VOTERS = ("a", "b", "c")
+
+
+def node(
+    node_id: str = "a",
+    voters: Sequence[str] = VOTERS,
+    *,
+    log: Sequence[int] = (),
+    term: int = 0,
+    vote: str = "",
+    commit: int = 0,
+    config: RaftConfig = CLASSIC,
+    seed: int = 0,
+) -> RaftCore:
+    """A core whose durable log holds entries of the given terms from index 1."""
+    return RaftCore(
+        node_id,
+        config,
+        random.Random(seed),
+        hard_state=raft_pb2.HardState(term=term, vote=vote, commit=commit),
+        entries=entries(*log),
+        bootstrap=raft_pb2.ConfState(voters=list(voters)),
+    )
+
+
+def make_candidate(core: RaftCore) -> list[raft_pb2.RaftMessage]:
+    core.campaign()
+    assert core.role == CANDIDATE
+    return take(core)
+
+
+def make_leader(core: RaftCore) -> list[raft_pb2.RaftMessage]:
+    """Win an election with every other voter's vote; returns what the new leader sent."""
+    core.campaign()  # a single voter wins at once
+    others = [v for v in core.conf_state.voters if v != core.node_id]
+    for voter in others:
+        if core.role == PRE_CANDIDATE:
+            core.step(message(raft_pb2.MSG_PRE_VOTE_RESP, voter, core.node_id, core.term + 1))
+    for voter in others:
+        if core.role == CANDIDATE:
+            core.step(message(raft_pb2.MSG_VOTE_RESP, voter, core.node_id, core.term))
+    assert core.role == LEADER
+    return take(core)
+
+
+def ack_all(core: RaftCore, index: int) -> list[raft_pb2.RaftMessage]:
+    for voter in core.conf_state.voters:
+        if voter != core.node_id:
+            core.step(message(raft_pb2.MSG_APP_RESP, voter, core.node_id, core.term, index=index))
+    return take(core)
 
 
 def take(core: RaftCore) -> list[raft_pb2.RaftMessage]:

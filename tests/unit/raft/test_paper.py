@@ -8,62 +8,26 @@ the extensions.
 
 from __future__ import annotations
 
-import random
 from collections.abc import Sequence
 
 import pytest
 
 from dtf_common.pb.dtf.v1 import raft_pb2
 from dtf_coordinator.consensus.raft import CANDIDATE, FOLLOWER, LEADER, RaftConfig, RaftCore
-from raft.simulation import Durable, Network, entries, message, take
+from raft.simulation import (
+    CLASSIC,
+    Durable,
+    Network,
+    ack_all,
+    entries,
+    make_candidate,
+    make_leader,
+    message,
+    node,
+    take,
+)
 
-PAPER = RaftConfig(election_ticks_min=10, election_ticks_max=20, heartbeat_ticks=1, pre_vote=False, check_quorum=False)
-VOTERS = ("a", "b", "c")
-
-
-def node(
-    node_id: str = "a",
-    voters: Sequence[str] = VOTERS,
-    *,
-    log: Sequence[int] = (),
-    term: int = 0,
-    vote: str = "",
-    commit: int = 0,
-    config: RaftConfig = PAPER,
-    seed: int = 0,
-) -> RaftCore:
-    """A core whose durable log holds entries of the given terms from index 1."""
-    return RaftCore(
-        node_id,
-        config,
-        random.Random(seed),
-        hard_state=raft_pb2.HardState(term=term, vote=vote, commit=commit),
-        entries=entries(*log),
-        bootstrap=raft_pb2.ConfState(voters=list(voters)),
-    )
-
-
-def make_candidate(core: RaftCore) -> list[raft_pb2.RaftMessage]:
-    core.campaign()
-    assert core.role == CANDIDATE
-    return take(core)
-
-
-def make_leader(core: RaftCore) -> list[raft_pb2.RaftMessage]:
-    """Win an election with every other voter's vote; returns what the new leader sent."""
-    core.campaign()  # a single voter wins at once
-    for voter in core.conf_state.voters:
-        if voter != core.node_id and core.role == CANDIDATE:
-            core.step(message(raft_pb2.MSG_VOTE_RESP, voter, core.node_id, core.term))
-    assert core.role == LEADER
-    return take(core)
-
-
-def ack_all(core: RaftCore, index: int) -> list[raft_pb2.RaftMessage]:
-    for voter in core.conf_state.voters:
-        if voter != core.node_id:
-            core.step(message(raft_pb2.MSG_APP_RESP, voter, core.node_id, core.term, index=index))
-    return take(core)
+PAPER = CLASSIC
 
 
 def log_terms(core: RaftCore) -> list[int | None]:

@@ -458,7 +458,7 @@ class RaftCore:
             if self._role == FOLLOWER and self._leader_id is not None:
                 self._send(MSG_APP_RESP, self._leader_id, index=index)  # installed: resume appends after it
         if ready.entries:
-            log.stable_to(ready.entries[-1])
+            log.stable_to(ready.entries)
         if ready.committed:
             log.applied = max(log.applied, int(ready.committed[-1].index))
         if self._role == LEADER:

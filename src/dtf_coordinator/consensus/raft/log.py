@@ -186,12 +186,15 @@ class RaftLog:
         self._unstable = self.last_index + 1
         return entries
 
-    def stable_to(self, entry: commands_pb2.LogEntry) -> None:
-        """The shell made entries up to `entry` durable. Entries truncated since they were
-        handed out do not count: only the prefix that still matches is persisted."""
-        index = int(entry.index)
-        if self.term(index) == entry.term:
-            self.persisted = max(self.persisted, min(index, self._unstable - 1))
+    def stable_to(self, entries: Sequence[commands_pb2.LogEntry]) -> None:
+        """The shell made `entries` durable. Those overwritten since they were handed out
+        do not count: only the part still in the log (by Log Matching, where index and
+        term still agree) is persisted. Usually that is the last one, found at once."""
+        for entry in reversed(entries):
+            index = int(entry.index)
+            if self.term(index) == entry.term:
+                self.persisted = max(self.persisted, min(index, self._unstable - 1))
+                return
 
     def has_committed(self) -> bool:
         return self.commit > self._applying
