@@ -3,27 +3,35 @@
 Every YAML parses; the configuration they ship (the images' coordinator.yaml and
 worker.yaml, the Kubernetes ConfigMaps) validates against `dtf_common.config` with the
 environment each container is given; Services, probes and volumes match the configured
-ports and data directory; the Dockerfiles copy files that exist, into the layout the
-coordinator's Alembic lookup expects.
+ports and data directory; the high-availability StatefulSet is an odd-sized Raft cluster
+whose peers resolve through its headless Service and whose certificates, made and put
+into a Secret by the commands of docs/deployment.md, are the files each pod is configured
+to load; the Dockerfiles copy files that exist, into the layout the coordinator's Alembic
+lookup expects.
 """
 
 from __future__ import annotations
 
 import re
 import shlex
+import urllib.parse
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 import pytest
 import yaml
 
+from dtf.cli.main import main as dtf_main
+from dtf_common import tls
 from dtf_common.config import CoordinatorConfig, WorkerConfig, load_config, parse_config
 from dtf_common.errors import ConfigError
 from dtf_coordinator.store import migrate
+from dtf_worker.client import parse_target
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 K8S = DEPLOY / "kubernetes"
+DEPLOYMENT_DOC = ROOT / "docs" / "deployment.md"
 YAML_FILES = sorted(p for p in DEPLOY.rglob("*") if p.suffix in (".yaml", ".yml"))
 DOCKERFILES = sorted(p for p in DEPLOY.glob("Dockerfile.*") if p.suffix != ".dockerignore")
 
@@ -125,8 +133,9 @@ def test_image_worker_config_reads_the_docker_run_variables() -> None:
 # ---------------------------------------------------------------- Kubernetes
 
 
-def container_env(workload: dict[str, Any], container: dict[str, Any]) -> dict[str, str]:
-    """The container's environment with Secret and field references resolved to test values."""
+def container_env(workload: dict[str, Any], container: dict[str, Any], pod: str | None = None) -> dict[str, str]:
+    """The container's environment with Secret and field references resolved to test values;
+    the pod's name is `pod`, or the workload's first pod."""
     env: dict[str, str] = {}
     for var in container.get("env", []):
         if "value" in var:
@@ -140,7 +149,7 @@ def container_env(workload: dict[str, Any], container: dict[str, Any]) -> dict[s
             env[var["name"]] = SECRET_VALUES[ref["key"]]
         else:
             assert source["fieldRef"]["fieldPath"] == "metadata.name"
-            env[var["name"]] = f"{workload['metadata']['name']}-0"
+            env[var["name"]] = pod or f"{workload['metadata']['name']}-0"
     return env
 
 
@@ -190,10 +199,13 @@ def test_workload_config_validates_with_its_environment(kind: str, name: str) ->
         if "persistentVolumeClaim" in volume:
             find("PersistentVolumeClaim", volume["persistentVolumeClaim"]["claimName"])
         assert PurePosixPath(config.database.path).is_relative_to(config.server.data_dir)
-        assert workload["spec"]["replicas"] == 1, "one coordinator until Raft replication ships"
         if kind == "Deployment":
+            # a cluster of one: a second pod would be a second, independent coordinator
+            assert not config.high_availability.enabled
+            assert workload["spec"]["replicas"] == 1
             assert workload["spec"]["strategy"]["type"] == "Recreate"
         if kind == "StatefulSet":
+            assert config.high_availability.enabled
             assert config.high_availability.coordinator_id == f"{name}-0"
             find("Service", workload["spec"]["serviceName"])
     else:
@@ -237,6 +249,157 @@ def test_services_expose_the_coordinator_ports() -> None:
         ports = {p["name"]: (p["port"], p["targetPort"]) for p in service["spec"]["ports"]}
         assert ports["api"] == (8080, "api") and ports["worker-api"] == (8081, "worker-api")
     assert find("Service", "dtf-ha-coordinator-headless")["spec"]["clusterIP"] == "None"
+
+
+# ---------------------------------------------------------------- high availability
+
+HA_COORDINATORS = "dtf-ha-coordinator"
+HA_WORKERS = "dtf-ha-worker"
+
+
+def pod_names(statefulset: dict[str, Any]) -> list[str]:
+    return [f"{statefulset['metadata']['name']}-{i}" for i in range(statefulset["spec"]["replicas"])]
+
+
+def ha_configs() -> dict[str, CoordinatorConfig]:
+    """Each pod of the StatefulSet's configuration, read with that pod's environment."""
+    sts = find("StatefulSet", HA_COORDINATORS)
+    (container,) = sts["spec"]["template"]["spec"]["containers"]
+    configmap_name, key = mounted_config(sts, container, config_arg(container["args"]))
+    data = yaml.safe_load(find("ConfigMap", configmap_name)["data"][key])
+    return {
+        pod: parse_config(CoordinatorConfig, data, env=container_env(sts, container, pod)) for pod in pod_names(sts)
+    }
+
+
+def selects(service_or_budget: dict[str, Any], workload: dict[str, Any]) -> bool:
+    selector = service_or_budget["spec"]["selector"]
+    selector = selector.get("matchLabels", selector)
+    return bool(selector) and selector.items() <= workload["spec"]["template"]["metadata"]["labels"].items()
+
+
+def documented_command(prefix: str) -> list[str]:
+    """The first shell command of docs/deployment.md's code blocks that starts with `prefix`."""
+    blocks = re.findall(r"```bash\n(.*?)```", DEPLOYMENT_DOC.read_text(), flags=re.S)
+    for line in re.sub(r"\\\n\s*", " ", "\n".join(blocks)).splitlines():
+        if line.strip().startswith(prefix):
+            return shlex.split(line)
+    raise AssertionError(f"docs/deployment.md shows no `{prefix}` command")
+
+
+def test_ha_runs_an_odd_number_of_coordinators_with_one_peer_list() -> None:
+    sts = find("StatefulSet", HA_COORDINATORS)
+    replicas = sts["spec"]["replicas"]
+    assert replicas >= 3 and replicas % 2 == 1, "Raft needs a majority: run 3 or 5 coordinators, never an even count"
+    majority = replicas // 2 + 1
+    configs = ha_configs()
+    for pod, config in configs.items():
+        ha = config.high_availability
+        assert ha.enabled and ha.coordinator_id == pod
+        assert [p.id for p in ha.peers] == list(configs), "the peers are exactly the StatefulSet's pods"
+        assert ha.quorum_size in (None, majority)
+        assert ha.peers == configs[pod_names(sts)[0]].high_availability.peers, "one peer list for every pod"
+    budget = find("PodDisruptionBudget", HA_COORDINATORS)
+    assert selects(budget, sts)
+    assert budget["spec"]["maxUnavailable"] <= replicas - majority, "a drain must leave a majority running"
+
+
+def test_ha_peers_resolve_through_the_headless_service() -> None:
+    sts = find("StatefulSet", HA_COORDINATORS)
+    headless = find("Service", sts["spec"]["serviceName"])
+    assert headless["spec"]["clusterIP"] == "None" and selects(headless, sts)
+    assert headless["spec"]["publishNotReadyAddresses"] is True, "peers must resolve before any pod is ready"
+    service_ports = {p["name"]: (p["port"], p["targetPort"]) for p in headless["spec"]["ports"]}
+    (container,) = sts["spec"]["template"]["spec"]["containers"]
+    container_ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    for pod, config in ha_configs().items():
+        ha, server = config.high_availability, config.server
+        assert container_ports["raft"] == ha.raft_port
+        assert service_ports["raft"] == (ha.raft_port, "raft")
+        for peer in ha.peers:
+            # a StatefulSet pod is <pod>.<serviceName> in the pods' namespace
+            host = f"{peer.id}.{headless['metadata']['name']}"
+            assert peer.host == host, f"{pod}: peer {peer.id} is not its headless-Service name"
+            assert peer.port == ha.raft_port
+            assert peer.api_url == f"http://{host}:{server.port}" and service_ports["api"][0] == server.port
+            assert peer.grpc_address == f"{host}:{server.workers_port}"
+            assert service_ports["worker-api"][0] == server.workers_port
+
+
+def test_ha_client_service_selects_every_coordinator_without_the_raft_port() -> None:
+    sts = find("StatefulSet", HA_COORDINATORS)
+    service = find("Service", HA_COORDINATORS)
+    assert selects(service, sts)
+    assert "statefulset.kubernetes.io/pod-name" not in service["spec"]["selector"]
+    assert "raft" not in {p["name"] for p in service["spec"]["ports"]}
+
+
+def test_ha_tls_files_are_the_secret_made_as_documented(tmp_path: Path) -> None:
+    sts = find("StatefulSet", HA_COORDINATORS)
+    pods = pod_names(sts)
+
+    # `dtf certs create`, as docs/deployment.md shows it, into a folder of our own
+    certs = documented_command("dtf certs create")
+    options = dict(zip(certs[3::2], certs[4::2], strict=True))
+    assert options["--nodes"].split(",") == pods
+    for host in options["--hosts"].split(","):
+        assert host.split(".")[0] in pods and host.split(".", 1)[1] == sts["spec"]["serviceName"]
+    out = tmp_path / options["--out"]
+    assert certs[:3] == ["dtf", "certs", "create"]
+    assert dtf_main([*certs[1:3], *(x for k, v in {**options, "--out": str(out)}.items() for x in (k, v))]) == 0
+
+    # the Secret's keys, as the documented `kubectl create secret` names them
+    volumes = {v["name"]: v for v in sts["spec"]["template"]["spec"]["volumes"]}
+    (secret_name,) = {v["secret"]["secretName"] for v in volumes.values() if "secret" in v}
+    secret = documented_command(f"kubectl create secret generic {secret_name} ")
+    files: dict[str, Path] = {}
+    for arg in secret[5:]:
+        source = arg.removeprefix("--from-file=")
+        key, _, path = source.rpartition("=") if "=" in source else (PurePosixPath(source).name, "", source)
+        assert PurePosixPath(path).parent == PurePosixPath(options["--out"])
+        files[key] = out / PurePosixPath(path).name
+    assert tls.CA_KEY not in files, "the CA's key stays out of the cluster"
+    expected = [tls.CA_CERT, *(f"{pod}{suffix}" for pod in pods for suffix in (".pem", "-key.pem"))]
+    assert sorted(files) == sorted(expected), "the Secret holds ca.pem and every pod's certificate and key"
+
+    (container,) = sts["spec"]["template"]["spec"]["containers"]
+    for pod, config in ha_configs().items():
+        paths = config.high_availability.tls
+        local = []
+        for name in ("ca_file", "cert_file", "key_file"):
+            path = PurePosixPath(getattr(paths, name))
+            mount = next(m for m in container["volumeMounts"] if path.is_relative_to(m["mountPath"]))
+            assert mount.get("readOnly") is True
+            volume = volumes[mount["name"]].get("secret", {})
+            assert volume.get("secretName") == secret_name, f"{pod}: {name} is not from {secret_name}"
+            key = path.relative_to(mount["mountPath"]).as_posix()
+            if "items" in volume:
+                key = next(item["key"] for item in volume["items"] if item["path"] == key)
+            assert key in files, f"{pod}: {name} {path} is not a key of the documented Secret"
+            local.append(files[key])
+        ca_file, cert_file, key_file = local
+        tls.load_tls(ca_file, cert_file, key_file)  # readable, signed by the CA, the key matches
+        (info,) = tls.certificate_infos(cert_file.read_bytes())
+        assert info.common_name == pod, f"{pod} would present {info.common_name}'s certificate"
+
+
+def test_ha_workers_know_every_coordinator() -> None:
+    worker = find("Deployment", HA_WORKERS)
+    (container,) = worker["spec"]["template"]["spec"]["containers"]
+    configmap_name, key = mounted_config(worker, container, config_arg(container["args"]))
+    config = parse_config(
+        WorkerConfig,
+        yaml.safe_load(find("ConfigMap", configmap_name)["data"][key]),
+        env=container_env(worker, container),
+    )
+    (any_config, *_) = ha_configs().values()
+    addresses = {peer.grpc_address for peer in any_config.high_availability.peers}
+    fallbacks = [parse_target(url) for url in config.coordinator.fallback_urls]
+    # a follower's NOT_LEADER names the leader's grpc_address; the worker's list must hold the same strings
+    assert {target for target, _secure in fallbacks} == addresses
+    assert not any(secure for _target, secure in fallbacks)
+    service = urllib.parse.urlsplit(config.coordinator.url).hostname
+    assert selects(find("Service", str(service)), find("StatefulSet", HA_COORDINATORS))
 
 
 # ---------------------------------------------------------------- Docker Compose
