@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import shutil
 import time
 from collections import Counter, OrderedDict
@@ -21,6 +22,7 @@ from pathlib import Path
 from dtf_common.errors import InvalidArgument
 from dtf_common.pb.dtf.v1 import types_pb2, worker_service_pb2
 from dtf_worker.executors.base import ExecutionContext, ExecutionResult
+from dtf_worker.executors.pytest_batch import PREWARM_VARIABLE, PytestExecutor
 from dtf_worker.executors.registry import get_executor
 from dtf_worker.spool import Spool
 
@@ -92,6 +94,10 @@ class TaskRunner:
         self.slot_freed = asyncio.Event()
         self._reporting: set[str] = set()  # leases whose final outcome awaits acknowledgement
         self._done: OrderedDict[str, None] = OrderedDict()  # leases already run: a re-delivery is ignored
+        pytest_executor = get_executor("pytest")
+        if isinstance(pytest_executor, PytestExecutor):
+            # A `dtf run` that started this worker announced its batches: warm up for them now.
+            pytest_executor.prewarm(os.environ.pop(PREWARM_VARIABLE, None))
 
     def held_leases(self) -> list[str]:
         """Running tasks, and finished ones whose outcome the coordinator has not yet acknowledged."""

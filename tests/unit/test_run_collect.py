@@ -9,6 +9,7 @@ import pytest
 
 from dtf.run import collect_plugin
 from dtf.run.collect import CollectionError, collect
+from dtf.run.collection_cache import CollectionCache, command_key
 
 
 @pytest.fixture(autouse=True)
@@ -154,3 +155,50 @@ def test_plugin_does_nothing_without_its_variable(monkeypatch: pytest.MonkeyPatc
     """Loaded into a plain run by accident, the plugin neither writes nor touches the session."""
     monkeypatch.delenv(collect_plugin.OUTPUT_ENV, raising=False)
     collect_plugin.pytest_collection_finish(session=None)  # type: ignore[arg-type]
+
+
+# -- the last collection of a command, as a prediction -----------------------------------
+
+
+def test_a_stored_collection_is_predicted_until_a_file_it_depends_on_changes(tmp_path: Path) -> None:
+    project = write(tmp_path / "project", SUITE)
+    cache = CollectionCache(tmp_path / "data")
+    key = command_key(project, [])
+    collection = collect([], project)
+    cache.store(key, collection)
+
+    predicted = cache.load(key)
+    assert predicted is not None and predicted.node_ids == collection.node_ids
+
+    (project / "tests" / "test_plain.py").write_text("def test_one(): pass\n")
+    assert cache.load(key) is None
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        "tests/test_new.py",  # a new test file beside the others
+        "tests/conftest.py",  # a conftest that may add or deselect tests
+        "conftest.py",  # one further up
+        "pytest.ini",  # configuration
+    ],
+)
+def test_new_files_that_may_change_the_collection_end_the_prediction(tmp_path: Path, change: str) -> None:
+    project = write(tmp_path / "project", SUITE)
+    cache = CollectionCache(tmp_path / "data")
+    key = command_key(project, [])
+    cache.store(key, collect([], project))
+
+    write(project, {change: "\n"})
+
+    assert cache.load(key) is None
+
+
+def test_each_command_has_its_own_prediction(tmp_path: Path) -> None:
+    env = {"PATH": "/bin", "HOME": "/h"}
+    key = command_key(tmp_path, ["-k", "x"], env)
+    assert key == command_key(tmp_path, ["-k", "x"], {**env, "OLDPWD": "/elsewhere", "SHLVL": "3"})
+    assert key != command_key(tmp_path, ["-k", "y"], env)
+    assert key != command_key(tmp_path / "sub", ["-k", "x"], env)
+    assert key != command_key(tmp_path, ["-k", "x"], {**env, "RUN_SLOW": "1"})
+    assert CollectionCache(tmp_path).load(key) is None  # never stored

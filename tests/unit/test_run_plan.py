@@ -235,3 +235,30 @@ def test_with_nothing_recorded_every_test_gets_the_default() -> None:
         "t/b.py::y": DEFAULT_ESTIMATE_S,
     }
     assert math.isclose(DEFAULT_ESTIMATE_S, 0.05)
+
+
+# --- what pytest spends around each test, and how far estimates are trusted ------------
+
+
+def test_per_test_overhead_spreads_trivial_tests_by_their_count() -> None:
+    """Suite A once recorded: three tests that happened to take 50 ms, the rest ~0.1 ms.
+    Without the overhead one worker would get the three and the other the 1,997."""
+    durations = {f"tests/test_{i % 20:02}.py::test_{i}": 0.0001 for i in range(2000)}
+    durations |= {"tests/test_00.py::test_0": 0.05, "tests/test_01.py::test_1": 0.05, "tests/test_02.py::test_2": 0.05}
+
+    batches = plan_batches(durations, 2, startup_s=0.15, per_test_s=0.001, recorded=durations.keys())
+
+    sizes = sorted(len(b.node_ids) for b in batches)
+    assert len(batches) == 2 and sizes[1] - sizes[0] < 100
+    assert sum(b.estimate_s for b in batches) == pytest.approx(sum(durations.values()) + 2000 * 0.001)
+
+
+def test_recorded_lanes_stay_whole_and_guessed_lanes_are_cut_fine() -> None:
+    durations = suite_b()
+
+    recorded = plan_batches(durations, 2, startup_s=0.15, recorded=durations.keys())
+    guessed = plan_batches(durations, 2, startup_s=0.15)
+
+    assert len(recorded) <= 4
+    assert len(guessed) > len(recorded)
+    assert simulate_makespan(recorded, 2, 0.15) <= 14.0 * 1.02 + 0.3

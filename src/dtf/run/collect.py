@@ -3,7 +3,8 @@
 Runs `pytest --collect-only` in a subprocess with the user's arguments, so plugins,
 conftest files, `--pyargs` and `-k`/`-m` selection behave exactly as in a plain run. The
 ids come from `dtf.run.collect_plugin`, which writes them as JSON to a file: exact, and
-untouched by warnings or summary lines in pytest's output.
+untouched by warnings or summary lines in pytest's output. `PendingCollection` runs it
+in the background, so that a run can start its cluster, or its batches, meanwhile.
 """
 
 from __future__ import annotations
@@ -44,6 +45,9 @@ class Collection:
     cwd: Path
     rootdir: Path | None = None
     arguments: dict[str, str] = field(default_factory=dict)
+    # The test files (absolute) and the configuration file pytest read, when known.
+    files: list[Path] = field(default_factory=list)
+    inipath: Path | None = None
 
     def argument(self, node_id: str) -> str:
         """What to pass to pytest, started in `cwd`, to run `node_id`."""
@@ -53,35 +57,75 @@ class Collection:
 def collect(pytest_args: list[str], cwd: Path, *, timeout: float = 600) -> Collection:
     """The node ids `pytest <pytest_args>` would run from `cwd`; an empty list when the
     selection matches nothing. Raises `CollectionError` when pytest fails to collect."""
-    argv = [
-        sys.executable,
-        "-m",
-        "pytest",
-        "--collect-only",
-        "-q",
-        "-p",
-        "no:cacheprovider",
-        "-p",
-        "dtf.run.collect_plugin",
-        *pytest_args,
-    ]
-    with tempfile.TemporaryDirectory(prefix="dtf-collect-") as tmp:
-        target = Path(tmp) / "collected.json"
-        env = {**os.environ, OUTPUT_ENV: str(target)}
-        proc = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False)
-        output = proc.stdout + proc.stderr
-        if proc.returncode not in (0, NO_TESTS_COLLECTED):
-            raise CollectionError(
-                f"pytest could not collect the suite (exit code {proc.returncode})",
-                output=output,
-                exit_code=proc.returncode,
+    return PendingCollection(pytest_args, cwd).result(timeout)
+
+
+class PendingCollection:
+    """`pytest --collect-only` running in the background: started at once, read with `result`."""
+
+    def __init__(self, pytest_args: list[str], cwd: Path) -> None:
+        argv = [
+            sys.executable,
+            "-m",
+            "pytest",
+            "--collect-only",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-p",
+            "dtf.run.collect_plugin",
+            *pytest_args,
+        ]
+        self.cwd = cwd
+        self._tmp = tempfile.TemporaryDirectory(prefix="dtf-collect-")
+        self._target = Path(self._tmp.name) / "collected.json"
+        self._output = Path(self._tmp.name) / "output.txt"
+        env = {**os.environ, OUTPUT_ENV: str(self._target)}
+        with self._output.open("wb") as output:
+            self._proc = subprocess.Popen(
+                argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT
             )
-        if not target.exists():
-            raise CollectionError("pytest ended without reporting what it collected", output=output, exit_code=3)
-        body = json.loads(target.read_text(encoding="utf-8"))
-    return Collection(
-        node_ids=[str(n) for n in body["node_ids"]],
-        cwd=cwd,
-        rootdir=Path(body["rootdir"]),
-        arguments={str(k): str(v) for k, v in body["arguments"].items()},
-    )
+        self._result: Collection | CollectionError | None = None
+
+    def done(self) -> bool:
+        return self._result is not None or self._proc.poll() is not None
+
+    def result(self, timeout: float | None = None) -> Collection:
+        """The collection, waiting for it. Raises `CollectionError` when pytest failed, and
+        subprocess.TimeoutExpired after `timeout` seconds (pytest is then stopped)."""
+        if self._result is None:
+            try:
+                self._proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.cancel()
+                raise
+            self._result = self._read()
+            self._tmp.cleanup()
+        if isinstance(self._result, CollectionError):
+            raise self._result
+        return self._result
+
+    def cancel(self) -> None:
+        if self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait()
+        self._tmp.cleanup()
+
+    def _read(self) -> Collection | CollectionError:
+        output = self._output.read_text(encoding="utf-8", errors="replace")
+        code = self._proc.returncode
+        if code not in (0, NO_TESTS_COLLECTED):
+            return CollectionError(
+                f"pytest could not collect the suite (exit code {code})", output=output, exit_code=code
+            )
+        if not self._target.exists():
+            return CollectionError("pytest ended without reporting what it collected", output=output, exit_code=3)
+        body = json.loads(self._target.read_text(encoding="utf-8"))
+        return Collection(
+            node_ids=[str(n) for n in body["node_ids"]],
+            cwd=self.cwd,
+            rootdir=Path(body["rootdir"]),
+            arguments={str(k): str(v) for k, v in body["arguments"].items()},
+            files=[Path(f) for f in body.get("files", [])],
+            inipath=Path(body["inipath"]) if body.get("inipath") else None,
+        )

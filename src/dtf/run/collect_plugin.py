@@ -6,6 +6,9 @@ packages outside it, so they are not always valid arguments from the directory p
 was started in. For those that are not, `arguments` gives one that is: the item's file,
 relative to that directory when under it, else absolute, followed by the rest of the id.
 
+It also lists the test files and the configuration file, which `dtf.run.collection_cache`
+watches to tell whether the collection still holds.
+
 Reading ids from a file rather than from pytest's output keeps warnings, summaries and
 other plugins' printing out of them. Writes nothing when the variable is unset.
 """
@@ -31,10 +34,13 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         argument = _argument(item.nodeid, item.path, invocation_dir)
         if argument != item.nodeid:
             arguments[item.nodeid] = argument
+    inipath = session.config.inipath
     body = {
         "rootdir": str(session.config.rootpath),
         "node_ids": [item.nodeid for item in session.items],
         "arguments": arguments,
+        "files": sorted({str(item.path) for item in session.items}),
+        "inipath": str(inipath) if inipath else None,
     }
     Path(target).write_text(json.dumps(body), encoding="utf-8")
 

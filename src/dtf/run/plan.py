@@ -2,6 +2,8 @@
 
 The plan is built for greedy list scheduling: batches are handed out in order, each to
 the first worker that is free, and every batch pays a pytest start-up of `startup_s`.
+Each test costs its expected duration plus `per_test_s`, what pytest spends around a test
+(collection, reports), which is all that a trivial test costs.
 
 1. Tests are spread over `workers` lanes longest-processing-time first: heaviest test
    first, each to the least-loaded lane. The longest tests open their lanes, so they
@@ -10,8 +12,10 @@ the first worker that is free, and every batch pays a pytest start-up of `startu
    end: the last batch holds about `startup_s` of work, the one before it `GROWTH`
    times that, and so on, and the first batch takes the rest. A lane gets only as many
    batches as its work can carry (`OVERHEAD_SHARE` of it spent on start-ups at most;
-   a lane of under `SPLIT_FROM_STARTUPS` start-ups of work is one batch), so start-up
-   is amortised early and the tail is cut fine.
+   a lane of under `SPLIT_FROM_STARTUPS` start-ups of work is one batch), and no tail
+   batch larger than the lane's uncertainty: its guessed work, plus `RECORDED_ERROR` of
+   its recorded work. So start-up is amortised early, the tail is cut fine where the
+   estimates are guesses, and a lane of recorded durations stays whole.
 3. Batches are ordered by the time they would start in that plan. With exact estimates,
    list scheduling reproduces the plan; with rough ones, the small tail batches go to
    whichever worker is free and absorb the error.
@@ -24,7 +28,7 @@ from __future__ import annotations
 
 import heapq
 import statistics
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 DEFAULT_ESTIMATE_S = 0.05
@@ -36,6 +40,9 @@ OVERHEAD_SHARE = 0.05
 # A lane with less work than this many start-ups runs as one batch: cutting off a tail
 # would cost a start-up to save less than one.
 SPLIT_FROM_STARTUPS = 4.0
+# How far a recorded duration (the median of recent runs) is trusted: a lane's tail is
+# cut no finer than this share of its recorded work, plus all of its guessed work.
+RECORDED_ERROR = 0.02
 
 
 @dataclass(frozen=True)
@@ -77,19 +84,32 @@ def estimate_durations(node_ids: Sequence[str], known: Mapping[str, float]) -> d
     return out
 
 
-def plan_batches(durations: Mapping[str, float], workers: int, *, startup_s: float = 0.5) -> list[Batch]:
+def plan_batches(
+    durations: Mapping[str, float],
+    workers: int,
+    *,
+    startup_s: float = 0.5,
+    per_test_s: float = 0.0,
+    recorded: Collection[str] | None = None,
+) -> list[Batch]:
     """Batches in the order to hand them out: the longest tests and big batches first,
     small batches of about `startup_s` of work at the tail. Every node id appears in
-    exactly one batch; within a batch, tests are heaviest first."""
+    exactly one batch; within a batch, tests are heaviest first. A batch's estimate is
+    its tests' durations plus `per_test_s` each. `recorded` names the tests whose
+    durations were measured; None treats every duration as a guess."""
     if not durations:
         return []
     workers = max(1, workers)
     startup_s = max(0.0, startup_s)
-    lanes = _spread(durations, workers)
+    per_test_s = max(0.0, per_test_s)
+    costs = {node_id: max(0.0, s) + per_test_s for node_id, s in durations.items()}
+    measured = frozenset(recorded or ())
+    lanes = _spread(costs, workers)
     planned: list[tuple[float, float, int, Batch]] = []
     for lane_index, lane in enumerate(lanes):
         start = 0.0
-        for batch in _cut(lane, startup_s):
+        uncertain_s = sum(s * (RECORDED_ERROR if node_id in measured else 1.0) for node_id, s in lane)
+        for batch in _cut(lane, startup_s, uncertain_s):
             planned.append((start, -batch.estimate_s, lane_index, batch))
             start += startup_s + batch.estimate_s
     planned.sort(key=lambda p: (p[0], p[1], p[2]))
@@ -108,10 +128,11 @@ def _spread(durations: Mapping[str, float], workers: int) -> list[list[tuple[str
     return [lane for lane in lanes if lane]
 
 
-def _cut(lane: list[tuple[str, float]], startup_s: float) -> list[Batch]:
-    """One lane (heaviest first) as batches that shrink towards `startup_s` of work."""
+def _cut(lane: list[tuple[str, float]], startup_s: float, uncertain_s: float) -> list[Batch]:
+    """One lane (heaviest first) as batches that shrink towards `startup_s` of work, none
+    of the tail batches larger than `uncertain_s`."""
     work = sum(s for _, s in lane)
-    if startup_s <= 0 or work < SPLIT_FROM_STARTUPS * startup_s:
+    if startup_s <= 0 or work < SPLIT_FROM_STARTUPS * startup_s or uncertain_s < startup_s:
         return [_batch(lane)]
     affordable = 1 + int(min(OVERHEAD_SHARE * work / startup_s, len(lane)))
     most = max(2, affordable)
@@ -119,7 +140,7 @@ def _cut(lane: list[tuple[str, float]], startup_s: float) -> list[Batch]:
     end = len(lane)
     remaining = work
     size = startup_s
-    while len(pieces) < most - 1 and end > 1 and remaining > 2 * size:
+    while len(pieces) < most - 1 and end > 1 and remaining > 2 * size and size <= uncertain_s:
         start, taken = end - 1, lane[end - 1][1]
         while start > 1 and taken + lane[start - 1][1] <= size:
             start -= 1

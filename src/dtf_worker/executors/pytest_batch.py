@@ -1,7 +1,11 @@
 """`pytest` tasks: a batch of node ids run in one pytest process, one Result per test.
 
 parameters: {"node_ids": [...], "args": [...], "cwd": "...", "env": {...}, "timeout": s,
-             "snapshot": {"sha256": "...", "subdir": "..."}}
+             "snapshot": {"sha256": "...", "subdir": "..."}, "yield_after": s}
+
+With `yield_after`, the batch stops at the first test boundary after that many seconds
+and reports the tests it ran, with `results.yielded = true`: the task completes (unless a
+test failed) and whoever submitted it runs the rest elsewhere.
 
 Each batch runs in a child forked from a long-lived pytest process of `pytest_pool`,
 which has imported pytest, its plugins and the suite's conftest files once, so a batch
@@ -17,6 +21,9 @@ XML; when pytest dies before writing it (timeout, crash), from the progress line
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import os
 import sys
 import xml.etree.ElementTree as ET
 from collections import Counter
@@ -26,19 +33,42 @@ from typing import Any
 from dtf_common.errors import InvalidArgument
 from dtf_common.pb.dtf.v1 import worker_service_pb2
 from dtf_worker.executors import pytest_progress
-from dtf_worker.executors.base import ExecutionContext, ExecutionResult, SnapshotUnavailable
+from dtf_worker.executors.base import CREDENTIAL_VARIABLES, ExecutionContext, ExecutionResult, SnapshotUnavailable
 from dtf_worker.executors.junit import CaseResult, parse_junit_xml, parse_progress, progress_rootdir
 from dtf_worker.executors.params import Parameters
 from dtf_worker.executors.process import ProcessRun
 from dtf_worker.executors.pytest_pool import BatchSpec, PytestServerPool, ServerKey, warm_paths
 from dtf_worker.executors.records import clip, new_record
 
+EXIT_INTERRUPTED = 2
 EXIT_MEANINGS = {2: "interrupted", 3: "internal error", 4: "usage error", 5: "no tests collected"}
+
+
+# Set by `dtf run` for the workers it starts: {"cwd": "...", "args": [...]} of its batches.
+PREWARM_VARIABLE = "DTF_PYTEST_PREWARM"
+
+
+def batch_options(args: list[str]) -> tuple[list[str], list[str]]:
+    """The options every batch gets around the user's, before and after its --junitxml.
+    Ours come first, so that a user's own --junitxml or -p wins, as it always has."""
+    return ["-p", "no:cacheprovider", "-p", pytest_progress.__name__], ["-o", "junit_family=xunit1", "-q", *args]
 
 
 class PytestExecutor:
     def __init__(self, pool: PytestServerPool | None = None) -> None:
         self.pool = pool if pool is not None else PytestServerPool()
+
+    def prewarm(self, announced: str | None) -> None:
+        """Start the pytest server for batches announced as `{"cwd": ..., "args": [...]}`
+        (the environment variable PREWARM_VARIABLE), while the worker registers."""
+        try:
+            spec = json.loads(announced or "null")
+            cwd, args = Path(spec["cwd"]), [str(a) for a in spec["args"]]
+        except (ValueError, TypeError, KeyError):
+            return
+        head, tail = batch_options(args)
+        env = {k: v for k, v in os.environ.items() if k not in CREDENTIAL_VARIABLES}
+        self.pool.prewarm(ServerKey.of(cwd, [*head, *tail], env), ["."])
 
     async def run(self, task: worker_service_pb2.LeasedTask, ctx: ExecutionContext) -> ExecutionResult:
         try:
@@ -46,6 +76,7 @@ class PytestExecutor:
             args, node_ids = params.str_list("args"), params.str_list("node_ids")
             env, cwd = ctx.child_env(params.env()), await ctx.task_cwd(params)
             timeout = params.timeout(task.timeout_s, ctx.default_timeout)
+            yield_after = params.number("yield_after", 0.0)
         except InvalidArgument as exc:
             return ExecutionResult.invalid(exc)
         except SnapshotUnavailable as exc:
@@ -55,11 +86,11 @@ class PytestExecutor:
         junit, progress = ctx.files_dir / "junit.xml", ctx.files_dir / "progress.jsonl"
         for stale in (junit, progress):
             stale.unlink(missing_ok=True)
-        # Ours come first, so that a user's own --junitxml or -p wins, as it always has.
-        head = ["-p", "no:cacheprovider", "-p", pytest_progress.__name__]
-        tail = ["-o", "junit_family=xunit1", "-q", *args]
+        head, tail = batch_options(args)
         argv = [*head, f"--junitxml={junit}", *tail, *node_ids]
         env[pytest_progress.ENV_VAR] = str(progress)
+        if yield_after > 0:
+            env[pytest_progress.YIELD_VAR] = str(yield_after)
         run = await self.pool.run(
             ServerKey.of(cwd, [*head, *tail], env),
             BatchSpec(argv, cwd, env, ctx.files_dir),
@@ -78,7 +109,7 @@ class PytestExecutor:
             except OSError as exc:
                 return ExecutionResult(ok=False, error=f"cannot start pytest: {exc}")
 
-        cases, source = read_cases(junit, progress, cwd)
+        cases, source, yielded = read_cases(junit, progress, cwd)
         process_metrics = {"scope": "pytest process", **run.measurements()}
         records = [
             new_record(
@@ -104,21 +135,28 @@ class PytestExecutor:
             **run.measurements(),
             "source": source,
             "process": process,
+            "yielded": yielded,
             "stdout_tail": run.stdout_tail,
             "stderr_tail": run.stderr_tail,
         }
-        ok = run.exit_code == 0 and not (run.timed_out or run.cancelled)
-        error = None if ok else summarize_failure(run, counts, len(cases))
+        # A yielded session ends as an interrupted one does; what counts is how its tests did.
+        exit_code = 0 if yielded and run.exit_code == EXIT_INTERRUPTED else run.exit_code
+        if yielded and exit_code == 0 and (counts["failed"] or counts["error"]):
+            exit_code = 1
+        ok = exit_code == 0 and not (run.timed_out or run.cancelled)
+        error = None if ok else summarize_failure(dataclasses.replace(run, exit_code=exit_code), counts, len(cases))
         return ExecutionResult(ok=ok, error=error, results=results, records=records)
 
 
-def read_cases(junit: Path, progress: Path, cwd: Path) -> tuple[list[CaseResult], str]:
+def read_cases(junit: Path, progress: Path, cwd: Path) -> tuple[list[CaseResult], str, bool]:
     """The JUnit XML when pytest wrote it whole, else the progress lines, else nothing;
-    node ids made relative to `cwd` when pytest's rootdir is known."""
+    node ids made relative to `cwd` when pytest's rootdir is known. The last item says
+    whether the batch yielded."""
     try:
         lines = progress.read_text(encoding="utf-8", errors="replace").splitlines()
     except FileNotFoundError:
         lines = []
+    yielded = any('"yielded"' in line for line in lines)
     try:
         cases, source = parse_junit_xml(junit.read_bytes()), "junit"
     except (FileNotFoundError, ET.ParseError):
@@ -126,7 +164,7 @@ def read_cases(junit: Path, progress: Path, cwd: Path) -> tuple[list[CaseResult]
     rootdir = progress_rootdir(lines)
     if rootdir is not None:
         cases = [case.rebased(rootdir, cwd) for case in cases]
-    return cases, source
+    return cases, source, yielded
 
 
 def summarize_failure(run: ProcessRun, counts: Counter[str], completed: int) -> str:

@@ -39,8 +39,18 @@ from dtf_worker.executors.process import ProcessRun, TreeSampler, read_tail, sig
 log = logging.getLogger("dtf.worker")
 
 ENV_SWITCH = "DTF_PYTEST_FORK"
-# Variables that change from batch to batch, so do not name a server.
-PER_BATCH_VARIABLES = frozenset({"DTF_TASK_ID", pytest_progress.ENV_VAR})
+# Variables the worker sets for each batch: they do not name a server (its warm-up runs
+# without them), and each batch's child gets its own.
+BATCH_VARIABLES = frozenset(
+    {
+        "DTF_TASK_ID",
+        "DTF_WORKER_ID",
+        "DTF_HARDWARE_ID",
+        "DTF_CACHE_DIR",
+        pytest_progress.ENV_VAR,
+        pytest_progress.YIELD_VAR,
+    }
+)
 # How long a new server may take to import pytest and its plugins.
 READY_TIMEOUT_S = 300.0
 # How long a server may take to check its modules and fork.
@@ -64,7 +74,7 @@ class ServerKey:
 
     @classmethod
     def of(cls, cwd: Path, args: Sequence[str], env: Mapping[str, str]) -> ServerKey:
-        stable = sorted((k, v) for k, v in env.items() if k not in PER_BATCH_VARIABLES)
+        stable = sorted((k, v) for k, v in env.items() if k not in BATCH_VARIABLES)
         return cls(sys.executable, str(cwd), tuple(args), tuple(stable))
 
 
@@ -298,6 +308,8 @@ class PytestServerPool:
         self.max_idle_per_key = max_idle_per_key
         # Idle servers by key, least recently used key first; within a key, newest last.
         self.idle: OrderedDict[ServerKey, list[PytestServer]] = OrderedDict()
+        # Started ahead of any batch (`prewarm`), not yet known to be ready.
+        self.starting: dict[ServerKey, PytestServer] = {}
         self.busy: Counter[ServerKey] = Counter()
         self.failed_at: dict[ServerKey, float] = {}
         self.started = 0  # servers started, for tests and logs
@@ -338,6 +350,18 @@ class PytestServerPool:
             self.drop(key)  # its other servers imported the same files
         return None
 
+    def prewarm(self, key: ServerKey, warm: Sequence[str]) -> None:
+        """Start a server for `key` now; the first batch for that key waits for it."""
+        if not self.available() or key in self.starting or self.idle.get(key):
+            return
+        try:
+            self.starting[key] = PytestServer(key, warm)
+        except OSError as exc:
+            log.debug("cannot start a pytest server for %s: %s", key.cwd, exc)
+            return
+        self.started += 1
+        log.info("starting a pytest server for %s ahead of its batches", key.cwd)
+
     async def _acquire(self, key: ServerKey, warm: Sequence[str], wait_s: float) -> PytestServer | None:
         servers = self.idle.get(key, [])
         while servers:
@@ -345,12 +369,15 @@ class PytestServerPool:
             if server.usable:
                 return server
             server.close()
-        try:
-            server = PytestServer(key, warm)
-        except OSError as exc:  # no such directory or interpreter: the fresh process will say so
-            log.debug("cannot start a pytest server for %s: %s", key.cwd, exc)
-            return None
-        self.started += 1
+        server_or_none = self.starting.pop(key, None)
+        if server_or_none is None:
+            try:
+                server_or_none = PytestServer(key, warm)
+            except OSError as exc:  # no such directory or interpreter: the fresh process will say so
+                log.debug("cannot start a pytest server for %s: %s", key.cwd, exc)
+                return None
+            self.started += 1
+        server = server_or_none
         try:
             ready = await server.wait_ready(wait_s)
         except BaseException:
@@ -385,3 +412,6 @@ class PytestServerPool:
         """Stop every idle server."""
         for key in list(self.idle):
             self.drop(key)
+        for server in self.starting.values():
+            server.close()
+        self.starting.clear()

@@ -1,0 +1,152 @@
+"""Finding the cluster a run goes to, and what it needs from it.
+
+A remote coordinator (`--coordinator URL` with a token, or `--connection FILE`), else the
+live cluster in the data directory, else a coordinator and N workers started for the run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+import httpx
+from rich.console import Console
+
+from dtf.run.args import batch_pytest_args
+from dtf.run.config import RunConfig
+from dtf_common.errors import Unavailable
+
+if TYPE_CHECKING:
+    from dtf.cli.local_cluster import LocalCluster
+
+# How long a warm or remote cluster may take to show a live worker.
+WORKERS_WAIT_S = 15.0
+LIVE_WORKER = frozenset({"online", "busy"})
+# Read by the pytest executor of workers started for a run (dtf_worker.executors.pytest_pool):
+# the directory and options of the run's batches, so a pytest server starts with the worker.
+PREWARM_VARIABLE = "DTF_PYTEST_PREWARM"
+
+
+class WorkerLister(Protocol):
+    def workers(self) -> list[dict[str, Any]]: ...
+
+
+def live_cluster(data_dir: Path) -> dict[str, Any] | None:
+    """The connection of the cluster running in `data_dir` (by `dtf up` or `dtf run --keep`),
+    or None when there is none or its coordinator does not answer /health."""
+    try:
+        info: dict[str, Any] = json.loads((data_dir / "connection.json").read_text())
+        url, token = str(info["api_url"]), str(info["admin_token"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    try:
+        healthy = httpx.get(f"{url.rstrip('/')}/health", timeout=1.0).status_code == 200
+    except httpx.HTTPError:
+        return None
+    return info if healthy and token else None
+
+
+@dataclass
+class Target:
+    """Where a run goes. `cluster` is set when this run started the cluster."""
+
+    api_url: str
+    token: str
+    kind: str  # "remote", "warm" or "started"
+    cluster: LocalCluster | None = None
+
+
+def find_target(config: RunConfig, console: Console) -> Target:
+    """A remote coordinator (`coordinator` + `token`, or `connection`), else the live cluster
+    in `data_dir`, else a coordinator and `workers` local workers started now."""
+    if config.coordinator:
+        if not config.token:
+            raise Unavailable("--coordinator needs a token: --token or DTF_TOKEN")
+        return Target(config.coordinator, config.token, "remote")
+    if config.connection is not None:
+        try:
+            info = json.loads(config.connection.read_text())
+            return Target(str(info["api_url"]), str(info["admin_token"]), "remote")
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise Unavailable(f"cannot read {config.connection}: {exc}") from None
+    warm = live_cluster(config.data_dir)
+    if warm is not None:
+        return Target(str(warm["api_url"]), str(warm["admin_token"]), "warm")
+
+    from dtf.cli.local_cluster import LocalCluster
+
+    cluster = LocalCluster(config.data_dir, workers=config.workers, concurrency=1, port=0, grpc_port=0)
+    # The workers inherit this process's environment: tell them where the batches will run,
+    # so each starts its pytest server while it registers and this process collects.
+    prewarm = json.dumps({"cwd": str(config.cwd), "args": batch_pytest_args(config.pytest_args)})
+    before = os.environ.get(PREWARM_VARIABLE)
+    os.environ[PREWARM_VARIABLE] = prewarm
+    try:
+        with console.status(f"starting a coordinator and {config.workers} workers"):
+            info = cluster.start()
+    except BaseException:
+        cluster.stop()
+        raise
+    finally:
+        if before is None:
+            os.environ.pop(PREWARM_VARIABLE, None)
+        else:
+            os.environ[PREWARM_VARIABLE] = before
+    return Target(str(info["api_url"]), str(info["admin_token"]), "started", cluster)
+
+
+def project_root(cwd: Path) -> Path:
+    """The git work tree holding `cwd`, else `cwd` itself: what a snapshot packs."""
+    import subprocess
+
+    try:
+        top = subprocess.run(
+            ["git", "rev-parse", "--show-toplevel"], cwd=cwd, capture_output=True, text=True, timeout=30, check=False
+        )
+    except (OSError, subprocess.SubprocessError):
+        return cwd
+    return Path(top.stdout.strip()) if top.returncode == 0 and top.stdout.strip() else cwd
+
+
+def ship_snapshot(config: RunConfig, client: Any, console: Console) -> dict[str, str] | None:
+    """Build (or reuse) the project's snapshot and upload it unless the coordinator has it;
+    the task parameter `snapshot`. None when snapshots are not available in this install."""
+    try:
+        from dtf.run.snapshot import build_snapshot
+    except ImportError:
+        return None
+    if not hasattr(client, "upload_blob"):
+        return None
+    cwd = config.cwd.resolve()
+    root = project_root(cwd).resolve()
+    with console.status("packing the project"):
+        snapshot = build_snapshot(root, cache_dir=config.data_dir / "snapshots")
+        sent = client.upload_blob(snapshot.sha256, snapshot.archive)
+    subdir = cwd.relative_to(root).as_posix() if cwd != root else ""
+    console.print(
+        f"dtf run: project snapshot {snapshot.sha256[:12]} ({snapshot.files} files, {snapshot.bytes / 1e6:.1f} MB"
+        + (", uploaded)" if sent else ", already on the coordinator)"),
+        highlight=False,
+        soft_wrap=True,
+    )
+    return {"sha256": snapshot.sha256, "subdir": subdir}
+
+
+def live_workers(client: WorkerLister) -> list[str]:
+    return [str(w["worker_id"]) for w in client.workers() if w.get("status") in LIVE_WORKER]
+
+
+def wait_for_workers(client: WorkerLister) -> int:
+    """The number of live workers of a cluster this run did not start (at least one)."""
+    deadline = time.monotonic() + WORKERS_WAIT_S
+    while True:
+        live = live_workers(client)
+        if live:
+            return len(live)
+        if time.monotonic() > deadline:
+            raise Unavailable(f"no live worker is registered with the coordinator after {WORKERS_WAIT_S:.0f}s")
+        time.sleep(0.1)
