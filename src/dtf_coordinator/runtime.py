@@ -22,14 +22,18 @@ import grpc
 import uvicorn
 
 from dtf_common.config import CoordinatorConfig, load_config
+from dtf_common.errors import ConfigError
+from dtf_common.tls import channel_credentials, load_tls, server_credentials
 from dtf_coordinator.api.app import create_app
 from dtf_coordinator.api.context import ApiContext
 from dtf_coordinator.blobs import BlobStore
 from dtf_coordinator.consensus import SingleNode
+from dtf_coordinator.consensus.raft.node import LeaderChange, RaftNode, RaftSettings
+from dtf_coordinator.consensus.raft.transport import Credentials
 from dtf_coordinator.metrics import Metrics
 from dtf_coordinator.rpc.worker_service import add_worker_service
 from dtf_coordinator.scheduling import Planner
-from dtf_coordinator.service.coordinator import Coordinator
+from dtf_coordinator.service.coordinator import Coordinator, iso_time
 from dtf_coordinator.service.dispatch import Dispatcher
 from dtf_coordinator.service.events import EventHub
 from dtf_coordinator.service.loops import HealthMonitor, LoopService
@@ -52,20 +56,65 @@ def state_params(config: CoordinatorConfig) -> StateParams:
     )
 
 
+def raft_settings(config: CoordinatorConfig) -> RaftSettings:
+    ha = config.high_availability
+    host = config.server.host
+    listed = [p.address for p in ha.peers if p.id == ha.coordinator_id]
+    own = listed[0] if listed else f"{'127.0.0.1' if host in ('0.0.0.0', '::', '') else host}:{ha.raft_port}"
+    ticks = ha.tick_ms
+    return RaftSettings(
+        node_id=ha.coordinator_id,
+        bind=f"{host}:{ha.raft_port}",
+        peers={ha.coordinator_id: own, **{p.id: p.address for p in ha.other_peers}},
+        tick_ms=ticks,
+        election_ticks_min=max(2, ha.election_timeout_min // ticks),
+        election_ticks_max=max(3, ha.election_timeout_max // ticks),
+        heartbeat_ticks=max(1, ha.heartbeat_interval // ticks),
+        write_wait_s=ha.leader_lease_duration / 1000,
+    )
+
+
+def raft_credentials(config: CoordinatorConfig) -> Credentials:
+    tls = config.high_availability.tls
+    for name in ("ca_file", "cert_file", "key_file"):
+        if not getattr(tls, name):
+            raise ConfigError(
+                f"high_availability.tls.{name} is required: coordinators talk Raft only over mutual TLS "
+                "(`dtf certs create` makes the files)",
+                field=f"high_availability.tls.{name}",
+            )
+    assert tls.ca_file and tls.cert_file and tls.key_file
+    material = load_tls(tls.ca_file, tls.cert_file, tls.key_file)
+    return Credentials(server=server_credentials(material), channel=channel_credentials(material))
+
+
 class Snapshotter(LoopService):
-    """Snapshots the state every `snapshot_every` entries, once the store holds them."""
+    """Snapshots the state every `snapshot_every` entries, or every `max_age_s` seconds
+    when the log grew, once the store holds everything the snapshot covers."""
 
     name = "snapshotter"
 
-    def __init__(self, node: SingleNode, store_sync: StoreSync, every: int, interval: float = 1.0) -> None:
+    def __init__(
+        self,
+        node: SingleNode | RaftNode,
+        store_sync: StoreSync,
+        every: int,
+        interval: float = 1.0,
+        max_age_s: float | None = None,
+    ) -> None:
         self.node = node
         self.store_sync = store_sync
         self.every = every
         self.interval = interval
+        self.max_age_s = max_age_s
+        self._last = asyncio.get_running_loop().time()
 
     async def run_once(self) -> int | None:
-        if not self.node.snapshot_due(self.every):
+        now = asyncio.get_running_loop().time()
+        aged = self.max_age_s is not None and now - self._last >= self.max_age_s
+        if not self.node.snapshot_due(1 if aged else self.every):
             return None
+        self._last = now
         return await self.node.take_snapshot(before_save=lambda _index: self.store_sync.flush())
 
 
@@ -75,12 +124,23 @@ class CoordinatorRuntime:
         self.data_dir = Path(config.server.data_dir)
         self.metrics = Metrics()
         self.hub = EventHub()
-        self.node = SingleNode(
-            self.data_dir / "log",
-            state_params(config),
-            node_id=config.high_availability.coordinator_id,
-            on_commit=self.metrics.on_commit,
-        )
+        self.node: SingleNode | RaftNode
+        if config.high_availability.enabled:
+            self.node = RaftNode(
+                self.data_dir / "raft",
+                state_params(config),
+                raft_settings(config),
+                raft_credentials(config),
+                on_commit=self.metrics.on_commit,
+                on_leader_change=self._leader_changed,
+            )
+        else:
+            self.node = SingleNode(
+                self.data_dir / "log",
+                state_params(config),
+                node_id=config.high_availability.coordinator_id,
+                on_commit=self.metrics.on_commit,
+            )
         lb = config.load_balancer
         planner = Planner(lb.strategy, lb.worker_cap, lb.task_cap_per_worker)
         self.dispatcher = Dispatcher(self.node, planner, on_granted=self._observe_grants)
@@ -108,6 +168,24 @@ class CoordinatorRuntime:
         self._http: uvicorn.Server | None = None
         self._tasks: list[asyncio.Task[Any]] = []
 
+    def _leader_changed(self, change: LeaderChange) -> None:
+        if change.current == self.node.node_id:
+            # A new leader gives workers time to find it before counting missed heartbeats.
+            self.monitor.leader_since_ms = self.monitor.clock()
+            self.dispatcher.kick()
+        self.metrics.on_leader_change(change)
+        self.hub.publish(
+            "leadership_updates",
+            {
+                "type": "leadership_update",
+                "previous_leader_id": change.previous,
+                "new_leader_id": change.current,
+                "term": change.term,
+                "reason": change.reason,
+                "timestamp": iso_time(change.time_ms),
+            },
+        )
+
     def _observe_grants(self, granted: list[tuple[str, str, str]], time_ms: int) -> None:
         tasks = self.node.state.tasks
         for task_id, _worker, _lease in granted:
@@ -127,6 +205,10 @@ class CoordinatorRuntime:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.store = await asyncio.to_thread(open_store, cfg.database.sqlalchemy_url())
         self.store_sync = StoreSync(lambda: self.node.state, self.store.writer, interval=cfg.database.flush_interval)
+        if isinstance(self.node, RaftNode):
+            reader, sync = self.store.reader, self.store_sync
+            self.node.export_extra = lambda: {"results": reader.export_results()}
+            self.node.on_snapshot_installed = lambda state, extra: sync.adopt(state, extra.get("results", []))
         await self.node.start(self._on_effects)
         await self.store_sync.flush()
 
@@ -168,7 +250,13 @@ class CoordinatorRuntime:
                 raise OSError(f"cannot bind the API port {cfg.server.host}:{cfg.server.port}")
             await asyncio.sleep(0.01)
         self.ports["api"] = self._http.servers[0].sockets[0].getsockname()[1]
-        snapshotter = Snapshotter(self.node, self.store_sync, cfg.task_scheduler.snapshot_every)
+        ha = cfg.high_availability
+        snapshotter = Snapshotter(
+            self.node,
+            self.store_sync,
+            cfg.task_scheduler.snapshot_every,
+            max_age_s=ha.state_snapshot_interval / 1000 if ha.enabled else None,
+        )
         self._tasks = [
             http_task,
             asyncio.create_task(self.dispatcher.run(), name="dtf-dispatch"),
@@ -190,12 +278,23 @@ class CoordinatorRuntime:
     def _write_ready_file(self) -> None:
         host = self.config.server.host
         public = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
-        info = {
+        info: dict[str, Any] = {
             "node_id": self.node.node_id,
             "pid": os.getpid(),
             "api_url": f"http://{public}:{self.ports['api']}",
             "grpc_address": f"{public}:{self.ports['grpc']}",
         }
+        if isinstance(self.node, RaftNode):
+            info["raft_address"] = f"{public}:{self.node.transport.port}"
+        self.coordinator.directory[self.node.node_id] = {
+            "api_url": info["api_url"],
+            "grpc_address": info["grpc_address"],
+        }
+        for peer in self.config.high_availability.other_peers:
+            self.coordinator.directory[peer.id] = {
+                "api_url": peer.api_url or "",
+                "grpc_address": peer.grpc_address or "",
+            }
         path = self.data_dir / READY_FILE
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(info, indent=2))

@@ -104,7 +104,8 @@ class CoordinatorClient:
 
     def _retarget(self, exc: grpc.aio.AioRpcError) -> None:
         """After UNAVAILABLE: go to the leader it names, or else to the next address."""
-        leader = dict(exc.trailing_metadata() or ()).get(errors.LEADER_METADATA)
+        metadata: dict[str, Any] = dict(exc.trailing_metadata() or ())  # type: ignore[arg-type]
+        leader = metadata.get(errors.LEADER_METADATA)
         if isinstance(leader, str) and leader:
             target = leader
         elif len(self.targets) > 1:

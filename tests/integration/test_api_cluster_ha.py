@@ -218,8 +218,8 @@ async def test_replication_progress_and_leader_history(ha: HaApi) -> None:
     status = await ha.get(leader.node_id, "/api/cluster/status")
     for node in status["nodes"]:
         if node["node_id"] != leader.node_id:
+            # recent_active is cleared at every CheckQuorum round, so it is not asserted here.
             assert node["progress"]["match"] == status["last_index"]
-            assert node["progress"]["recent_active"] is True
     info = await ha.get(leader.node_id, "/api/cluster/leader")
     assert info["leader_id"] == leader.node_id and info["current_term"] == leader.term
     newest = info["leadership_history"][0]
@@ -277,7 +277,7 @@ async def test_disable_and_enable_from_a_follower(ha: HaApi) -> None:
 
     await eventually(everywhere_disabled)
     again = await ha.post(follower, f"/api/cluster/node/{other}/disable")
-    assert again.status_code == 409 and again.headers["content-type"] == PROBLEM
+    assert again.status_code == 409 and again.headers["content-type"] == PROBLEM, again.text
     assert (await ha.post(follower, "/api/cluster/node/coordinator-9/disable")).status_code == 404
     assert (await ha.post(follower, f"/api/cluster/node/{other}/disable", role="viewer")).status_code == 403
 

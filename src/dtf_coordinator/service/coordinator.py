@@ -90,6 +90,13 @@ class Coordinator:
         entry = self.directory.get(node_id) if isinstance(node_id, str) else None
         return entry.get("api_url") if entry else None
 
+    async def read_barrier(self, consistency: str) -> None:
+        """For a linearizable read: wait until this node's state holds every write
+        acknowledged before now, as a quorum confirms. A cluster of one always does."""
+        barrier = getattr(self.node, "read_barrier", None)
+        if consistency == "linearizable" and barrier is not None:
+            await barrier()
+
     @property
     def state(self) -> Any:
         return self.node.state
@@ -277,8 +284,9 @@ class Coordinator:
 
     # ------------------------------------------------------------------ status
 
-    def status(self) -> dict[str, Any]:
+    def status(self, *, fingerprint: bool = False) -> dict[str, Any]:
         state = self.node.state
+        extra = {"state_fingerprint": state.fingerprint()} if fingerprint else {}
         workers: dict[str, int] = {s.value: 0 for s in WorkerStatus}
         for w in state.workers.values():
             workers[w.status.value] += 1
@@ -293,6 +301,7 @@ class Coordinator:
             "queue_depth": state.pending_count,
             "max_queue_size": self.max_queue_size,
             "workers": workers,
+            **extra,
         }
 
     def update_gauges(self) -> None:

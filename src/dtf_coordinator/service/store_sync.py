@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any, Protocol
 
 from dtf_common.convert import result_to_row
@@ -48,6 +49,17 @@ class StoreSync:
                 self.results.extend(result_to_row(r, effect.hardware_id) for r in effect.records)
             elif isinstance(effect, WorkerChanged):
                 self.dirty_workers.add(effect.worker_id)
+
+    def adopt(self, state: StateMachine, result_rows: list[dict[str, Any]]) -> None:
+        """After a snapshot from another node replaced the state: rewrite every task and
+        worker, and take the result rows that came with it."""
+        self.dirty_tasks.update(state.tasks)
+        self.dirty_workers.update(state.workers)
+        for row in result_rows:
+            stamp = row.get("timestamp")
+            self.results.append(
+                {**row, "timestamp": datetime.fromisoformat(stamp) if isinstance(stamp, str) else stamp}
+            )
 
     @property
     def state(self) -> StateMachine:

@@ -52,6 +52,12 @@ class StoreReader:
             ).scalar_one_or_none()
         return int(value) if value is not None else 0
 
+    def export_results(self) -> list[dict[str, Any]]:
+        """Every result row as JSON-ready data, for a snapshot sent to another coordinator."""
+        with self._engine.connect() as connection:
+            rows = connection.execute(select(results).order_by(results.c.result_id)).mappings().all()
+        return [{k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in row.items()} for row in rows]
+
     # -- listings ---------------------------------------------------------------
 
     def list_results(

@@ -9,7 +9,9 @@ behind a proxy that authenticates.
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Response
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.concurrency import run_in_threadpool
 
@@ -25,8 +27,13 @@ operations = APIRouter(tags=["operations"])
 
 
 @router.get("/status", response_model=SystemStatus, summary="Coordinator status: role, queue, tasks, workers")
-async def get_status(ctx: Context) -> SystemStatus:
-    return SystemStatus.model_validate(ctx.coordinator.status())
+async def get_status(
+    ctx: Context,
+    fingerprint: Annotated[
+        bool, Query(description="add state_fingerprint: a digest of the whole state, equal on replicas in sync")
+    ] = False,
+) -> SystemStatus:
+    return SystemStatus.model_validate(ctx.coordinator.status(fingerprint=fingerprint))
 
 
 @router.get("/dashboard", response_model=Dashboard, summary="Everything a dashboard shows, in one call")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from annotated_types import MaxLen, MinLen
 from fastapi import APIRouter, Body, Path, Query
@@ -51,6 +51,14 @@ SUBMIT_EXAMPLE = {
 TaskId = Annotated[str, Path(description="the task's UUID")]
 
 
+Consistency = Literal["local", "linearizable"]
+CONSISTENCY_HELP = (
+    "local: this coordinator's applied state (fast, may lag the leader by a few ms); linearizable: "
+    "confirmed with a quorum first (ReadIndex), so it reflects every write acknowledged before the "
+    "request, or answers 503"
+)
+
+
 class TaskQuery(PageQuery):
     status: TaskStatus | None = None
     type: str | None = Field(default=None, description="task type, e.g. command, pytest, benchmark")
@@ -58,6 +66,7 @@ class TaskQuery(PageQuery):
     priority: int | None = Field(default=None, ge=PRIORITY_MIN, le=PRIORITY_MAX)
     since: datetime | None = Field(default=None, description="created at or after (ISO 8601; naive means UTC)")
     until: datetime | None = Field(default=None, description="created at or before (ISO 8601; naive means UTC)")
+    consistency: Consistency = Field(default="local", description=CONSISTENCY_HELP)
 
 
 def _body_field(error: DtfError) -> DtfError:
@@ -104,6 +113,7 @@ async def submit_tasks(
 
 @router.get("", response_model=Page[Task], summary="List tasks, newest first")
 async def list_tasks(query: Annotated[TaskQuery, Query()], ctx: Context, _who: Reader) -> Page[Task]:
+    await ctx.coordinator.read_barrier(query.consistency)
     flt = TaskFilter(
         status=query.status,
         type=query.type,
@@ -117,7 +127,13 @@ async def list_tasks(query: Annotated[TaskQuery, Query()], ctx: Context, _who: R
 
 
 @router.get("/{task_id}", response_model=Task, summary="One task", responses={404: {"model": Problem}})
-async def get_task(task_id: TaskId, ctx: Context, _who: Reader) -> Task:
+async def get_task(
+    task_id: TaskId,
+    ctx: Context,
+    _who: Reader,
+    consistency: Annotated[Consistency, Query(description=CONSISTENCY_HELP)] = "local",
+) -> Task:
+    await ctx.coordinator.read_barrier(consistency)
     return ctx.coordinator.get_task(task_id)
 
 

@@ -1,0 +1,598 @@
+"""The asyncio shell around the pure Raft core: one loop owns the core.
+
+Each turn of the loop feeds the core what arrived since the last turn (messages, ticks,
+proposals, read requests), takes one `Ready`, and carries it out: messages a leader
+may send early go out at once (followers persist in parallel with the leader's own
+fsync; the core counts the leader only for entries it has persisted), then entries and
+hard state are made durable off the event loop, committed entries are applied to the
+state machine, and the remaining messages (answers that promise durability) are sent.
+Whatever arrives during the fsync waits for the next turn, so busy periods batch
+themselves: many proposals share one write and one fsync, as in `SingleNode`.
+
+A write on a follower is forwarded to the leader, which stamps its time and appends
+it; the follower answers its caller when it applies that index itself and finds the
+term the leader gave. A different term there means the entry was overwritten by a
+newer leader and never applied: the caller gets `Unavailable` and may retry safely.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dtf_common.errors import NotLeader, Unavailable
+from dtf_common.pb.dtf.v1 import commands_pb2, raft_pb2
+from dtf_coordinator.consensus.base import EffectSink
+from dtf_coordinator.consensus.raft.core import NotLeader as CoreNotLeader
+from dtf_coordinator.consensus.raft.core import RaftConfig, RaftCore, Ready
+from dtf_coordinator.consensus.raft.storage import RaftStorage, decode_snapshot, encode_snapshot
+from dtf_coordinator.consensus.raft.transport import Credentials, Transport
+from dtf_coordinator.state import Outcome, StateMachine, StateParams
+
+log = logging.getLogger("dtf.raft")
+
+# A leader's messages that promise nothing about its own disk may leave before its fsync.
+EARLY_TYPES = frozenset({raft_pb2.MSG_APP, raft_pb2.MSG_HEARTBEAT, raft_pb2.MSG_SNAP, raft_pb2.MSG_TIMEOUT_NOW})
+
+
+def wall_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(frozen=True)
+class RaftSettings:
+    node_id: str
+    bind: str  # host:port of this node's Raft service
+    peers: dict[str, str]  # every voter's Raft address, this node's included
+    tick_ms: int = 10
+    election_ticks_min: int = 15
+    election_ticks_max: int = 30
+    heartbeat_ticks: int = 5
+    write_wait_s: float = 10.0  # how long a write waits for a leader before Unavailable
+
+
+@dataclass
+class LeaderChange:
+    previous: str | None
+    current: str | None
+    term: int
+    reason: str
+    time_ms: int
+    election_seconds: float | None = None
+
+
+Appended = asyncio.Future[tuple[int, int]]  # resolves to (term, index) once the leader appended
+
+
+@dataclass
+class _Waiter:
+    term: int
+    future: asyncio.Future[Outcome | None]  # None: an entry without a command (membership)
+
+
+@dataclass
+class _Inbox:
+    messages: list[raft_pb2.RaftMessage] = field(default_factory=list)
+    ticks: int = 0
+    proposals: list[tuple[commands_pb2.Command, asyncio.Future[tuple[int, int]]]] = field(default_factory=list)
+    conf_changes: list[tuple[raft_pb2.ConfChange, asyncio.Future[tuple[int, int]]]] = field(default_factory=list)
+    reads: list[tuple[bytes, asyncio.Future[int]]] = field(default_factory=list)
+    transfers: list[str] = field(default_factory=list)
+    unreachable: set[str] = field(default_factory=set)
+    snapshot_reports: list[tuple[str, bool]] = field(default_factory=list)
+    campaign: bool = False
+
+
+class RaftNode:
+    """Implements the `Consensus` port with Raft among the configured coordinators."""
+
+    def __init__(
+        self,
+        directory: Path | str,
+        params: StateParams | None,
+        settings: RaftSettings,
+        credentials: Credentials,
+        *,
+        clock: Callable[[], int] = wall_ms,
+        on_commit: Callable[[int, float], None] | None = None,
+        on_leader_change: Callable[[LeaderChange], None] | None = None,
+        seed: int | None = None,
+    ) -> None:
+        self.dir = Path(directory)
+        self.settings = settings
+        self.node_id = settings.node_id
+        self.params = params or StateParams()
+        self.state = StateMachine(self.params)
+        self.storage = RaftStorage(self.dir)
+        self.transport = Transport(
+            settings.node_id,
+            settings.bind,
+            settings.peers,
+            credentials,
+            on_unreachable=self._peer_unreachable,
+            on_snapshot_sent=self._snapshot_sent,
+            snapshot_source=lambda: self.storage.snapshot_bytes,
+        )
+        self.core: RaftCore | None = None
+        self.leader_history: list[LeaderChange] = []
+        self.last_contact: dict[str, int] = {}  # peer -> wall ms of its latest message
+        # Hooks for what a snapshot carries beside the state (the results store's rows).
+        self.export_extra: Callable[[], dict[str, Any]] | None = None
+        self.on_snapshot_installed: Callable[[StateMachine, dict[str, Any]], None] | None = None
+        self.replayed = 0
+        self.started_ms = 0
+        self._seed = seed
+        self._clock = clock
+        self._last_ms = 0
+        self._on_commit = on_commit
+        self._on_leader_change = on_leader_change
+        self._sink: EffectSink = lambda _effects: None
+        self._inbox = _Inbox()
+        self._wake = asyncio.Event()
+        self._leader_known = asyncio.Event()
+        self._waiters: dict[int, _Waiter] = {}
+        self._reads: dict[bytes, asyncio.Future[int]] = {}
+        self._read_seq = 0
+        self._catch_up: list[tuple[int, asyncio.Future[None]]] = []
+        self._applied_term = 0
+        self._pending_snapshots: dict[int, bytes] = {}
+        self._leader: str | None = None
+        self._role = "follower"
+        self._election_started: float | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._failed: BaseException | None = None
+        self._compact_to: tuple[int, int, bytes] | None = None
+        self.election_durations: list[float] = []
+        self._persisted_term = 0
+        self._persisted_vote = ""
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self, sink: EffectSink) -> None:
+        self._sink = sink
+        loaded = await asyncio.to_thread(self.storage.load)
+        self._persisted_term, self._persisted_vote = loaded.hard_state.term, loaded.hard_state.vote
+        if loaded.snapshot is not None and loaded.state is not None:
+            self.state = StateMachine.restore(loaded.state, self.params)
+            self._applied_term = loaded.snapshot.term
+            self._sink(self.state.drain_effects())
+        bootstrap = raft_pb2.ConfState(voters=sorted(self.settings.peers), addresses=self.settings.peers)
+        self.core = RaftCore(
+            self.node_id,
+            RaftConfig(
+                election_ticks_min=self.settings.election_ticks_min,
+                election_ticks_max=self.settings.election_ticks_max,
+                heartbeat_ticks=self.settings.heartbeat_ticks,
+            ),
+            random.Random(self._seed),
+            hard_state=loaded.hard_state,
+            snapshot=loaded.snapshot,
+            entries=loaded.entries,
+            bootstrap=bootstrap,
+        )
+        self.transport.set_peers(dict(self.core.conf_state.addresses) or self.settings.peers)
+        await self.transport.start(self._deliver, self._snapshot_arrived, self._forwarded)
+        self.started_ms = wall_ms()
+        if len(self.core.conf_state.voters) == 1 and self.core.conf_state.voters[0] == self.node_id:
+            self._inbox.campaign = True  # a cluster of one need not wait out an election timeout
+        self._tasks = [
+            asyncio.create_task(self._loop(), name="raft-loop"),
+            asyncio.create_task(self._ticker(), name="raft-ticker"),
+        ]
+        self._wake.set()
+        log.info(
+            "raft node %s: term %d, snapshot at %d, %d log entries (%d bytes of torn tail dropped)",
+            self.node_id,
+            loaded.hard_state.term,
+            loaded.snapshot.index if loaded.snapshot else 0,
+            len(loaded.entries),
+            loaded.truncated_bytes,
+        )
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(BaseException):
+                await task
+        self._tasks = []
+        await self.transport.stop()
+        self._fail_all(Unavailable("coordinator stopping"))
+        self.storage.close()
+
+    def _fail_all(self, error: Exception) -> None:
+        for waiter in self._waiters.values():
+            if not waiter.future.done():
+                waiter.future.set_exception(error)
+        self._waiters.clear()
+        for fut in self._reads.values():
+            if not fut.done():
+                fut.set_exception(error)
+        self._reads.clear()
+        inbox = self._inbox
+        for _, pfut in [*inbox.proposals, *inbox.conf_changes]:
+            if not pfut.done():
+                pfut.set_exception(error)
+        for _, rfut in inbox.reads:
+            if not rfut.done():
+                rfut.set_exception(error)
+        self._inbox = _Inbox()
+
+    # ------------------------------------------------------------------ the Consensus port
+
+    def is_leader(self) -> bool:
+        return self._role == "leader" and self._failed is None
+
+    def leader_hint(self) -> str | None:
+        return self._leader
+
+    @property
+    def term(self) -> int:
+        return self.core.term if self.core is not None else 0
+
+    @property
+    def role(self) -> str:
+        return self._role
+
+    async def propose(self, command: commands_pb2.Command) -> Outcome:
+        self._check_running()
+        deadline = time.monotonic() + self.settings.write_wait_s
+        while True:
+            leader = await self._await_leader(deadline)
+            try:
+                if leader == self.node_id:
+                    fut: asyncio.Future[tuple[int, int]] = asyncio.get_running_loop().create_future()
+                    self._inbox.proposals.append((command, fut))
+                    self._wake.set()
+                    term, index = await fut
+                else:
+                    term, index = await self.transport.forward(leader, command.SerializeToString())
+            except NotLeader as exc:
+                # Leadership moved between our look and the append: look again, within the deadline.
+                self._note_hint(exc.context.get("leader_hint"))
+                if time.monotonic() > deadline:
+                    raise Unavailable("no leader accepted the write in time; try again") from None
+                await asyncio.sleep(self.settings.tick_ms / 1000)
+                continue
+            outcome = await self._await_applied(term, index)
+            if outcome is None:
+                raise Unavailable(f"log entry {index} holds no command; the write was not applied, retry")
+            return outcome
+
+    async def _forwarded(self, command_bytes: bytes) -> tuple[int, int]:
+        """A follower's write, as the leader receives it."""
+        self._check_running()
+        if self._role != "leader":
+            raise NotLeader("not the leader", leader_hint=self._leader)
+        command = commands_pb2.Command()
+        command.ParseFromString(command_bytes)
+        fut: asyncio.Future[tuple[int, int]] = asyncio.get_running_loop().create_future()
+        self._inbox.proposals.append((command, fut))
+        self._wake.set()
+        return await fut
+
+    async def _await_applied(self, term: int, index: int) -> Outcome | None:
+        if index <= self.state.applied_index:
+            raise Unavailable("the write's index was covered by a snapshot before it could be read back; retry")
+        fut: asyncio.Future[Outcome | None] = asyncio.get_running_loop().create_future()
+        self._waiters[index] = _Waiter(term, fut)
+        return await fut
+
+    async def _await_leader(self, deadline: float) -> str:
+        while self._leader is None:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise Unavailable("the cluster has no leader (an election is in progress or a quorum is lost)")
+            self._leader_known.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._leader_known.wait(), remaining)
+            self._check_running()
+        return self._leader
+
+    async def read_barrier(self) -> int:
+        """Wait until this node's state reflects every write acknowledged before the call
+        (ReadIndex): a stale leader cut off from its majority never gets past this."""
+        self._check_running()
+        self._read_seq += 1
+        ctx = f"{self.node_id}:{self._read_seq}".encode()
+        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._inbox.reads.append((ctx, fut))
+        self._wake.set()
+        wait = 2 * self.settings.election_ticks_max * self.settings.tick_ms / 1000
+        try:
+            index = await asyncio.wait_for(fut, wait)
+        except TimeoutError:
+            self._reads.pop(ctx, None)
+            raise Unavailable("no quorum confirmed this node's view in time (linearizable read refused)") from None
+        if self.state.applied_index < index:
+            caught_up: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._catch_up.append((index, caught_up))
+            await caught_up
+        return index
+
+    async def change_membership(self, change: raft_pb2.ConfChange) -> int:
+        """Propose a membership change on the leader; returns once it is applied here."""
+        self._check_running()
+        if self._role != "leader":
+            raise NotLeader("membership changes go to the leader", leader_hint=self._leader)
+        fut: asyncio.Future[tuple[int, int]] = asyncio.get_running_loop().create_future()
+        self._inbox.conf_changes.append((change, fut))
+        self._wake.set()
+        term, index = await fut
+        await self._await_applied(term, index)
+        return index
+
+    def transfer_leadership(self, to: str) -> None:
+        self._inbox.transfers.append(to)
+        self._wake.set()
+
+    def status(self) -> dict[str, Any]:
+        if self.core is None:
+            return {"id": self.node_id, "role": "stopped"}
+        status = self.core.status()
+        status["failed"] = str(self._failed) if self._failed else None
+        return status
+
+    @property
+    def conf_state(self) -> raft_pb2.ConfState:
+        assert self.core is not None
+        return self.core.conf_state
+
+    def _check_running(self) -> None:
+        if self._failed is not None:
+            raise Unavailable(f"node stopped after a storage failure: {self._failed}")
+        if not self._tasks or self._tasks[0].done():
+            raise Unavailable("node is not running")
+
+    def _note_hint(self, hint: object) -> None:
+        if isinstance(hint, str) and hint and self._leader is None:
+            self._leader = hint
+            self._leader_known.set()
+
+    # ------------------------------------------------------------------ inputs from the transport
+
+    def _deliver(self, msg: raft_pb2.RaftMessage) -> None:
+        self.last_contact[getattr(msg, "from")] = wall_ms()
+        self._inbox.messages.append(msg)
+        self._wake.set()
+
+    def _snapshot_arrived(self, msg: raft_pb2.RaftMessage, data: bytes) -> None:
+        meta, _state, _extra = decode_snapshot(data)
+        msg.snapshot.CopyFrom(meta)  # what the bytes hold is what gets installed
+        self._pending_snapshots = {meta.index: data}
+        self._deliver(msg)
+
+    def _peer_unreachable(self, peer: str) -> None:
+        self._inbox.unreachable.add(peer)
+        self._wake.set()
+
+    def _snapshot_sent(self, peer: str, ok: bool) -> None:
+        self._inbox.snapshot_reports.append((peer, ok))
+        self._wake.set()
+
+    async def _ticker(self) -> None:
+        interval = self.settings.tick_ms / 1000
+        next_at = time.monotonic()
+        while True:
+            # Ticks missed while the event loop was busy are dropped, not replayed in a
+            # burst: a burst would expire election timers before the heartbeats that
+            # queued up meanwhile are read.
+            next_at = max(next_at + interval, time.monotonic())
+            await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+            self._inbox.ticks += 1
+            self._wake.set()
+
+    # ------------------------------------------------------------------ the loop
+
+    async def _loop(self) -> None:
+        assert self.core is not None
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake.clear()
+                self._feed(self.core)
+                while self.core.has_ready():
+                    await self._handle(self.core, self.core.ready())
+                    self._feed(self.core)
+                if self._compact_to is not None:
+                    index, term, data = self._compact_to
+                    self._compact_to = None
+                    await asyncio.to_thread(self.storage.save_snapshot, data, index)
+                    self.core.compact(index, term)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # storage failure or broken invariant: stop, never guess
+            self._failed = exc
+            self._role = "failed"
+            log.exception("raft loop failed; node %s stops", self.node_id)
+            self._fail_all(Unavailable(f"coordinator stopped: {exc}"))
+            raise
+
+    def _feed(self, core: RaftCore) -> None:
+        inbox, self._inbox = self._inbox, _Inbox()
+        for peer in inbox.unreachable:
+            core.report_unreachable(peer)
+        for peer, ok in inbox.snapshot_reports:
+            core.report_snapshot(peer, ok)
+        for msg in inbox.messages:
+            core.step(msg)
+        for _ in range(inbox.ticks):
+            core.tick()
+        if inbox.campaign:
+            core.campaign()
+        if inbox.proposals:
+            self._propose(core, inbox.proposals)
+        for change, cfut in inbox.conf_changes:
+            try:
+                cfut.set_result(core.propose_conf_change(change))
+            except CoreNotLeader as exc:
+                cfut.set_exception(NotLeader("not the leader", leader_hint=exc.leader_id))
+            except ValueError as exc:
+                cfut.set_exception(Unavailable(str(exc)))
+        for ctx, rfut in inbox.reads:
+            self._reads[ctx] = rfut
+            core.read_index(ctx)
+        for to in inbox.transfers:
+            with contextlib.suppress(CoreNotLeader):
+                core.transfer_leadership(to)
+
+    def _propose(
+        self, core: RaftCore, proposals: list[tuple[commands_pb2.Command, asyncio.Future[tuple[int, int]]]]
+    ) -> None:
+        live = [(cmd, fut) for cmd, fut in proposals if not fut.done()]
+        if not live:
+            return  # every caller gave up (a cancelled request) before its turn: nothing to append
+        # Leader-stamped time, never going backwards in log order.
+        self._last_ms = max(self._last_ms, self._clock())
+        for cmd, _ in live:
+            cmd.time_ms = self._last_ms
+        try:
+            term, last = core.propose([cmd.SerializeToString() for cmd, _ in live])
+        except CoreNotLeader as exc:
+            for _, fut in live:
+                fut.set_exception(NotLeader("not the leader", leader_hint=exc.leader_id))
+            return
+        first = last - len(live) + 1
+        for n, (_, fut) in enumerate(live):
+            fut.set_result((term, first + n))
+
+    async def _handle(self, core: RaftCore, rd: Ready) -> None:
+        started = time.perf_counter()
+        if rd.soft_state is not None:
+            self._role_changed(rd.soft_state.leader_id, rd.soft_state.role, core.term)
+        durable_unchanged = rd.hard_state is None or (
+            rd.hard_state.term == self._persisted_term and rd.hard_state.vote == self._persisted_vote
+        )
+        early: list[raft_pb2.RaftMessage] = []
+        late: list[raft_pb2.RaftMessage] = []
+        for msg in rd.messages:
+            (early if durable_unchanged and msg.type in EARLY_TYPES else late).append(msg)
+        if early:
+            self.transport.send(early)
+        if rd.snapshot is not None:
+            self._install(rd.snapshot)
+        if rd.entries or (rd.hard_state is not None and not durable_unchanged):
+            await asyncio.to_thread(self.storage.persist, rd.hard_state, rd.entries)
+        elif rd.hard_state is not None:
+            self.storage.persist(rd.hard_state, [])  # commit index only: nothing to sync
+        if rd.hard_state is not None:
+            self._persisted_term, self._persisted_vote = rd.hard_state.term, rd.hard_state.vote
+        if rd.committed:
+            self._apply(rd.committed)
+        for read in rd.read_states:
+            fut = self._reads.pop(read.context, None)
+            if fut is not None and not fut.done():
+                fut.set_result(read.index)
+        if rd.conf_state is not None:
+            self.transport.set_peers(dict(rd.conf_state.addresses))
+        core.advance(rd)
+        if late:
+            self.transport.send(late)
+        if rd.committed and self._on_commit is not None:
+            self._on_commit(len(rd.committed), time.perf_counter() - started)
+
+    def _install(self, meta: raft_pb2.SnapshotMeta) -> None:
+        data = self._pending_snapshots.pop(meta.index, None)
+        if data is None:
+            raise RuntimeError(f"core asked to install snapshot {meta.index}, which never arrived")
+        _meta, state, extra = decode_snapshot(data)
+        self.storage.install_snapshot(data, meta.index)
+        self.state = StateMachine.restore(state, self.params)
+        self._applied_term = meta.term
+        self._sink(self.state.drain_effects())
+        if self.on_snapshot_installed is not None:
+            # The results store takes the snapshot's rows; its upserts make that idempotent.
+            self.on_snapshot_installed(self.state, extra)
+        for index in [i for i in self._waiters if i <= meta.index]:
+            waiter = self._waiters.pop(index)
+            if not waiter.future.done():
+                waiter.future.set_exception(Unavailable("outcome unknown: replaced by a snapshot; read it back"))
+        log.info("node %s installed a snapshot at index %d (term %d)", self.node_id, meta.index, meta.term)
+
+    def _apply(self, entries: list[commands_pb2.LogEntry]) -> None:
+        for entry in entries:
+            if entry.index <= self.state.applied_index:
+                continue  # covered by an installed snapshot
+            outcome: Outcome | None = None
+            if entry.type == commands_pb2.ENTRY_NORMAL and entry.command:
+                command = commands_pb2.Command()
+                command.ParseFromString(entry.command)
+                self._last_ms = max(self._last_ms, command.time_ms)
+                outcome = self.state.apply(entry.index, command)
+            else:
+                self.state.skip_to(entry.index)  # a leader's no-op, or membership handled by the core
+            self._applied_term = entry.term
+            waiter = self._waiters.pop(entry.index, None)
+            if waiter is not None and not waiter.future.done():
+                if waiter.term != entry.term:
+                    waiter.future.set_exception(
+                        Unavailable("a new leader replaced this write before it committed; it was not applied, retry")
+                    )
+                else:
+                    waiter.future.set_result(outcome)
+        self._sink(self.state.drain_effects())
+        if self._catch_up:
+            applied, waiting = self.state.applied_index, self._catch_up
+            self._catch_up = [(i, f) for i, f in waiting if i > applied]
+            for i, f in waiting:
+                if i <= applied and not f.done():
+                    f.set_result(None)
+
+    def _role_changed(self, leader: str | None, role: str, term: int) -> None:
+        previous_leader, previous_role = self._leader, self._role
+        self._role = role
+        if (role in ("pre_candidate", "candidate") or leader is None) and self._election_started is None:
+            self._election_started = time.monotonic()
+        if leader != previous_leader:
+            self._leader = leader
+            took: float | None = None
+            if leader is not None:
+                self._leader_known.set()
+                if self._election_started is not None:
+                    took = time.monotonic() - self._election_started
+                    self.election_durations.append(took)
+                self._election_started = None
+            reason = self._reason(previous_leader, leader, previous_role, role)
+            change = LeaderChange(previous_leader, leader, term, reason, wall_ms(), took)
+            if leader is not None or previous_leader is not None:
+                self.leader_history.append(change)
+                del self.leader_history[:-100]
+                if self._on_leader_change is not None:
+                    self._on_leader_change(change)
+
+    @staticmethod
+    def _reason(previous: str | None, current: str | None, previous_role: str, role: str) -> str:
+        if current is None:
+            return "leader_lost" if previous_role != "leader" else "stepped_down"
+        if previous is None:
+            return "elected" if role == "leader" else "leader_discovered"
+        return "leader_timeout"
+
+    # ------------------------------------------------------------------ snapshots
+
+    def snapshot_due(self, every: int) -> bool:
+        return len(self.storage.log.entries) >= every and self.state.applied_index > self.storage.log.base_index
+
+    async def take_snapshot(self, before_save: Callable[[int], object] | None = None) -> int:
+        """Snapshot the applied state (with `export_extra()` beside it, once `before_save`
+        has run); the loop then writes it and compacts the log."""
+        assert self.core is not None
+        index, term = self.state.applied_index, self._applied_term
+        meta = raft_pb2.SnapshotMeta(index=index, term=term, conf=self.core.conf_state)
+        state = self.state.snapshot()
+        if before_save is not None:
+            result = before_save(index)
+            if asyncio.iscoroutine(result):
+                await result
+        extra = await asyncio.to_thread(self.export_extra) if self.export_extra is not None else None
+        data = await asyncio.to_thread(encode_snapshot, meta, state, extra)
+        self._compact_to = (index, term, data)
+        self._wake.set()
+        return index

@@ -1,0 +1,136 @@
+"""A Raft node's durable state: hard state, the checksummed log, and the snapshot.
+
+Hard state (term, vote, commit) is written to a temp file, fsynced and renamed, and only
+when term or vote change: those must be durable before the node votes or campaigns. The
+commit index rides along but is not synced on its own, since a restarted node learns it
+again from the leader. Log entries go through `LogStore` (CRC-checked records, torn
+tail truncated on open). Snapshots are JSON files `{index, term, conf, state}`; the same
+bytes are what InstallSnapshot streams to a lagging peer.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dtf_common.pb.dtf.v1 import commands_pb2, raft_pb2
+from dtf_coordinator.consensus.log_store import LogStore, fsync_dir
+
+HARD_STATE = "hardstate.json"
+SNAPSHOT = "snapshot.json"
+
+
+@dataclass
+class Loaded:
+    hard_state: raft_pb2.HardState
+    snapshot: raft_pb2.SnapshotMeta | None
+    state: dict[str, Any] | None
+    entries: list[commands_pb2.LogEntry]
+    truncated_bytes: int
+
+
+def encode_snapshot(meta: raft_pb2.SnapshotMeta, state: dict[str, Any], extra: dict[str, Any] | None = None) -> bytes:
+    """`extra` carries what the state machine does not hold but a new node needs (the
+    results store's rows)."""
+    body = {
+        "index": meta.index,
+        "term": meta.term,
+        "conf": {
+            "voters": list(meta.conf.voters),
+            "disabled": list(meta.conf.disabled),
+            "addresses": dict(meta.conf.addresses),
+        },
+        "state": state,
+        "extra": extra or {},
+    }
+    return json.dumps(body, separators=(",", ":"), default=str).encode()
+
+
+def decode_snapshot(data: bytes) -> tuple[raft_pb2.SnapshotMeta, dict[str, Any], dict[str, Any]]:
+    body = json.loads(data)
+    raw = body.get("conf") or {}
+    conf = raft_pb2.ConfState(
+        voters=raw.get("voters", []), disabled=raw.get("disabled", []), addresses=raw.get("addresses", {})
+    )
+    meta = raft_pb2.SnapshotMeta(index=int(body["index"]), term=int(body["term"]), conf=conf)
+    return meta, body["state"], body.get("extra") or {}
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+class RaftStorage:
+    def __init__(self, directory: Path | str) -> None:
+        self.dir = Path(directory)
+        self.log = LogStore(self.dir)
+        self._hard = raft_pb2.HardState()
+        self.snapshot_bytes: bytes | None = None
+
+    def load(self) -> Loaded:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        path = self.dir / HARD_STATE
+        if path.exists():
+            raw = json.loads(path.read_text())
+            self._hard = raft_pb2.HardState(
+                term=int(raw.get("term", 0)), vote=str(raw.get("vote") or ""), commit=int(raw.get("commit", 0))
+            )
+        meta: raft_pb2.SnapshotMeta | None = None
+        state: dict[str, Any] | None = None
+        snap = self.dir / SNAPSHOT
+        if snap.exists():
+            self.snapshot_bytes = snap.read_bytes()
+            meta, state, _extra = decode_snapshot(self.snapshot_bytes)
+        entries = self.log.open()
+        base = meta.index if meta is not None else 0
+        self.log.base_index = base
+        entries = [e for e in entries if e.index > base]
+        if entries and entries[0].index != base + 1:
+            # A gap between the snapshot and the log cannot be replayed: start from the snapshot.
+            entries = []
+            self.log.reset(base)
+        hard = raft_pb2.HardState()
+        hard.CopyFrom(self._hard)
+        hard.commit = max(min(hard.commit, entries[-1].index if entries else base), base)
+        return Loaded(hard, meta, state, entries, self.log.truncated_bytes)
+
+    def persist(self, hard_state: raft_pb2.HardState | None, entries: list[commands_pb2.LogEntry]) -> None:
+        """Make entries and a changed term/vote durable (called off the event loop)."""
+        if entries:
+            if entries[0].index <= self.log.last_index:
+                self.log.truncate_from(entries[0].index)
+            self.log.append(entries)
+            self.log.sync()
+        if hard_state is not None:
+            changed = hard_state.term != self._hard.term or hard_state.vote != self._hard.vote
+            self._hard.CopyFrom(hard_state)
+            if changed:
+                self._save_hard_state()
+
+    def _save_hard_state(self) -> None:
+        body = {"term": self._hard.term, "vote": self._hard.vote, "commit": self._hard.commit}
+        _write_atomic(self.dir / HARD_STATE, json.dumps(body).encode())
+
+    def save_snapshot(self, data: bytes, index: int) -> None:
+        """Make a snapshot durable, then drop the log it covers."""
+        _write_atomic(self.dir / SNAPSHOT, data)
+        self.snapshot_bytes = data
+        self.log.compact(index)
+
+    def install_snapshot(self, data: bytes, index: int) -> None:
+        """A snapshot from the leader replaces this node's log wholesale."""
+        _write_atomic(self.dir / SNAPSHOT, data)
+        self.snapshot_bytes = data
+        self.log.reset(index)
+
+    def close(self) -> None:
+        self.log.close()
