@@ -113,17 +113,22 @@ class LocalCluster:
         port: int = 8080,
         grpc_port: int = 8081,
         labels: dict[str, str] | None = None,
+        coordinators: int = 1,
     ) -> None:
+        if coordinators < 1 or coordinators % 2 == 0:
+            raise ValueError("--coordinators must be 1 or an odd number (3, 5): Raft needs a majority")
         self.dir = data_dir.resolve()
+        self.n_coordinators = coordinators
         self.n_workers = workers
         self.concurrency = concurrency
         self.host = host
         self.port = port
         self.grpc_port = grpc_port
         self.labels = labels or {}
-        self.coordinator: Child | None = None
+        self.coordinators: list[Child] = []
         self.workers: list[Child] = []
         self.info: dict[str, Any] = {}
+        self.ready: dict[str, dict[str, Any]] = {}
 
     # ------------------------------------------------------------------ set-up
 
@@ -154,11 +159,67 @@ class LocalCluster:
             path.write_text(yaml.safe_dump(config, sort_keys=False))
         return path
 
-    def _worker_config(self, i: int, grpc_address: str, token: str) -> Path:
+    def _ha_configs(self) -> list[Path]:
+        """One config per coordinator of a local HA cluster, with its certificates.
+
+        Ports are chosen once and written into the files, so a restarted coordinator comes
+        back where its peers and workers expect it.
+        """
+        from dtf_common.tls import create_ca, create_node_cert
+
+        ids = [f"coordinator-{i}" for i in range(1, self.n_coordinators + 1)]
+        paths = [self.dir / f"{node_id}.yaml" for node_id in ids]
+        if all(path.exists() for path in paths):
+            return paths
+        certs = self.dir / "certs"
+        create_ca(certs)
+        ports = {node_id: {k: _free_port(self.host) for k in ("api", "grpc", "raft")} for node_id in ids}
+        if _port_free(self.host, self.port):
+            ports[ids[0]]["api"] = self.port
+        nodes = {
+            node_id: {
+                "id": node_id,
+                "host": self.host,
+                "port": ports[node_id]["raft"],
+                "api_url": f"http://{self.host}:{ports[node_id]['api']}",
+                "grpc_address": f"{self.host}:{ports[node_id]['grpc']}",
+            }
+            for node_id in ids
+        }
+        for node_id, path in zip(ids, paths, strict=True):
+            cert = create_node_cert(certs, node_id, [self.host, "localhost"])
+            config = {
+                "server": {
+                    "host": self.host,
+                    "port": ports[node_id]["api"],
+                    "workers_port": ports[node_id]["grpc"],
+                    "data_dir": str(self.dir / node_id),
+                },
+                "database": {"type": "duckdb", "path": str(self.dir / f"results-{node_id}.duckdb")},
+                "security": {"jwt_secret": "${DTF_JWT_SECRET}"},
+                "health_monitor": {"heartbeat_interval": 1.0, "failure_threshold": 5, "check_interval": 1.0},
+                "task_scheduler": {"lease_timeout": 10.0},
+                "high_availability": {
+                    "enabled": True,
+                    "coordinator_id": node_id,
+                    "raft_port": ports[node_id]["raft"],
+                    "peers": [nodes[other] for other in ids if other != node_id],
+                    "tls": {"ca_file": str(cert.ca), "cert_file": str(cert.cert), "key_file": str(cert.key)},
+                },
+            }
+            path.write_text(yaml.safe_dump(config, sort_keys=False))
+        return paths
+
+    def _worker_config(self, i: int, grpc_addresses: list[str], token: str) -> Path:
         path = self.dir / f"worker-{i}.yaml"
+        first, *others = grpc_addresses
         config = {
             "worker": {"id": f"local-worker-{i}", "name": f"local worker {i}", "labels": self.labels},
-            "coordinator": {"url": f"http://{grpc_address}", "api_key": token},
+            "coordinator": {
+                "url": f"http://{first}",
+                "api_key": token,
+                "fallback_urls": [f"http://{a}" for a in others],
+            },
             "execution": {"concurrent_tasks": self.concurrency, "working_dir": str(self.dir / "workers" / str(i))},
             "health": {"report_interval": 5},
         }
@@ -170,22 +231,39 @@ class LocalCluster:
     def start(self) -> dict[str, Any]:
         self.dir.mkdir(parents=True, exist_ok=True)
         secret = self._secret()
-        self._choose_ports()
-        config = self._coordinator_config()  # the secret reaches it as DTF_JWT_SECRET
-        self.coordinator = Child(
-            "coordinator",
-            [sys.executable, "-m", "dtf.cli.main", "coordinator", "--config", str(config)],
-            self.dir / "logs" / "coordinator.log",
-            env={
-                "DTF_JWT_SECRET": secret,
-                "DTF_SERVER__PORT": str(self.port),
-                "DTF_SERVER__WORKERS_PORT": str(self.grpc_port),
-            },
-        )
-        ready = self._start_coordinator()
+        if self.n_coordinators == 1:
+            self._choose_ports()
+            config = self._coordinator_config()  # the secret reaches it as DTF_JWT_SECRET
+            self.coordinators = [
+                Child(
+                    "coordinator",
+                    [sys.executable, "-m", "dtf.cli.main", "coordinator", "--config", str(config)],
+                    self.dir / "logs" / "coordinator.log",
+                    env={
+                        "DTF_JWT_SECRET": secret,
+                        "DTF_SERVER__PORT": str(self.port),
+                        "DTF_SERVER__WORKERS_PORT": str(self.grpc_port),
+                    },
+                )
+            ]
+        else:
+            self.coordinators = [
+                Child(
+                    path.stem,
+                    [sys.executable, "-m", "dtf.cli.main", "coordinator", "--config", str(path)],
+                    self.dir / "logs" / f"{path.stem}.log",
+                    env={"DTF_JWT_SECRET": secret},
+                )
+                for path in self._ha_configs()
+            ]
+        for child in self.coordinators:
+            child.start()
+        ready = [self._await_ready(child) for child in self.coordinators]
+        self.ready = {child.name: info for child, info in zip(self.coordinators, ready, strict=True)}
         token = create_token(secret, "worker", subject="local-workers", expires_in=0)
+        grpc_addresses = [info["grpc_address"] for info in ready]
         for i in range(1, self.n_workers + 1):
-            path = self._worker_config(i, ready["grpc_address"], token)
+            path = self._worker_config(i, grpc_addresses, token)
             child = Child(
                 f"worker-{i}",
                 [sys.executable, "-m", "dtf.cli.main", "worker", "--config", str(path)],
@@ -194,45 +272,45 @@ class LocalCluster:
             child.start()
             self.workers.append(child)
         self.info = {
-            "api_url": ready["api_url"],
-            "grpc_address": ready["grpc_address"],
+            "api_url": ready[0]["api_url"],
+            "grpc_address": ready[0]["grpc_address"],
             "admin_token": create_token(secret, "admin", subject="local-admin", expires_in=0),
             "data_dir": str(self.dir),
         }
         self._write_connection()
         return self.info
 
-    def _start_coordinator(self) -> dict[str, Any]:
-        assert self.coordinator is not None
-        ready_file = self.dir / "coordinator" / "coordinator.json"
-        self.coordinator.start()
+    def _ready_file(self, child: Child) -> Path:
+        name = "coordinator" if self.n_coordinators == 1 else child.name
+        return self.dir / name / "coordinator.json"
+
+    def _await_ready(self, child: Child) -> dict[str, Any]:
+        ready_file = self._ready_file(child)
         deadline = time.monotonic() + READY_TIMEOUT_S
         while time.monotonic() < deadline:
-            if not self.coordinator.alive():
-                tail = self.coordinator.log_path.read_text()[-2000:]
-                raise Unavailable(f"the coordinator exited during start-up:\n{tail}")
+            if not child.alive():
+                tail = child.log_path.read_text()[-2000:]
+                raise Unavailable(f"{child.name} exited during start-up:\n{tail}")
             try:
                 info: dict[str, Any] = json.loads(ready_file.read_text())
-                if info.get("pid") == self.coordinator.pid:
+                if info.get("pid") == child.pid:
                     return info
             except (FileNotFoundError, ValueError):
                 pass
             time.sleep(0.05)
-        raise Unavailable(
-            f"the coordinator did not become ready in {READY_TIMEOUT_S:.0f}s (see {self.coordinator.log_path})"
-        )
+        raise Unavailable(f"{child.name} did not become ready in {READY_TIMEOUT_S:.0f}s (see {child.log_path})")
 
     def _write_connection(self) -> None:
-        assert self.coordinator is not None
         info = {
             **self.info,
             "coordinators": [
                 {
-                    "id": "coordinator-1",
-                    "api_url": self.info["api_url"],
-                    "grpc_address": self.info["grpc_address"],
-                    "pid": self.coordinator.pid,
+                    "id": self.ready[child.name].get("node_id", "coordinator-1"),
+                    "api_url": self.ready[child.name]["api_url"],
+                    "grpc_address": self.ready[child.name]["grpc_address"],
+                    "pid": child.pid,
                 }
+                for child in self.coordinators
             ],
             "workers": [{"id": f"local-worker-{i + 1}", "pid": w.pid} for i, w in enumerate(self.workers)],
         }
@@ -242,9 +320,11 @@ class LocalCluster:
         """Restart any process that died; returns the names restarted."""
         restarted = []
         now = time.monotonic()
-        if self.coordinator is not None and self.coordinator.due_for_restart(now):
-            self._start_coordinator()
-            restarted.append(self.coordinator.name)
+        for child in self.coordinators:
+            if child.due_for_restart(now):
+                child.start()
+                self.ready[child.name] = self._await_ready(child)
+                restarted.append(child.name)
         for child in self.workers:
             if child.due_for_restart(now):
                 child.start()
@@ -259,5 +339,8 @@ class LocalCluster:
                 child.process.send_signal(signal.SIGTERM)
         for child in self.workers:
             child.stop()
-        if self.coordinator is not None:
-            self.coordinator.stop()
+        for child in self.coordinators:
+            if child.alive() and child.process is not None:
+                child.process.send_signal(signal.SIGTERM)
+        for child in self.coordinators:
+            child.stop()

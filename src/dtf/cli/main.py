@@ -70,6 +70,9 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     console = Console(stderr=True)
     labels = dict(kv.split("=", 1) for kv in args.label or [])
+    if args.coordinators < 1 or args.coordinators % 2 == 0:
+        console.print("dtf up: --coordinators must be 1, 3 or 5 (Raft needs a majority of an odd number)")
+        return 2
     cluster = LocalCluster(
         Path(args.data_dir),
         workers=args.workers,
@@ -77,6 +80,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         port=args.port,
         grpc_port=args.grpc_port,
         labels=labels,
+        coordinators=args.coordinators,
     )
     stop = False
 
@@ -89,6 +93,9 @@ def cmd_up(args: argparse.Namespace) -> int:
     with console.status("starting coordinator and workers"):
         info = cluster.start()
     console.print(f"[bold green]dtf is up[/]: API {info['api_url']} (Swagger UI at {info['api_url']}/docs)")
+    if args.coordinators > 1:
+        status_url = f"{info['api_url']}/api/cluster/status"
+        console.print(f"  coordinators: {args.coordinators} (Raft over mutual TLS), status at {status_url}")
     console.print(f"  workers: {args.workers} x {args.concurrency} slot(s), gRPC {info['grpc_address']}")
     console.print(f"  connection: {cluster.dir / 'connection.json'}  (admin token inside)")
     console.print("  stop with Ctrl-C")
@@ -336,6 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8080, help="REST API port (a free one if taken)")
     p.add_argument("--grpc-port", type=int, default=8081, help="worker gRPC port (a free one if taken)")
     p.add_argument("--label", action="append", metavar="KEY=VALUE", help="label for every local worker")
+    p.add_argument("--coordinators", type=int, default=1, help="1, or 3 or 5 for a high-availability cluster")
     p.set_defaults(func=cmd_up)
 
     p = sub.add_parser("token", help="create access tokens")
