@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from dtf.run.config import RunConfig
 from dtf.run.execution import PRIORITY, PRIORITY_REMAINDER, Execution, split_evenly
 from dtf.run.plan import Batch
+from dtf.run.runner import recorded_durations
 
 
 @dataclass
@@ -23,7 +24,8 @@ class InMemoryCoordinator:
 
     tasks: dict[str, dict[str, Any]] = field(default_factory=dict)
     results: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
-    recorded: dict[str, float] = field(default_factory=dict)
+    recorded: dict[str, float] = field(default_factory=dict)  # over every hardware class
+    recorded_on: dict[str, dict[str, float]] = field(default_factory=dict)  # per class
     live: list[str] = field(default_factory=lambda: ["w1", "w2"])
     cancelled: list[str] = field(default_factory=list)
     ids: itertools.count[int] = field(default_factory=itertools.count)
@@ -43,7 +45,8 @@ class InMemoryCoordinator:
         return self.results.get(filters["task_id"], [])
 
     def durations(self, test_ids: list[str], *, hardware_id: str | None = None) -> dict[str, float]:
-        return {t: self.recorded[t] for t in test_ids if t in self.recorded}
+        recorded = self.recorded if hardware_id is None else self.recorded_on.get(hardware_id, {})
+        return {t: recorded[t] for t in test_ids if t in recorded}
 
     def cancel(self, task_id: str) -> dict[str, Any]:
         self.cancelled.append(task_id)
@@ -120,16 +123,15 @@ def test_a_yielded_batch_shares_its_remaining_tests_ahead_of_the_queue() -> None
     assert not run.outcomes.keys() - {IDS[0]}  # nothing blamed
 
 
-def test_only_batches_holding_a_guess_may_yield() -> None:
+def test_only_batches_of_several_tests_holding_a_guess_may_yield() -> None:
     coordinator = InMemoryCoordinator()
-    run = execution(coordinator, guessed={IDS[5]})
-    recorded, guessed, alone = run.submit(
-        [Batch(tuple(IDS[:4]), 0.2), Batch(tuple(IDS[4:6]), 0.1), Batch((IDS[7],), 1)]
-    )
+    run = execution(coordinator, guessed={IDS[4], IDS[7]})
+    batches = [Batch(tuple(IDS[:4]), 0.2), Batch(tuple(IDS[4:]), 0.2), Batch((IDS[7],), 1)]
+    recorded, guessed, few = run.submit(batches)
 
     assert "yield_after" not in coordinator.tasks[recorded]["parameters"]
-    assert coordinator.tasks[guessed]["parameters"]["yield_after"] == pytest.approx(run.yield_after(0.1))
-    assert "yield_after" not in coordinator.tasks[alone]["parameters"]  # one test: nothing to share
+    assert coordinator.tasks[guessed]["parameters"]["yield_after"] == pytest.approx(run.yield_after(0.2))
+    assert "yield_after" not in coordinator.tasks[few]["parameters"]  # too few tests to share
 
 
 def test_results_named_by_their_pytest_argument_count_for_their_node_id() -> None:
@@ -205,3 +207,15 @@ def test_split_evenly_keeps_the_order_and_makes_at_most_the_pieces_asked(costs: 
 def test_split_evenly_balances_by_estimate() -> None:
     estimates = {"a": 3.0, "b": 1.0, "c": 1.0, "d": 1.0}
     assert [b.node_ids for b in split_evenly(list(estimates), estimates, 2)] == [("a",), ("b", "c", "d")]
+
+
+def test_durations_come_from_the_runs_hardware_classes_first() -> None:
+    coordinator = InMemoryCoordinator(
+        recorded={"a": 1.0, "b": 2.0, "c": 3.0},
+        recorded_on={"cpu-x": {"a": 10.0, "b": 20.0}, "gpu-y": {"a": 30.0}},
+    )
+
+    assert recorded_durations(coordinator, ["a", "b", "c", "d"], ["cpu-x"]) == {"a": 10.0, "b": 20.0, "c": 3.0}
+    # Several classes in the run: the mean of those that ran the test; any class for the rest.
+    assert recorded_durations(coordinator, ["a", "b", "c"], ["cpu-x", "gpu-y"]) == {"a": 20.0, "b": 20.0, "c": 3.0}
+    assert recorded_durations(coordinator, ["a"], []) == {"a": 1.0}

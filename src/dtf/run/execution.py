@@ -5,7 +5,7 @@ them (in run order) is the one that crashed or hung and is reported failed with 
 error; the rest are submitted again as a new batch. With `reruns`, a failing test is run
 again, alone, on another worker where there is one; one that then passes is flaky.
 
-A batch of more than one test that holds a test never run before (its duration a guess)
+A batch of several tests that holds a test never run before (its duration a guess)
 carries `yield_after`: the seconds after which it stops at the next test boundary, well
 past its estimate. A batch whose estimate was wrong so yields; its remaining tests are
 split over the workers and submitted ahead of the queue, so whichever workers are free
@@ -59,9 +59,11 @@ class Client(Protocol):
     def workers(self) -> list[dict[str, Any]]: ...
 
 
-# A batch yields after YIELD_FACTOR times its estimate plus YIELD_SLACK_S.
+# A batch yields after YIELD_FACTOR times its estimate plus YIELD_SLACK_S; one of fewer
+# than YIELD_MIN_TESTS tests does not (what it would hand on is not worth a start-up).
 YIELD_FACTOR = 2.0
 YIELD_SLACK_S = 1.0
+YIELD_MIN_TESTS = 4
 # Remainders of yielded batches go ahead of the planned batches.
 PRIORITY = 5
 PRIORITY_REMAINDER = 6
@@ -147,7 +149,7 @@ class Execution:
             for b, ids in zip(batches, ordered, strict=True)
         ]
         for body, ids, b in zip(bodies, ordered, batches, strict=True):
-            if may_yield and len(ids) > 1 and not self.guessed.isdisjoint(ids):
+            if may_yield and len(ids) >= YIELD_MIN_TESTS and not self.guessed.isdisjoint(ids):
                 body["parameters"]["yield_after"] = round(self.yield_after(b.estimate_s), 3)
         if exclude:
             for body in bodies:

@@ -26,7 +26,15 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from dtf.run.args import batch_pytest_args
-from dtf.run.cluster import Target, find_target, live_cluster, live_workers, ship_snapshot, wait_for_workers
+from dtf.run.cluster import (
+    LIVE_WORKER,
+    Target,
+    find_target,
+    live_cluster,
+    live_workers,
+    ship_snapshot,
+    wait_for_workers,
+)
 from dtf.run.collect import Collection, CollectionError, PendingCollection
 from dtf.run.collection_cache import CollectionCache, command_key
 from dtf.run.config import RunConfig
@@ -52,6 +60,27 @@ def _progress_text(execution: Execution) -> str:
     )
 
 
+def recorded_durations(client: Client, node_ids: Sequence[str], hardware_ids: Sequence[str]) -> dict[str, float]:
+    """Recorded seconds per test: on the hardware classes of the run's workers where the
+    store has them (the mean over those classes, when there are several), else on any."""
+    by_class = [client.durations(list(node_ids), hardware_id=h) for h in hardware_ids]
+    found: dict[str, float] = {}
+    for node_id in node_ids:
+        seen = [d[node_id] for d in by_class if node_id in d]
+        if seen:
+            found[node_id] = sum(seen) / len(seen)
+    rest = [n for n in node_ids if n not in found]
+    if rest:
+        found.update(client.durations(rest))
+    return found
+
+
+def hardware_classes(client: Client) -> list[str]:
+    """The hardware classes of the cluster's live workers (none while no worker has registered)."""
+    live = [w for w in client.workers() if w.get("status") in LIVE_WORKER]
+    return sorted({str(w["hardware_id"]) for w in live if w.get("hardware_id")})
+
+
 class Run:
     """One `dtf run` against its cluster, from the first plan to the last result."""
 
@@ -60,13 +89,14 @@ class Run:
         self.client = client
         self.console = console
         self.n_workers = n_workers
+        self.hardware_ids = hardware_classes(client)
 
     def plan(
         self, node_ids: Sequence[str], *, announce: str | None = None
     ) -> tuple[list[Batch], dict[str, float], set[str]]:
         """Batches for `node_ids`, the estimates they were planned on, and the tests whose
         estimate is a guess; with `announce` (where the run goes), say what is known."""
-        known = self.client.durations(list(node_ids))
+        known = recorded_durations(self.client, node_ids, self.hardware_ids)
         if announce is not None:
             self.console.print(
                 f"dtf run: {len(node_ids)} tests, {len(known)} with recorded durations, "
