@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import random
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from dtf_common.pb.dtf.v1 import commands_pb2, raft_pb2
@@ -170,7 +170,7 @@ class Simulation:
         self.reads: dict[bytes, int] = {}
         self.counter = 0
         self.max_commit = 0
-        self._actions = [
+        self._actions: list[tuple[float, Callable[[], object]]] = [
             (self.params.deliver, self.deliver_one),
             (self.params.sync, self.sync_one),
             (self.params.tick, self.tick),
@@ -193,7 +193,13 @@ class Simulation:
 
     def run(self, steps: int) -> Stats:
         for _ in range(steps):
-            self.step()
+            try:
+                self.step()
+            except SafetyViolation:
+                raise
+            except Exception as exc:
+                exc.add_note(f"replay: seed={self.seed} step={self.stats.steps}")
+                raise
         return self.stats
 
     def step(self) -> None:
@@ -404,11 +410,11 @@ class Simulation:
                 self._cut(side, set(ids) - side, both=True)
         elif kind == 2:  # one way: a node can send but not hear, or the reverse
             node = self.rng.choice(ids)
-            others = set(ids) - {node}
+            rest = set(ids) - {node}
             if self.rng.random() < 0.5:
-                self._cut({node}, others, both=False)
+                self._cut({node}, rest, both=False)
             else:
-                self._cut(others, {node}, both=False)
+                self._cut(rest, {node}, both=False)
         else:  # a single link, one way
             a, b = self.rng.sample(ids, 2)
             self.blocked.add((a, b))
@@ -601,6 +607,7 @@ class Simulation:
                 self._boot(node)
         self.params = SimParams(drop=0.0, duplicate=0.0, reorder=0.0)
         for rounds in range(1, max_rounds + 1):
+            self._stop_removed()
             for node in self.alive():
                 self._core(node).tick()
             self.check()
@@ -620,6 +627,17 @@ class Simulation:
                 self.stats.convergence_rounds = rounds
                 return rounds
         raise self.fail(f"liveness: no convergence after {max_rounds} rounds on a healed network: {self._describe()}")
+
+    def _stop_removed(self) -> None:
+        """Like an operator, stop nodes the latest committed membership removed but which
+        still count themselves voters: never told of their removal, they may campaign for
+        ever (§4.2.3 of the thesis), and without PreVote or CheckQuorum they disrupt."""
+        ahead = max(self.alive(), key=lambda n: self._core(n).commit)
+        members = set(self._core(ahead).conf_state.voters)
+        for node in self.alive():
+            if node.id not in members and node.id in self._core(node).conf_state.voters:
+                node.core = None
+                node.pending = []
 
     def _converged(self) -> bool:
         leaders = [n for n in self.alive() if self._core(n).role == LEADER]

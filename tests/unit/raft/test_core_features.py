@@ -300,8 +300,10 @@ def test_a_snapshot_the_follower_already_covers_is_not_installed() -> None:
 def test_compact_keeps_the_membership_at_the_compaction_point() -> None:
     net = cluster()
     net.propose("a", b"x")
-    net.core("a").propose_conf_change(change(ADD, "d", "d:7000"))
+    _, added = net.core("a").propose_conf_change(change(ADD, "d", "d:7000"))
     net.stabilize()
+    assert list(net.core("a").conf_state_at(added - 1).voters) == ["a", "b", "c"]
+    assert list(net.core("a").conf_state_at(added).voters) == ["a", "b", "c", "d"]
     index = net.compact("a")
     meta = net.core("a").snapshot_meta
     assert meta.index == index and list(meta.conf.voters) == ["a", "b", "c", "d"]

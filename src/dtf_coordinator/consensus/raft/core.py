@@ -202,6 +202,7 @@ class RaftCore:
         self._leader_id: str | None = None
         self._election_elapsed = 0
         self._heartbeat_elapsed = 0
+        self._leaderless_ticks = 0  # since this node last heard from (or was) a leader
         self._timeout = config.election_ticks_min
         self._votes: dict[str, bool] = {}
         self._prs: dict[str, Progress] = {}
@@ -262,6 +263,13 @@ class RaftCore:
         meta = raft_pb2.SnapshotMeta()
         meta.CopyFrom(self._snapshot)
         return meta
+
+    def conf_state_at(self, index: int) -> raft_pb2.ConfState:
+        """The membership as of `index` (between the compaction point and the commit
+        index): what a snapshot of the state machine at applied `index` must carry."""
+        if not self._log.snapshot_index <= index <= self._log.commit:
+            raise ValueError(f"membership at {index} is not known here")
+        return self._conf_at(index)
 
     def term_at(self, index: int) -> int | None:
         """The term of the entry at `index`; None if compacted away or not in the log."""
@@ -526,6 +534,7 @@ class RaftCore:
         t = m.type
         if t in _FROM_LEADER:
             self._election_elapsed = 0
+            self._leaderless_ticks = 0
             self._leader_id = sender
             if t == MSG_APP:
                 self._handle_append(m, sender)
@@ -836,13 +845,15 @@ class RaftCore:
 
     def _tick_election(self) -> None:
         self._election_elapsed += 1
+        self._leaderless_ticks += 1
         if self._election_elapsed < self._timeout or self.node_id not in self._voter_set:
             return
         if self.node_id in self._disabled:
             # A disabled voter campaigns only as a last resort: when it alone holds entries
             # every enabled voter lacks, no enabled voter can win (§5.4.1) until it leads
-            # and hands over. Enabled voters get several election timeouts first.
-            if self._election_elapsed < self._timeout + _LAST_RESORT_TIMEOUTS * self._cfg.election_ticks_max:
+            # and hands over. Enabled voters get several election timeouts first; votes
+            # and new terms do not restart that wait, only a leader does.
+            if self._leaderless_ticks < self._timeout + _LAST_RESORT_TIMEOUTS * self._cfg.election_ticks_max:
                 return
             self._election_elapsed = 0
             self._campaign(transfer=False, last_resort=True)
@@ -958,6 +969,7 @@ class RaftCore:
         self._reset(self._term)
         self._role = LEADER
         self._leader_id = self.node_id
+        self._leaderless_ticks = 0
         log = self._log
         cap = self._cfg.max_inflight_msgs
         for v in self._voters:
