@@ -71,7 +71,7 @@ class SimParams:
             reorder=rng.choice([0.0, 0.25, 0.8]),
             max_delay=rng.choice([0, 6, 20]),
             early_send=rng.choice([0.0, 0.5, 1.0]),
-            crash=rng.choice([0.1, 0.25, 0.8]),
+            crash=rng.choice([0.1, 0.25, 0.5]),
             partition=rng.choice([0.1, 0.35, 1.0]),
         )
 

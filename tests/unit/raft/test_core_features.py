@@ -629,6 +629,9 @@ def test_messages_for_others_without_a_sender_or_malformed_are_ignored() -> None
     core.step(message(raft_pb2.MSG_APP, "b", "b", 1, index=0, log_term=0, entries=entries(1)))
     core.step(message(raft_pb2.MSG_APP, "a", "b", 1, index=0, log_term=0, entries=entries(1, start=5)))
     assert core.last_index == 0
+    core.step(message(raft_pb2.RAFT_MSG_UNSPECIFIED, "a", "b", 9))
+    core.step(message(99, "a", "b", 9))
+    assert core.term == 1 and take(core) == []
 
 
 def test_step_never_raises_on_arbitrary_messages() -> None:

@@ -160,7 +160,21 @@ def _copy_conf(conf: raft_pb2.ConfState) -> raft_pb2.ConfState:
 
 
 class RaftCore:
-    """One Raft peer. Not thread-safe: one owner calls everything."""
+    """One Raft peer. Not thread-safe: one owner calls everything.
+
+    Built from what the node has on disk: `hard_state`, the last `snapshot` (index, term
+    and membership; None if there is none) and the `entries` after it. The membership is
+    the snapshot's, or `bootstrap` when there is no snapshot, with every ConfChange entry
+    up to the durable commit index applied on top. The state machine restarts from the
+    snapshot: entries up to the commit index come out again in Ready.committed.
+
+    Roles are "follower", "pre_candidate", "candidate" and "leader". A voter listed as
+    disabled replicates and votes but does not lead: its election timer starts no
+    campaign, it refuses MSG_TIMEOUT_NOW, and as leader it hands over to an enabled
+    voter. One exception keeps the cluster live: a disabled voter that has heard from no
+    leader for several election timeouts campaigns, since it may hold the only copy of
+    entries every enabled voter needs, and then hands over at once.
+    """
 
     def __init__(
         self,
@@ -482,9 +496,9 @@ class RaftCore:
         """Handle one message. Messages for another node or without a sender are dropped;
         malformed or stale ones are ignored, never raised on."""
         sender: str = getattr(m, "from")
-        if m.to != self.node_id or not sender or sender == self.node_id:
-            return
         t = m.type
+        if m.to != self.node_id or not sender or sender == self.node_id or not MSG_PRE_VOTE <= t <= MSG_READ_INDEX_RESP:
+            return
         if m.term > self._term:
             if t in (MSG_VOTE, MSG_PRE_VOTE) and m.context != TRANSFER_CONTEXT and self._in_lease(t):
                 return  # leader stickiness: we heard from a live leader recently (§9.6)
