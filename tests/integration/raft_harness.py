@@ -77,9 +77,10 @@ class RaftCluster:
         for node_id in self.ids:
             await self.start(node_id)
 
-    async def stop(self, node_id: str) -> None:
+    async def stop(self, node_id: str, *, crash: bool = False) -> None:
+        """Stop a node; `crash` skips the leadership hand-over, as a dying process would."""
         node = self.nodes.pop(node_id)
-        await node.stop()
+        await node.stop(hand_over=not crash)
 
     async def stop_all(self) -> None:
         for node_id in list(self.nodes):

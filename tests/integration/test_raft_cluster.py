@@ -61,10 +61,10 @@ async def test_stopping_the_leader_loses_no_acknowledged_write(cluster: RaftClus
     for i in range(20):
         await leader.propose(submit(f"before-{i}"))
         acked.append(f"before-{i}")
-    old = leader.node_id
-    await cluster.stop(old)
+    old, old_term = leader.node_id, leader.term
+    await cluster.stop(old, crash=True)
     new = await cluster.leader()
-    assert new.node_id != old and new.term > leader.term
+    assert new.node_id != old and new.term > old_term
     await new.propose(submit("after"))
     await cluster.start(old)
     await cluster.converged()
@@ -85,7 +85,7 @@ async def test_concurrent_writes_from_every_node_all_land_once(cluster: RaftClus
 async def test_a_node_behind_a_compacted_log_catches_up_by_snapshot(cluster: RaftCluster) -> None:
     leader = await cluster.leader()
     lagging = next(n for n in cluster.ids if n != leader.node_id)
-    await cluster.stop(lagging)
+    await cluster.stop(lagging, crash=True)
     for i in range(40):
         await leader.propose(submit(f"while-away-{i}"))
     # Every running node snapshots and drops its log, so only a snapshot can catch it up.
@@ -139,3 +139,15 @@ async def test_disabling_the_leader_moves_leadership_and_keeps_it_off(cluster: R
     await new.change_membership(raft_pb2.ConfChange(type=raft_pb2.ConfChange.ENABLE_NODE, node_id=leader.node_id))
     await cluster.converged()
     assert all(leader.node_id not in n.conf_state.disabled for n in cluster.nodes.values())
+
+
+async def test_a_leader_that_stops_on_purpose_hands_over_without_an_election(cluster: RaftCluster) -> None:
+    leader = await cluster.leader()
+    await leader.propose(submit("before-handover"))
+    old_term = leader.term
+    await cluster.stop(leader.node_id)
+    # Leadership transfer: the successor is already in place when stop() returns,
+    # one term later, with no election timeout waited out.
+    successor = await cluster.leader(wait_s=0.5)
+    assert successor.term == old_term + 1
+    await successor.propose(submit("after-handover"))

@@ -137,6 +137,7 @@ class RaftNode:
         self._inbox = _Inbox()
         self._wake = asyncio.Event()
         self._leader_known = asyncio.Event()
+        self._stepped_down = asyncio.Event()
         self._waiters: dict[int, _Waiter] = {}
         self._reads: dict[bytes, asyncio.Future[int]] = {}
         self._read_seq = 0
@@ -196,7 +197,9 @@ class RaftNode:
             loaded.truncated_bytes,
         )
 
-    async def stop(self) -> None:
+    async def stop(self, *, hand_over: bool = True) -> None:
+        if hand_over:
+            await self._hand_over()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -206,6 +209,26 @@ class RaftNode:
         await self.transport.stop()
         self._fail_all(Unavailable("coordinator stopping"))
         self.storage.close()
+
+    async def _hand_over(self) -> None:
+        """A leader that stops on purpose first hands leadership to its most up-to-date
+        enabled peer (leadership transfer, thesis §3.10), so the cluster does not wait out
+        an election timeout."""
+        if self.core is None or not self.is_leader() or not self._tasks:
+            return
+        progress = self.core.status().get("progress") or {}
+        disabled = set(self.core.conf_state.disabled)
+        peers = [p for p in progress if p != self.node_id and p not in disabled]
+        if not peers:
+            return
+        target = max(peers, key=lambda p: int(progress[p].get("match", 0)))
+        self._stepped_down.clear()
+        self.transfer_leadership(target)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(
+                self._stepped_down.wait(), 2 * self.settings.election_ticks_max * self.settings.tick_ms / 1000
+            )
+        log.info("node %s handed leadership to %s before stopping", self.node_id, self._leader)
 
     def _fail_all(self, error: Exception) -> None:
         for waiter in self._waiters.values():
@@ -548,6 +571,8 @@ class RaftNode:
     def _role_changed(self, leader: str | None, role: str, term: int) -> None:
         previous_leader, previous_role = self._leader, self._role
         self._role = role
+        if previous_role == "leader" and role != "leader":
+            self._stepped_down.set()
         if (role in ("pre_candidate", "candidate") or leader is None) and self._election_started is None:
             self._election_started = time.monotonic()
         if leader != previous_leader:
