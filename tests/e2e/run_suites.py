@@ -25,6 +25,7 @@ class TestText:
 """
 
 MIXED = """
+import ctypes
 import os
 import time
 
@@ -61,6 +62,10 @@ def test_crash():
     os._exit(3)
 
 
+def test_segfault():
+    ctypes.string_at(0)
+
+
 def test_hang():
     time.sleep(600)
 
@@ -80,6 +85,7 @@ def test_other_fail():
 """
 
 CRASH_ID = "suite/test_mixed.py::test_crash"
+SEGFAULT_ID = "suite/test_mixed.py::test_segfault"
 HANG_ID = "suite/test_mixed.py::test_hang"
 
 

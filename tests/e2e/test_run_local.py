@@ -20,6 +20,7 @@ from run_suites import (
     MIXED,
     MIXED_MORE,
     PASSING,
+    SEGFAULT_ID,
     dtf_run,
     plain_pytest,
     summary_counts,
@@ -36,7 +37,7 @@ def _collected(tmp_path: Path, *args: str) -> list[str]:
     return [line for line in out.splitlines() if "::" in line]
 
 
-def test_mixed_suite_reports_like_pytest_and_survives_crash_and_hang(tmp_path: Path) -> None:
+def test_mixed_suite_reports_like_pytest_and_survives_crashes_and_hang(tmp_path: Path) -> None:
     write_suite(tmp_path, {"test_mixed.py": MIXED, "test_more.py": MIXED_MORE})
     junit = tmp_path / "out.xml"
 
@@ -47,16 +48,18 @@ def test_mixed_suite_reports_like_pytest_and_survives_crash_and_hang(tmp_path: P
 
     assert run.returncode == 1, run.stdout + run.stderr
     # The same counts as plain pytest over the tests that do not kill their process;
-    # the crash and the hang are two more failures.
-    plain = plain_pytest(tmp_path, "suite", "--deselect", CRASH_ID, "--deselect", HANG_ID)
+    # the two crashes and the hang are three more failures.
+    plain = plain_pytest(tmp_path, "suite", *(f"--deselect={i}" for i in (CRASH_ID, SEGFAULT_ID, HANG_ID)))
     expected = summary_counts(plain.stdout)
-    expected["failed"] += 2
+    expected["failed"] += 3
     assert summary_counts(run.stdout) == expected, run.stdout
-    assert re.search(r"^=+ 4 failed, 6 passed, 1 skipped, 1 error in [\d.]+s =+$", run.stdout, re.M), run.stdout
+    assert re.search(r"^=+ 5 failed, 6 passed, 1 skipped, 1 error in [\d.]+s =+$", run.stdout, re.M), run.stdout
     # Failures are printed with their text.
     assert "arithmetic is broken" in run.stdout
     assert "ValueError: bad value" in run.stdout
     assert f"FAILED {CRASH_ID} - crashed: pytest exited with code 3" in run.stdout
+    assert f"FAILED {SEGFAULT_ID} - crashed: pytest killed by SIGSEGV while this test was running" in run.stdout
+    assert "Fatal Python error: Segmentation fault" in run.stdout  # its output, as pytest's faulthandler wrote it
     assert f"FAILED {HANG_ID} - crashed: pytest timed out" in run.stdout
 
     # The merged report holds every collected test exactly once.
@@ -69,8 +72,8 @@ def test_mixed_suite_reports_like_pytest_and_survives_crash_and_hang(tmp_path: P
     suite = ET.parse(junit).getroot().find("testsuite")
     assert suite is not None
     assert (suite.get("tests"), suite.get("failures"), suite.get("errors"), suite.get("skipped")) == (
-        "12",
-        "4",
+        "13",
+        "5",
         "1",
         "1",
     )

@@ -182,3 +182,36 @@ def test_plain_pytest_is_untouched_by_the_plugin() -> None:
 )
 def test_plugin_hands_on_all_but_its_own_options(args: list[str], expected: list[str]) -> None:
     assert remaining_args(args) == expected
+
+
+# The parameters come from a data file that no prediction watches.
+FROM_DATA = """
+import json
+from pathlib import Path
+
+import pytest
+
+
+@pytest.mark.parametrize("n", json.loads((Path(__file__).parent / "params.json").read_text()))
+def test_n(n):
+    assert n > 0
+"""
+
+
+def test_a_run_starts_from_the_last_collection_and_follows_the_new_one(tmp_path: Path, dtf_up: Path) -> None:
+    suite = write_suite(tmp_path, {"test_data.py": FROM_DATA, "params.json": "[1, 2]"})
+    argv = ["-v", "run", "--data-dir", str(dtf_up), "--", "suite"]
+
+    first = _dtf(tmp_path, *argv)
+    again = _dtf(tmp_path, *argv)
+    (suite / "params.json").write_text("[2, 3, 4]")  # same size would do too: contents, not names
+    changed = _dtf(tmp_path, *argv)
+
+    assert first.returncode == 0 and "running the last collection" not in first.stderr, first.stderr
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "running the last collection of this command while pytest collects again" in again.stderr
+    assert summary_counts(again.stdout) == {"passed": 2}, again.stdout
+    # The prediction named test_n[1], gone now, and missed test_n[3] and [4]: the run followed the collection.
+    assert changed.returncode == 0, changed.stdout + changed.stderr
+    assert "the collection differs from the prediction" in changed.stderr
+    assert summary_counts(changed.stdout) == {"passed": 3}, changed.stdout

@@ -219,3 +219,18 @@ def test_durations_come_from_the_runs_hardware_classes_first() -> None:
     # Several classes in the run: the mean of those that ran the test; any class for the rest.
     assert recorded_durations(coordinator, ["a", "b", "c"], ["cpu-x", "gpu-y"]) == {"a": 20.0, "b": 20.0, "c": 3.0}
     assert recorded_durations(coordinator, ["a"], []) == {"a": 1.0}
+
+
+def test_a_batch_whose_pytest_ran_nothing_leaves_its_tests_missing_not_crashed() -> None:
+    coordinator = InMemoryCoordinator()
+    run = execution(coordinator)
+    [task] = run.submit([Batch(tuple(IDS[:2]), 0.1)])
+    coordinator.finish(task, {}, status="failed", exit_code=5)
+    coordinator.tasks[task]["error"] = "pytest exit code 5 (no tests collected)"
+
+    run.poll_once()
+
+    assert not run.outcomes and run.done and not coordinator.open_ids()
+    assert run.why_missing == dict.fromkeys(
+        IDS[:2], "its batch ran none of its tests (pytest exit code 5 (no tests collected))"
+    )

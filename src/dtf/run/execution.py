@@ -64,6 +64,9 @@ class Client(Protocol):
 YIELD_FACTOR = 2.0
 YIELD_SLACK_S = 1.0
 YIELD_MIN_TESTS = 4
+# pytest's exit codes for a session that ran nothing: a usage error (no such test), no tests.
+NOTHING_RAN = frozenset({4, 5})
+COUNTED = ("passed", "failed", "skipped", "errors")
 # Remainders of yielded batches go ahead of the planned batches.
 PRIORITY = 5
 PRIORITY_REMAINDER = 6
@@ -111,6 +114,8 @@ class Execution:
     first_test_s: float | None = None
     started_wall: float = field(default_factory=time.time)
     parked: list[_Parked] = field(default_factory=list)
+    # Why a collected test has no result, where a batch said (pytest found none of them).
+    why_missing: dict[str, str] = field(default_factory=dict)
 
     # -- submitting -----------------------------------------------------------
 
@@ -182,7 +187,7 @@ class Execution:
     def _results_of(self, task_id: str, task: Mapping[str, Any]) -> list[dict[str, Any]]:
         """The task's results, once the store holds as many as the worker reported."""
         summary = task.get("results") or {}
-        expected = sum(int(summary.get(k) or 0) for k in ("passed", "failed", "skipped", "errors"))
+        expected = sum(int(summary.get(k) or 0) for k in COUNTED)
         deadline = time.monotonic() + RESULTS_WAIT_S
         rows = self.client.all_results(task_id=task_id)
         while len(rows) < expected and time.monotonic() < deadline:
@@ -218,9 +223,16 @@ class Execution:
                 self._rerun(self.outcomes.pop(node_id))
 
     def _settle_crash(self, missing: Sequence[str], task: Mapping[str, Any]) -> None:
-        """The first test without a result crashed its batch; the others run again."""
+        """The first test without a result crashed its batch; the others run again. A batch
+        whose pytest ran none of its tests (no such test, a usage error) crashed nothing:
+        its tests stay without a result, and the run fails closed naming them."""
         still = [n for n in missing if n not in self.outcomes and n in self.order]
         if not still:
+            return
+        summary = task.get("results") or {}
+        if summary.get("exit_code") in NOTHING_RAN and not any(summary.get(k) for k in COUNTED):
+            why = f"its batch ran none of its tests ({task.get('error') or 'pytest ran nothing'})"
+            self.why_missing.update(dict.fromkeys(still, why))
             return
         culprit, rest = still[0], still[1:]
         self.outcomes[culprit] = crash_outcome(culprit, task)

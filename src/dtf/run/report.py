@@ -109,10 +109,13 @@ def write_report(
     *,
     width: int = 80,
     attempts: Mapping[str, Sequence[TestOutcome]] | None = None,
+    why_missing: Mapping[str, str] | None = None,
 ) -> None:
     """Failures with their text, the short summary, then pytest's summary line.
-    `attempts`: the failed earlier attempts of tests that were run again."""
+    `attempts`: the failed earlier attempts of tests that were run again;
+    `why_missing`: what is known of why a test has no result."""
     attempts = attempts or {}
+    why_missing = why_missing or {}
     failed = [o for o in outcomes if o.failed]
     flaky = [o for o in outcomes if not o.failed and attempts.get(o.node_id)]
     if failed:
@@ -137,7 +140,8 @@ def write_report(
             suffix = f" (failed all {tries + 1} attempts)" if tries else ""
             out.write(f"{label} {o.node_id}" + (f" - {first}" if first else "") + suffix + "\n")
         for node_id in missing:
-            out.write(f"MISSING {node_id} - collected but no result was recorded\n")
+            why = why_missing.get(node_id, "collected but no result was recorded")
+            out.write(f"MISSING {node_id} - {why}\n")
     rerun = sum(len(a) for a in attempts.values())
     out.write(_rule(summary_text(counts(outcomes), seconds, missing=len(missing), rerun=rerun), width=width) + "\n")
 

@@ -247,7 +247,9 @@ def run(config: RunConfig, *, out: TextIO, console: Console) -> int:
     outcomes = [execution.outcomes[n] for n in node_ids if n in execution.outcomes]
     missing = [n for n in node_ids if n not in execution.outcomes]
     width = console.width if out.isatty() else 80
-    write_report(out, outcomes, missing, elapsed, width=width, attempts=execution.attempts)
+    write_report(
+        out, outcomes, missing, elapsed, width=width, attempts=execution.attempts, why_missing=execution.why_missing
+    )
     if config.junitxml is not None:
         write_junit(config.junitxml, outcomes, missing, elapsed, attempts=execution.attempts)
     return exit_code(outcomes, missing)
