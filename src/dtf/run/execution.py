@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -168,12 +168,16 @@ class Execution:
 
     # -- following ------------------------------------------------------------
 
-    def poll_once(self) -> None:
+    def poll_once(self, only: Collection[str] | None = None) -> None:
         """Read the open tasks that can have moved (the running ones, and as many of the
-        queued ones as there are workers: the queue is first in, first out); take in the
-        results of each one that finished."""
-        queued = [t for t in self.open if t not in self.running][: max(1, self.n_workers or self.config.workers)]
-        for task_id in [*self.running, *queued]:
+        queued ones as there are workers: the queue is first in, first out), or those in
+        `only`; take in the results of each one that finished."""
+        if only is None:
+            queued = [t for t in self.open if t not in self.running][: max(1, self.n_workers or self.config.workers)]
+            polled = [*self.running, *queued]
+        else:
+            polled = [t for t in only if t in self.open]
+        for task_id in polled:
             if task_id not in self.open:
                 continue  # settled by an earlier finish in this pass
             task = self.client.task(task_id)

@@ -42,7 +42,7 @@ OVERHEAD_SHARE = 0.05
 SPLIT_FROM_STARTUPS = 4.0
 # How far a recorded duration (the median of recent runs) is trusted: a lane's tail is
 # cut no finer than this share of its recorded work, plus all of its guessed work.
-RECORDED_ERROR = 0.02
+RECORDED_ERROR = 0.01
 
 
 @dataclass(frozen=True)

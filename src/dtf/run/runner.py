@@ -15,6 +15,7 @@ ones (fail closed).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 import time
@@ -41,10 +42,14 @@ from dtf.run.config import RunConfig
 from dtf.run.execution import Client, Execution
 from dtf.run.plan import Batch, estimate_durations, plan_batches
 from dtf.run.report import EXIT_INTERRUPTED, EXIT_NO_TESTS, counts, exit_code, write_junit, write_report
+from dtf.run.watch import TaskWatcher
 
 __all__ = ["RunConfig", "batch_pytest_args", "live_cluster", "live_workers", "run"]
 
 log = logging.getLogger(__name__)
+
+# With task updates pushed by the coordinator, every open task is still read this often.
+FULL_POLL_S = 1.0
 
 
 class NothingCollected(Exception):
@@ -119,8 +124,11 @@ class Run:
         execution: Execution,
         pending: PendingCollection | None,
         on_collected: Callable[[Collection], None],
+        watcher: TaskWatcher | None = None,
     ) -> None:
-        """Poll until every batch has ended and the collection, if still running, is in."""
+        """Follow the batches until every one has ended and the collection, if still
+        running, is in: read the tasks the coordinator says changed, and every open task
+        each FULL_POLL_S; without task updates, every open task each `poll_s`."""
         columns = (
             TextColumn("[bold]dtf run"),
             BarColumn(),
@@ -130,16 +138,27 @@ class Run:
         )
         with Progress(*columns, console=self.console, transient=True) as progress:
             bar = progress.add_task("tests", total=len(execution.order), counts="")
+            polled_all = time.monotonic()
+            watched = False  # whether the last pass already had task updates (else: read every task)
             while True:
                 if not execution.verified and pending is not None and pending.done():
                     on_collected(pending.result())
                     progress.update(bar, total=len(execution.order))
                 if execution.done and execution.verified:
                     return
-                execution.poll_once()
-                progress.update(bar, completed=len(execution.outcomes), counts=_progress_text(execution))
-                if not (execution.done and execution.verified):
+                if watcher is not None and watcher.connected:
+                    changed = watcher.wait(self.config.poll_s)
+                    if time.monotonic() - polled_all >= FULL_POLL_S or not watched:
+                        execution.poll_once()
+                        polled_all = time.monotonic()
+                    elif changed:
+                        execution.poll_once(only=changed)
+                    watched = True
+                else:
+                    execution.poll_once()
+                    watched = False
                     time.sleep(self.config.poll_s)
+                progress.update(bar, completed=len(execution.outcomes), counts=_progress_text(execution))
 
 
 def run(config: RunConfig, *, out: TextIO, console: Console) -> int:
@@ -168,7 +187,10 @@ def run(config: RunConfig, *, out: TextIO, console: Console) -> int:
                 target = _abandon(finding, config, fresh_data_dir)
                 raise
         log.info("%s cluster at %s, %.2fs after start", target.kind, target.api_url, time.monotonic() - started)
-        with DtfClient(target.api_url, target.token) as client:
+        with (
+            DtfClient(target.api_url, target.token) as client,
+            contextlib.closing(TaskWatcher(target.api_url, target.token)) as watcher,
+        ):
             n_workers = config.workers if target.kind == "started" else wait_for_workers(client)
             shipped = config.snapshot if config.snapshot is not None else target.kind == "remote"
             snapshot = ship_snapshot(config, client, console) if shipped else None
@@ -208,7 +230,7 @@ def run(config: RunConfig, *, out: TextIO, console: Console) -> int:
 
             try:
                 execution.submit(batches)
-                runner.follow(execution, None if collection is not None else pending, on_collected)
+                runner.follow(execution, None if collection is not None else pending, on_collected, watcher)
             except BaseException:
                 execution.cancel_open()  # so the workers stop promptly
                 raise

@@ -1,0 +1,81 @@
+"""Task updates pushed by the coordinator (`/ws`, channel `task_updates`), so that a run
+reads a task when it changed instead of reading every open task many times a second.
+
+Best effort: the coordinator drops updates for a client that reads too slowly, and a
+connection can fail or come late (it is made in the background, so the run does not wait
+for it). The runner therefore reads every open task as it did until `connected`, and
+every open task now and then after (`Execution.poll_once`); the updates only make it
+react at once.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from typing import Any
+from urllib.parse import quote, urlsplit, urlunsplit
+
+log = logging.getLogger("dtf.run.runner")
+
+CONNECT_TIMEOUT_S = 3.0
+
+
+class TaskWatcher:
+    def __init__(self, api_url: str, token: str) -> None:
+        self._changed: set[str] = set()
+        self._lock = threading.Lock()
+        self._event = threading.Event()
+        self._socket: Any = None
+        self.connected = False
+        self._thread = threading.Thread(
+            target=self._listen, args=(_ws_url(api_url, token),), name="dtf-run-watch", daemon=True
+        )
+        self._thread.start()
+
+    def _listen(self, url: str) -> None:
+        try:
+            from websockets.sync.client import connect
+
+            with connect(url, open_timeout=CONNECT_TIMEOUT_S, max_size=None) as socket:
+                socket.send(json.dumps({"type": "subscribe", "channel": "task_updates"}))
+                reply = json.loads(socket.recv(timeout=CONNECT_TIMEOUT_S))
+                if reply.get("type") != "subscribed":
+                    raise ValueError(f"subscription refused: {reply}")
+                self._socket = socket
+                self.connected = True
+                for raw in socket:
+                    message = json.loads(raw)
+                    if message.get("type") == "task_update" and message.get("task_id"):
+                        with self._lock:
+                            self._changed.add(str(message["task_id"]))
+                        self._event.set()
+        except Exception as exc:  # any failure: the runner polls instead
+            log.debug("no task updates from the coordinator (%s); polling", exc)
+        finally:
+            self.connected = False
+            self._event.set()
+
+    def wait(self, timeout: float) -> set[str]:
+        """The tasks that changed since the last call, waiting up to `timeout` seconds for one."""
+        self._event.wait(timeout)
+        with self._lock:
+            changed, self._changed = self._changed, set()
+            self._event.clear()
+        return changed
+
+    def close(self) -> None:
+        socket = self._socket
+        if socket is not None:
+            try:
+                socket.close()
+            except Exception as exc:
+                log.debug("closing the task updates: %s", exc)
+        self._thread.join(CONNECT_TIMEOUT_S)
+
+
+def _ws_url(api_url: str, token: str) -> str:
+    parts = urlsplit(api_url)
+    scheme = "wss" if parts.scheme == "https" else "ws"
+    path = parts.path.rstrip("/") + "/ws"
+    return urlunsplit((scheme, parts.netloc, path, f"token={quote(token)}", ""))
