@@ -365,3 +365,18 @@ def test_a_server_whose_worker_goes_away_kills_its_batch(tmp_path: Path) -> None
     child, grandchild = asyncio.run(scenario())
 
     assert is_gone(child) and is_gone(grandchild)
+
+
+def test_each_result_is_stamped_when_its_test_ended(tmp_path: Path, pool: PytestServerPool) -> None:
+    _suite(
+        tmp_path,
+        {"test_two.py": "import time\n\ndef test_a():\n    time.sleep(0.05)\n\ndef test_b():\n    time.sleep(0.01)\n"},
+    )
+    before_ms = time.time_ns() // 1_000_000
+
+    result = _run_in(pool, tmp_path, ["test_two.py"])
+    after_ms = time.time_ns() // 1_000_000
+
+    a, b = result.records
+    assert (a.test_id, b.test_id) == ("test_two.py::test_a", "test_two.py::test_b")
+    assert before_ms < a.timestamp_ms < b.timestamp_ms <= after_ms  # b started after a ended

@@ -27,11 +27,12 @@ import os
 import sys
 import xml.etree.ElementTree as ET
 from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from dtf_common.errors import InvalidArgument
-from dtf_common.pb.dtf.v1 import worker_service_pb2
+from dtf_common.pb.dtf.v1 import types_pb2, worker_service_pb2
 from dtf_worker.executors import pytest_progress
 from dtf_worker.executors.base import CREDENTIAL_VARIABLES, ExecutionContext, ExecutionResult, SnapshotUnavailable
 from dtf_worker.executors.junit import CaseResult, parse_junit_xml, parse_progress, progress_rootdir
@@ -109,18 +110,22 @@ class PytestExecutor:
             except OSError as exc:
                 return ExecutionResult(ok=False, error=f"cannot start pytest: {exc}")
 
-        cases, source, yielded = read_cases(junit, progress, cwd)
+        batch = read_cases(junit, progress, cwd)
+        cases, source, yielded = batch.cases, batch.source, batch.yielded
         process_metrics = {"scope": "pytest process", **run.measurements()}
         records = [
-            new_record(
-                task,
-                ctx,
-                test_id=case.node_id,
-                status=case.status,
-                execution_time=case.duration,
-                metrics={"duration_s": case.duration},
-                hardware_metrics=process_metrics,
-                raw_data=_raw_data(case),
+            _at(
+                batch.ended_at.get(case.node_id),
+                new_record(
+                    task,
+                    ctx,
+                    test_id=case.node_id,
+                    status=case.status,
+                    execution_time=case.duration,
+                    metrics={"duration_s": case.duration},
+                    hardware_metrics=process_metrics,
+                    raw_data=_raw_data(case),
+                ),
             )
             for case in cases
         ]
@@ -148,23 +153,53 @@ class PytestExecutor:
         return ExecutionResult(ok=ok, error=error, results=results, records=records)
 
 
-def read_cases(junit: Path, progress: Path, cwd: Path) -> tuple[list[CaseResult], str, bool]:
+@dataclass(frozen=True)
+class BatchCases:
+    """What a batch's pytest reported: one case per test, where that came from, whether the
+    batch yielded, and when each test ended (epoch seconds, where the progress lines say)."""
+
+    cases: list[CaseResult]
+    source: str
+    yielded: bool = False
+    ended_at: dict[str, float] = field(default_factory=dict)
+
+
+def read_cases(junit: Path, progress: Path, cwd: Path) -> BatchCases:
     """The JUnit XML when pytest wrote it whole, else the progress lines, else nothing;
-    node ids made relative to `cwd` when pytest's rootdir is known. The last item says
-    whether the batch yielded."""
+    node ids made relative to `cwd` when pytest's rootdir is known."""
     try:
         lines = progress.read_text(encoding="utf-8", errors="replace").splitlines()
     except FileNotFoundError:
         lines = []
-    yielded = any('"yielded"' in line for line in lines)
     try:
         cases, source = parse_junit_xml(junit.read_bytes()), "junit"
     except (FileNotFoundError, ET.ParseError):
         cases, source = parse_progress(lines), "progress" if lines else "none"
+    ended = _end_times(lines)
+    stops = [ended.get(case.node_id) for case in cases]
     rootdir = progress_rootdir(lines)
     if rootdir is not None:
         cases = [case.rebased(rootdir, cwd) for case in cases]
-    return cases, source, yielded
+    return BatchCases(
+        cases,
+        source,
+        yielded=any('"yielded"' in line for line in lines),
+        ended_at={case.node_id: stop for case, stop in zip(cases, stops, strict=True) if stop is not None},
+    )
+
+
+def _end_times(lines: list[str]) -> dict[str, float]:
+    """pytest node id -> when its teardown ended, from the progress lines that say."""
+    ended: dict[str, float] = {}
+    for line in lines:
+        if '"teardown"' not in line:
+            continue
+        try:
+            entry = json.loads(line)
+            ended[str(entry["nodeid"])] = float(entry["stop"])
+        except (ValueError, KeyError, TypeError):
+            continue
+    return ended
 
 
 def summarize_failure(run: ProcessRun, counts: Counter[str], completed: int) -> str:
@@ -180,6 +215,13 @@ def summarize_failure(run: ProcessRun, counts: Counter[str], completed: int) -> 
         last = [line for line in (run.stdout_tail + run.stderr_tail).splitlines() if line.strip()]
         parts.append(f"pytest exit code {run.exit_code} ({meaning})" + (f": {last[-1].strip()}" if last else ""))
     return "; ".join(parts)
+
+
+def _at(ended: float | None, record: types_pb2.ResultRecord) -> types_pb2.ResultRecord:
+    """The record stamped with when its test ended, where known (else when it was made)."""
+    if ended is not None:
+        record.timestamp_ms = int(ended * 1000)
+    return record
 
 
 def _raw_data(case: CaseResult) -> dict[str, Any]:

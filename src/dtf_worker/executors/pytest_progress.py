@@ -72,6 +72,7 @@ def pytest_runtest_logreport(report: Any) -> None:
         "when": report.when,
         "outcome": report.outcome,
         "duration": report.duration,
+        "stop": report.stop,
     }
     if report.failed or report.skipped:
         entry["message"] = report.longreprtext[-_MAX_MESSAGE_CHARS:]
