@@ -52,7 +52,8 @@ class RaftCluster:
         material = load_tls(certs / "ca.pem", certs / f"{node_id}.pem", certs / f"{node_id}-key.pem")
         return Credentials(server=server_credentials(material), channel=channel_credentials(material))
 
-    async def start(self, node_id: str, **overrides: int) -> RaftNode:
+    def make(self, node_id: str, **overrides: int) -> RaftNode:
+        """A node of this cluster, not started."""
         settings = RaftSettings(
             node_id=node_id,
             bind=self.addresses[node_id],
@@ -68,6 +69,10 @@ class RaftCluster:
         node.export_extra = lambda: {"exported_by": node_id}
         installed = self.installed.setdefault(node_id, [])
         node.on_snapshot_installed = lambda state, extra: installed.append((set(state.tasks), extra))
+        return node
+
+    async def start(self, node_id: str, **overrides: int) -> RaftNode:
+        node = self.make(node_id, **overrides)
         sink: Callable[[list[Effect]], None] = self.effects.setdefault(node_id, []).extend
         await node.start(sink)
         self.nodes[node_id] = node

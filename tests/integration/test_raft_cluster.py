@@ -14,7 +14,7 @@ import pytest
 from raft_harness import RaftCluster, submit
 
 from dtf_common.errors import Unavailable
-from dtf_common.pb.dtf.v1 import raft_pb2
+from dtf_common.pb.dtf.v1 import commands_pb2, raft_pb2
 from dtf_coordinator.state import Submitted
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
@@ -151,3 +151,17 @@ async def test_a_leader_that_stops_on_purpose_hands_over_without_an_election(clu
     successor = await cluster.leader(wait_s=0.5)
     assert successor.term == old_term + 1
     await successor.propose(submit("after-handover"))
+
+
+async def test_a_write_whose_index_a_newer_leader_took_is_answered_not_left_hanging(tmp_path: Path) -> None:
+    # A leader of term 1 gave writes indexes 2 and 5, then lost leadership; the leader of
+    # term 2 filled index 2 with its own entry and committed up to 3. Terms never decrease
+    # along a committed log, so neither write can commit any more: both callers must hear so.
+    node = RaftCluster(tmp_path, size=1).make("coordinator-1")
+    taken = asyncio.ensure_future(node._await_applied(term=1, index=2))
+    beyond = asyncio.ensure_future(node._await_applied(term=1, index=5))
+    await asyncio.sleep(0)
+    node._apply([commands_pb2.LogEntry(term=t, index=i) for i, t in [(1, 1), (2, 2), (3, 2)]])
+    for waiter in (taken, beyond):
+        with pytest.raises(Unavailable, match="replaced"):
+            await asyncio.wait_for(waiter, 5)  # not answered at all would be the bug

@@ -42,6 +42,10 @@ log = logging.getLogger("dtf.raft")
 EARLY_TYPES = frozenset({raft_pb2.MSG_APP, raft_pb2.MSG_HEARTBEAT, raft_pb2.MSG_SNAP, raft_pb2.MSG_TIMEOUT_NOW})
 
 
+def _replaced() -> Unavailable:
+    return Unavailable("a new leader replaced this write before it committed; it was not applied, retry")
+
+
 def wall_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -138,6 +142,7 @@ class RaftNode:
         self._wake = asyncio.Event()
         self._leader_known = asyncio.Event()
         self._stepped_down = asyncio.Event()
+        self._max_ticks_per_turn = max(1, settings.election_ticks_min // 3)
         self._waiters: dict[int, _Waiter] = {}
         self._reads: dict[bytes, asyncio.Future[int]] = {}
         self._read_seq = 0
@@ -284,7 +289,14 @@ class RaftNode:
                     raise Unavailable("no leader accepted the write in time; try again") from None
                 await asyncio.sleep(self.settings.tick_ms / 1000)
                 continue
-            outcome = await self._await_applied(term, index)
+            try:
+                outcome = await asyncio.wait_for(self._await_applied(term, index), self.settings.write_wait_s)
+            except TimeoutError:
+                self._waiters.pop(index, None)
+                raise Unavailable(
+                    f"the write was appended at index {index} but not committed within "
+                    f"{self.settings.write_wait_s:g} s (is a quorum reachable?); it may still be applied later"
+                ) from None
             if outcome is None:
                 raise Unavailable(f"log entry {index} holds no command; the write was not applied, retry")
             return outcome
@@ -305,6 +317,10 @@ class RaftNode:
         if index <= self.state.applied_index:
             raise Unavailable("the write's index was covered by a snapshot before it could be read back; retry")
         fut: asyncio.Future[Outcome | None] = asyncio.get_running_loop().create_future()
+        older = self._waiters.get(index)
+        if older is not None and not older.future.done():
+            # Another leader's entry took this index before ours committed: that write is gone.
+            older.future.set_exception(_replaced())
         self._waiters[index] = _Waiter(term, fut)
         return await fut
 
@@ -446,7 +462,10 @@ class RaftNode:
             core.report_snapshot(peer, ok)
         for msg in inbox.messages:
             core.step(msg)
-        for _ in range(inbox.ticks):
+        # A slow turn (a long fsync, a busy machine) must not become a burst of ticks: a
+        # burst can span two CheckQuorum rounds and depose a healthy leader. Time simply
+        # runs slower for Raft while the loop is late, as with Go's time.Ticker.
+        for _ in range(min(inbox.ticks, self._max_ticks_per_turn)):
             core.tick()
         if inbox.campaign:
             core.campaign()
@@ -551,13 +570,13 @@ class RaftNode:
                 outcome = self.state.apply(entry.index, command)
             else:
                 self.state.skip_to(entry.index)  # a leader's no-op, or membership handled by the core
+            if entry.term > self._applied_term and self._waiters:
+                self._fail_superseded(entry.index, entry.term)
             self._applied_term = entry.term
             waiter = self._waiters.pop(entry.index, None)
             if waiter is not None and not waiter.future.done():
                 if waiter.term != entry.term:
-                    waiter.future.set_exception(
-                        Unavailable("a new leader replaced this write before it committed; it was not applied, retry")
-                    )
+                    waiter.future.set_exception(_replaced())
                 else:
                     waiter.future.set_result(outcome)
         self._sink(self.state.drain_effects())
@@ -567,6 +586,14 @@ class RaftNode:
             for i, f in waiting:
                 if i <= applied and not f.done():
                     f.set_result(None)
+
+    def _fail_superseded(self, index: int, term: int) -> None:
+        """Terms never decrease along a committed log: once an entry of `term` is applied
+        at `index`, a write waiting at a later index under an older term can never commit."""
+        for at in [i for i, w in self._waiters.items() if i > index and w.term < term]:
+            waiter = self._waiters.pop(at)
+            if not waiter.future.done():
+                waiter.future.set_exception(_replaced())
 
     def _role_changed(self, leader: str | None, role: str, term: int) -> None:
         previous_leader, previous_role = self._leader, self._role

@@ -231,6 +231,9 @@ class Transport:
         channel = grpc.aio.secure_channel(address, self.credentials.channel, options)
         peer = Peer(node_id, address, channel=channel, stub=raft_pb2_grpc.RaftServiceStub(channel))
         peer.stream_task = asyncio.create_task(self._stream(peer), name=f"raft-stream-{node_id}")
+        # Connect (and finish the TLS handshake) now, not on the first message a new
+        # leader has to send: that first append is on the failover's critical path.
+        self._spawn(asyncio.wait_for(channel.channel_ready(), 5))
         return peer
 
     def _close_peer(self, peer: Peer) -> None:
