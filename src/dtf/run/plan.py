@@ -8,6 +8,9 @@ Each test costs its expected duration plus `per_test_s`, what pytest spends arou
 1. Tests are spread over `workers` lanes longest-processing-time first: heaviest test
    first, each to the least-loaded lane. The longest tests open their lanes, so they
    start at time 0; a test longer than a lane's fair share ends up alone in its lane.
+   Tests too small to matter to the balance (no more than a start-up, nor than
+   `SMALL_SHARE` of a lane) are dealt out last, in collection order, so that neighbours
+   stay in one batch.
 2. Each lane, heaviest tests first, is cut into batches whose sizes shrink towards the
    end: the last batch holds about `startup_s` of work, the one before it `GROWTH`
    times that, and so on, and the first batch takes the rest. A lane gets only as many
@@ -40,6 +43,11 @@ OVERHEAD_SHARE = 0.05
 # A lane with less work than this many start-ups runs as one batch: cutting off a tail
 # would cost a start-up to save less than one.
 SPLIT_FROM_STARTUPS = 4.0
+# Tests costing no more than a start-up, nor than this share of a worker's fair share, are
+# dealt out in collection order, a run of them to each lane, so that a file's (a module's,
+# a class's) tests stay together and set their fixtures up once; only the larger ones are
+# packed longest first.
+SMALL_SHARE = 0.01
 # How far a recorded duration (the median of recent runs) is trusted: a lane's tail is
 # cut no finer than this share of its recorded work, plus all of its guessed work.
 RECORDED_ERROR = 0.01
@@ -104,7 +112,7 @@ def plan_batches(
     per_test_s = max(0.0, per_test_s)
     costs = {node_id: max(0.0, s) + per_test_s for node_id, s in durations.items()}
     measured = frozenset(recorded or ())
-    lanes = _spread(costs, workers)
+    lanes = _spread(costs, workers, startup_s)
     planned: list[tuple[float, float, int, Batch]] = []
     for lane_index, lane in enumerate(lanes):
         start = 0.0
@@ -116,15 +124,33 @@ def plan_batches(
     return [batch for *_, batch in planned]
 
 
-def _spread(durations: Mapping[str, float], workers: int) -> list[list[tuple[str, float]]]:
-    """Longest-processing-time first over `workers` lanes; each lane heaviest first."""
-    ordered = sorted(((node_id, max(0.0, s)) for node_id, s in durations.items()), key=lambda kv: (-kv[1], kv[0]))
+def _spread(durations: Mapping[str, float], workers: int, startup_s: float) -> list[list[tuple[str, float]]]:
+    """Longest-processing-time first over `workers` lanes for all but the small tests (no
+    larger than a start-up, nor than `SMALL_SHARE` of a worker's fair share), heaviest first
+    in each lane; then the small tests, in their given (collection) order, in one run per
+    lane, to the lanes least loaded first, each filled to the common mean. A lane's tail is
+    then small tests, which `_cut` can cut fine."""
+    tests = [(node_id, max(0.0, s)) for node_id, s in durations.items()]
+    total = sum(s for _, s in tests)
+    small_below = min(startup_s, SMALL_SHARE * total / workers)
+    big = sorted((t for t in tests if t[1] > small_below), key=lambda kv: (-kv[1], kv[0]))
     lanes: list[list[tuple[str, float]]] = [[] for _ in range(workers)]
+    loads = [0.0] * workers
     heap = [(0.0, i) for i in range(workers)]
-    for node_id, seconds in ordered:
+    for node_id, seconds in big:
         load, i = heapq.heappop(heap)
         lanes[i].append((node_id, seconds))
-        heapq.heappush(heap, (load + seconds, i))
+        loads[i] = load + seconds
+        heapq.heappush(heap, (loads[i], i))
+    target = total / workers
+    order = sorted(range(workers), key=lambda i: (loads[i], i))
+    k = 0
+    for node_id, seconds in (t for t in tests if t[1] <= small_below):
+        while k < workers - 1 and lanes[order[k]] and loads[order[k]] >= target:
+            k += 1
+        lane = order[k]
+        lanes[lane].append((node_id, seconds))
+        loads[lane] += seconds
     return [lane for lane in lanes if lane]
 
 
