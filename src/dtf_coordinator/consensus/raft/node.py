@@ -637,7 +637,8 @@ class RaftNode:
         has run); the loop then writes it and compacts the log."""
         assert self.core is not None
         index, term = self.state.applied_index, self._applied_term
-        meta = raft_pb2.SnapshotMeta(index=index, term=term, conf=self.core.conf_state)
+        # The membership as of the snapshot's index: the current one may already be ahead.
+        meta = raft_pb2.SnapshotMeta(index=index, term=term, conf=self.core.conf_state_at(index))
         state = self.state.snapshot()
         if before_save is not None:
             result = before_save(index)
