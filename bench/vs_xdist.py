@@ -36,6 +36,7 @@ smoke run: 2 repetitions of suites A and C (about 3 minutes).
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import re
 import statistics
@@ -285,7 +286,7 @@ def bench_suite(suite: Suite, repetitions: int, root: Path, warm: bool) -> dict[
             results[name].times.append(elapsed)
             console.print(f"  {label:<40} {elapsed:7.2f} s")
 
-    console.rule(f"suite {suite.name}: {suite.description}")
+    console.rule(f"suite {suite.name}: {suite.description} (load average {_load()})")
     record(DTF_FIRST, dtf(suite), DTF_FIRST)
     warm_dir = root / f"dtf-warm-{suite.name}"
     if warm:
@@ -309,7 +310,16 @@ def bench_suite(suite: Suite, repetitions: int, root: Path, warm: bool) -> dict[
                 capture_output=True,
                 timeout=120,
             )
+    console.print(f"  suite {suite.name} done, load average {_load()}")
     return results
+
+
+def _load() -> str:
+    """The 1-minute load average: other work on the machine shows in every tool's times."""
+    try:
+        return f"{os.getloadavg()[0]:.1f}"
+    except OSError:
+        return "unknown"
 
 
 # --- report ---------------------------------------------------------------------------

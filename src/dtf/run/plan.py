@@ -8,7 +8,7 @@ Each test costs its expected duration plus `per_test_s`, what pytest spends arou
 1. Tests are spread over `workers` lanes longest-processing-time first: heaviest test
    first, each to the least-loaded lane. The longest tests open their lanes, so they
    start at time 0; a test longer than a lane's fair share ends up alone in its lane.
-   Tests too small to matter to the balance (no more than a start-up, nor than
+   Recorded tests too small to matter to the balance (no more than a start-up, nor than
    `SMALL_SHARE` of a lane) are dealt out last, in collection order, so that neighbours
    stay in one batch.
 2. Each lane, heaviest tests first, is cut into batches whose sizes shrink towards the
@@ -112,7 +112,7 @@ def plan_batches(
     per_test_s = max(0.0, per_test_s)
     costs = {node_id: max(0.0, s) + per_test_s for node_id, s in durations.items()}
     measured = frozenset(recorded or ())
-    lanes = _spread(costs, workers, startup_s)
+    lanes = _spread(costs, workers, startup_s, measured)
     planned: list[tuple[float, float, int, Batch]] = []
     for lane_index, lane in enumerate(lanes):
         start = 0.0
@@ -124,16 +124,20 @@ def plan_batches(
     return [batch for *_, batch in planned]
 
 
-def _spread(durations: Mapping[str, float], workers: int, startup_s: float) -> list[list[tuple[str, float]]]:
-    """Longest-processing-time first over `workers` lanes for all but the small tests (no
-    larger than a start-up, nor than `SMALL_SHARE` of a worker's fair share), heaviest first
-    in each lane; then the small tests, in their given (collection) order, in one run per
-    lane, to the lanes least loaded first, each filled to the common mean. A lane's tail is
-    then small tests, which `_cut` can cut fine."""
+def _spread(
+    durations: Mapping[str, float], workers: int, startup_s: float, measured: Collection[str]
+) -> list[list[tuple[str, float]]]:
+    """Longest-processing-time first over `workers` lanes for all but the small tests (whose
+    recorded cost is no larger than a start-up, nor than `SMALL_SHARE` of a worker's fair
+    share), heaviest first in each lane; then the small tests, in their given (collection)
+    order, in one run per lane, to the lanes least loaded first, each filled to the common
+    mean. A lane's tail is then small tests, which `_cut` can cut fine. Guessed tests are
+    never small: a file of unknown slow tests must not land on one worker whole."""
     tests = [(node_id, max(0.0, s)) for node_id, s in durations.items()]
     total = sum(s for _, s in tests)
     small_below = min(startup_s, SMALL_SHARE * total / workers)
-    big = sorted((t for t in tests if t[1] > small_below), key=lambda kv: (-kv[1], kv[0]))
+    small = {node_id for node_id, s in tests if s <= small_below and node_id in measured}
+    big = sorted((t for t in tests if t[0] not in small), key=lambda kv: (-kv[1], kv[0]))
     lanes: list[list[tuple[str, float]]] = [[] for _ in range(workers)]
     loads = [0.0] * workers
     heap = [(0.0, i) for i in range(workers)]
@@ -145,7 +149,7 @@ def _spread(durations: Mapping[str, float], workers: int, startup_s: float) -> l
     target = total / workers
     order = sorted(range(workers), key=lambda i: (loads[i], i))
     k = 0
-    for node_id, seconds in (t for t in tests if t[1] <= small_below):
+    for node_id, seconds in (t for t in tests if t[0] in small):
         while k < workers - 1 and lanes[order[k]] and loads[order[k]] >= target:
             k += 1
         lane = order[k]
