@@ -64,6 +64,20 @@ def translate_rpc_error(code: grpc.StatusCode, details: str) -> errors.DtfError:
     return error_type(details or code.name.lower(), grpc_code=code.name)
 
 
+def _cut_off() -> errors.Unavailable | None:
+    """What a cancelled call raises instead of CancelledError; None when its task is
+    itself being cancelled (it keeps the CancelledError).
+
+    gRPC cancels every call of a channel that is closed, and `_retarget` closes the old
+    channel as soon as one loop (leasing, say) moves to the leader, while the other loops
+    (heartbeat, report) may have a call in flight on it. For them that is a failed call to
+    retry, not the end of the loop: a CancelledError would end the loop silently."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        return None
+    return errors.Unavailable("the call was cut off: the worker moved to another coordinator")
+
+
 class CoordinatorClient:
     """Talks to one coordinator at a time and follows the leader of an HA cluster: a
     follower's NOT_LEADER answer names the leader's worker address, and a coordinator
@@ -165,6 +179,10 @@ class CoordinatorClient:
             if exc.code() == grpc.StatusCode.UNAVAILABLE:
                 self._retarget(exc)
             raise translate_rpc_error(exc.code(), exc.details() or "") from None
+        except asyncio.CancelledError:
+            if (error := _cut_off()) is None:
+                raise
+            raise error from None
         finally:
             call.cancel()
 
@@ -178,3 +196,7 @@ class CoordinatorClient:
             if exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
                 self._retarget(exc)
             raise translate_rpc_error(exc.code(), exc.details() or "") from None
+        except asyncio.CancelledError:
+            if (error := _cut_off()) is None:
+                raise
+            raise error from None
