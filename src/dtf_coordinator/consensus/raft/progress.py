@@ -116,6 +116,10 @@ class Progress:
             return True
         if self.next - 1 != rejected:
             return False  # an answer to an earlier probe
+        if rejected <= self.match:
+            # The follower no longer holds an entry it acknowledged: it dropped a corrupt
+            # tail of its log when it restarted. Take its word, or it never catches up.
+            self.match = min(self.match, match_hint)
         self.next = max(min(rejected, match_hint + 1), self.match + 1)
         self.paused = False
         return True
