@@ -27,6 +27,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Collection, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -200,16 +201,24 @@ class Execution:
             polled = [*self.running, *queued]
         else:
             polled = [t for t in only if t in self.open]
+        finished: list[tuple[str, dict[str, Any]]] = []
         for task_id in polled:
-            if task_id not in self.open:
-                continue  # settled by an earlier finish in this pass
             task = self.client.task(task_id)
             if task["status"] in FINAL:
-                self._finish(task_id, task)
+                finished.append((task_id, task))
             elif task["status"] == "running":
                 self.running.add(task_id)
             if self.first_leased_s is None and task.get("start_time"):
                 self.first_leased_s = _epoch(task["start_time"]) - self.started_wall
+        # Batches often end together (every worker's last one): read their results at once.
+        if len(finished) > 1:
+            with ThreadPoolExecutor(min(len(finished), 4), thread_name_prefix="dtf-run-results") as pool:
+                rows = list(pool.map(lambda f: self._results_of(*f), finished))
+        else:
+            rows = [self._results_of(*f) for f in finished]
+        for (task_id, task), task_rows in zip(finished, rows, strict=True):
+            if task_id in self.open:  # not settled by an earlier finish in this pass
+                self._finish(task_id, task, task_rows)
 
     def _results_of(self, task_id: str, task: Mapping[str, Any]) -> list[dict[str, Any]]:
         """The task's results, once the store holds as many as the worker reported."""
@@ -222,12 +231,12 @@ class Execution:
             rows = self.client.all_results(task_id=task_id)
         return rows
 
-    def _finish(self, task_id: str, task: Mapping[str, Any]) -> None:
+    def _finish(self, task_id: str, task: Mapping[str, Any], rows: list[dict[str, Any]]) -> None:
         submitted = self.open.pop(task_id)
         self.running.discard(task_id)
         wanted = set(submitted.node_ids)
         node_of = {arg: n for n, arg in self.arguments.items()}
-        for row in self._results_of(task_id, task):
+        for row in rows:
             outcome = outcome_from_result(row)
             node_id = node_of.get(outcome.node_id, outcome.node_id)
             if node_id in wanted and node_id not in self.outcomes:
