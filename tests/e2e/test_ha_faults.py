@@ -248,12 +248,6 @@ class BypassesItsConfig(AssertionError):
     pass
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=BypassesItsConfig,
-    reason="a node that installs a snapshot takes the sender's peer addresses from it, including the "
-    "sender's own bind address, instead of the addresses its own config gives",
-)
 def test_after_a_snapshot_a_node_still_reaches_peers_where_its_config_says(make_ha: MakeCluster) -> None:
     # Each node's config names its own route to each peer (here: the link's forwarder).
     # After InstallSnapshot the lagging node must still use its routes, not the sender's:

@@ -183,7 +183,7 @@ class RaftNode:
             entries=loaded.entries,
             bootstrap=bootstrap,
         )
-        self.transport.set_peers(dict(self.core.conf_state.addresses) or self.settings.peers)
+        self.transport.set_peers(self._peer_addresses(self.core.conf_state))
         await self.transport.start(self._deliver, self._snapshot_arrived, self._forwarded)
         self.started_ms = wall_ms()
         if len(self.core.conf_state.voters) == 1 and self.core.conf_state.voters[0] == self.node_id:
@@ -397,6 +397,15 @@ class RaftNode:
 
     # ------------------------------------------------------------------ inputs from the transport
 
+    def _peer_addresses(self, conf: raft_pb2.ConfState) -> dict[str, str]:
+        """Where to reach each voter: this node's own configuration wins (the replicated
+        addresses are what the proposing node saw, e.g. its own 127.0.0.1 bind address);
+        the log's addresses serve only nodes added at run time."""
+        voters = set(conf.voters)
+        addresses = {k: v for k, v in conf.addresses.items() if k in voters}
+        addresses.update({k: v for k, v in self.settings.peers.items() if k in voters})
+        return addresses
+
     def _deliver(self, msg: raft_pb2.RaftMessage) -> None:
         self.last_contact[getattr(msg, "from")] = wall_ms()
         self._inbox.messages.append(msg)
@@ -533,7 +542,7 @@ class RaftNode:
             if fut is not None and not fut.done():
                 fut.set_result(read.index)
         if rd.conf_state is not None:
-            self.transport.set_peers(dict(rd.conf_state.addresses))
+            self.transport.set_peers(self._peer_addresses(rd.conf_state))
         core.advance(rd)
         if late:
             self.transport.send(late)
