@@ -34,6 +34,7 @@ def submit(*task_ids: str) -> commands_pb2.Command:
 class RaftCluster:
     root: Path
     size: int = 3
+    initial: int | None = None  # members at bootstrap; the rest join at run time
     tick_ms: int = 10
     addresses: dict[str, str] = field(default_factory=dict)
     nodes: dict[str, RaftNode] = field(default_factory=dict)
@@ -57,7 +58,9 @@ class RaftCluster:
         settings = RaftSettings(
             node_id=node_id,
             bind=self.addresses[node_id],
-            peers=dict(self.addresses),
+            peers={
+                n: a for n, a in self.addresses.items() if n in self.ids[: self.initial or self.size] or n == node_id
+            },
             tick_ms=self.tick_ms,
             election_ticks_min=overrides.get("election_ticks_min", 15),
             election_ticks_max=overrides.get("election_ticks_max", 30),
@@ -79,7 +82,7 @@ class RaftCluster:
         return node
 
     async def start_all(self) -> None:
-        for node_id in self.ids:
+        for node_id in self.ids[: self.initial or self.size]:
             await self.start(node_id)
 
     async def stop(self, node_id: str, *, crash: bool = False) -> None:

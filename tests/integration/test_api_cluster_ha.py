@@ -332,3 +332,31 @@ async def test_status_feed_on_a_follower(ha: HaApi) -> None:
         for update in updates:
             (node,) = update["nodes"]
             assert (node["node_id"], node["state"], node["term"]) == (leader.node_id, "leader", leader.term)
+
+
+async def test_membership_changes_are_made_on_the_leader_and_refuse_bad_requests(ha: HaApi) -> None:
+    leader = await ha.raft.leader()
+    follower = next(n for n in ha.raft.ids if n != leader.node_id)
+    new = {"node_id": "coordinator-9", "host": "127.0.0.1", "port": 1}
+
+    async def call(node_id: str, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        async with httpx.AsyncClient(base_url=ha.members[node_id].url, headers=ha.auth("admin"), timeout=15) as c:
+            return await c.request(method, path, **kwargs)
+
+    elsewhere = await call(follower, "POST", "/api/cluster/nodes", json=new)
+    assert elsewhere.status_code == 503 and elsewhere.json()["leader_hint"] == leader.node_id
+    member = await call(leader.node_id, "POST", "/api/cluster/nodes", json={**new, "node_id": follower})
+    assert member.status_code == 409 and member.json()["field"] == "node_id"
+    unknown = await call(leader.node_id, "DELETE", "/api/cluster/nodes/coordinator-9")
+    assert unknown.status_code == 404
+    bad = await call(leader.node_id, "POST", "/api/cluster/nodes", json={**new, "port": 0})
+    assert bad.status_code == 422
+    viewer = await ha.post(leader.node_id, "/api/cluster/nodes", role="viewer")
+    assert viewer.status_code == 403
+    # A real change: add a node that is not running yet, then remove it again.
+    added = await call(leader.node_id, "POST", "/api/cluster/nodes", json=new)
+    assert added.status_code == 201, added.text
+    assert "coordinator-9" in leader.conf_state.voters
+    removed = await call(leader.node_id, "DELETE", "/api/cluster/nodes/coordinator-9")
+    assert removed.status_code == 200, removed.text
+    assert "coordinator-9" not in leader.conf_state.voters

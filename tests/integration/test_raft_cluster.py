@@ -165,3 +165,35 @@ async def test_a_write_whose_index_a_newer_leader_took_is_answered_not_left_hang
     for waiter in (taken, beyond):
         with pytest.raises(Unavailable, match="replaced"):
             await asyncio.wait_for(waiter, 5)  # not answered at all would be the bug
+
+
+async def test_a_node_added_at_run_time_catches_up_votes_and_can_be_removed(tmp_path: Path) -> None:
+    cluster = RaftCluster(tmp_path, size=4, initial=3)
+    await cluster.start_all()
+    try:
+        leader = await cluster.leader()
+        for i in range(5):
+            await leader.propose(submit(f"before-join-{i}"))
+        joining = "coordinator-4"
+        add = raft_pb2.ConfChange(
+            type=raft_pb2.ConfChange.ADD_NODE, node_id=joining, address=cluster.addresses[joining]
+        )
+        await leader.change_membership(add)
+        for node in cluster.nodes.values():
+            await node.take_snapshot()
+        await cluster.start(joining)
+        await cluster.converged(wait_s=15)
+        assert all(sorted(n.conf_state.voters) == cluster.ids for n in cluster.nodes.values())
+        # Four voters: a quorum is three, so one more node may stop and writes still commit.
+        follower = next(n for n in cluster.ids[:3] if n != leader.node_id)
+        await cluster.stop(follower, crash=True)
+        await leader.propose(submit("with-three-of-four"))
+        await cluster.start(follower)
+        remove = raft_pb2.ConfChange(type=raft_pb2.ConfChange.REMOVE_NODE, node_id=joining)
+        await leader.change_membership(remove)
+        await cluster.stop(joining)
+        await leader.propose(submit("after-removal"))
+        await cluster.converged(wait_s=15)
+        assert all(joining not in n.conf_state.voters for n in cluster.nodes.values())
+    finally:
+        await cluster.stop_all()

@@ -195,6 +195,42 @@ class ClusterService:
             node_id=node_id, disabled=disable, index=index if isinstance(index, int) else 0, leader_id=local.node_id
         )
 
+    async def add_or_remove(
+        self, node_id: str, *, address: str | None, api_url: str | None = None, grpc_address: str | None = None
+    ) -> NodeMembershipChange:
+        """Add a voter (`address` is its Raft host:port) or remove one (`address` None), on
+        the leader, one change at a time (single-server changes, thesis §4.1)."""
+        local = self.local()
+        if not local.raft:
+            raise Conflict("a coordinator without high availability has no membership to change", field="node_id")
+        if local.role != "leader":
+            raise NotLeader("membership changes go to the leader", leader_hint=local.leader_id)
+        if address is not None and node_id in local.voters:
+            raise Conflict(f"node {node_id} is already a member", field="node_id")
+        if address is None and node_id not in local.voters:
+            raise NotFound(f"node {node_id} is not a member of the cluster", field="node_id")
+        if address is None and local.voters == [node_id]:
+            raise Conflict(f"{node_id} is the last member: removing it would end the cluster", field="node_id")
+        kind = raft_pb2.ConfChange.ADD_NODE if address is not None else raft_pb2.ConfChange.REMOVE_NODE
+        if address is not None:
+            self.coordinator.directory[node_id] = {"api_url": api_url or "", "grpc_address": grpc_address or ""}
+        wait_s = self.ha.leader_lease_duration / 1000
+        try:
+            index = await asyncio.wait_for(
+                self.coordinator.node.change_membership(  # type: ignore[attr-defined]
+                    raft_pb2.ConfChange(type=kind, node_id=node_id, address=address or "")
+                ),
+                wait_s,
+            )
+        except TimeoutError:
+            raise Unavailable(
+                f"the change was proposed but not applied within {wait_s:g} s; check /api/cluster/status",
+                leader_hint=local.node_id,
+            ) from None
+        if address is None:
+            self.coordinator.directory.pop(node_id, None)
+        return NodeMembershipChange(node_id=node_id, disabled=False, index=int(index), leader_id=local.node_id)
+
     @staticmethod
     def _check_change(local: LocalView, node_id: str, *, disable: bool) -> None:
         if disable and node_id in local.disabled:

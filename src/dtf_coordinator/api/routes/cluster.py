@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Path, Query, Request, Security
 from fastapi.responses import HTMLResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials
+from pydantic import BaseModel, Field
 from starlette.requests import HTTPConnection
 
 from dtf_coordinator.api.cluster_service import FORWARDED_HEADER, ClusterService, Relayed, service_of
@@ -154,3 +155,44 @@ async def disable_node(request: Request, cluster: Service, node_id: NodeId) -> A
 )
 async def enable_node(request: Request, cluster: Service, node_id: NodeId) -> Any:
     return await _change(request, cluster, node_id, disable=False)
+
+
+class NewNode(BaseModel):
+    node_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9-]{0,62}$", description="its high_availability.coordinator_id")
+    host: str = Field(min_length=1, description="where its Raft port is reached")
+    port: int = Field(ge=1, le=65535, description="its Raft port")
+    api_url: str | None = Field(default=None, description="its REST API, for clients sent to it")
+    grpc_address: str | None = Field(default=None, description="its worker gRPC host:port")
+
+
+MEMBERSHIP_RESPONSES: dict[int | str, dict[str, Any]] = {
+    404: {"model": Problem, "description": "No such member (remove)"},
+    409: {"model": Problem, "description": "Already a member, or the last member"},
+    503: {"model": Problem, "description": "Not the leader (leader_hint says which is), or not applied in time"},
+}
+
+
+@router.post(
+    "/nodes",
+    response_model=NodeMembershipChange,
+    status_code=201,
+    responses=MEMBERSHIP_RESPONSES,
+    dependencies=[Depends(admin)],
+    summary="Add a coordinator to the cluster (on the leader; start it with the new peer list first)",
+)
+async def add_node(cluster: Service, node: NewNode) -> NodeMembershipChange:
+    host = f"[{node.host}]" if ":" in node.host else node.host
+    return await cluster.add_or_remove(
+        node.node_id, address=f"{host}:{node.port}", api_url=node.api_url, grpc_address=node.grpc_address
+    )
+
+
+@router.delete(
+    "/nodes/{node_id}",
+    response_model=NodeMembershipChange,
+    responses=MEMBERSHIP_RESPONSES,
+    dependencies=[Depends(admin)],
+    summary="Remove a coordinator from the cluster (on the leader; a removed leader steps down)",
+)
+async def remove_node(cluster: Service, node_id: NodeId) -> NodeMembershipChange:
+    return await cluster.add_or_remove(node_id, address=None)
