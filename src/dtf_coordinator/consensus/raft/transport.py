@@ -191,6 +191,7 @@ class Transport:
         self._snapshot_source = snapshot_source
         self._server: grpc.aio.Server | None = None
         self._background: set[asyncio.Task[None]] = set()
+        self._retiring: set[asyncio.Task[None]] = set()  # peers being closed: awaited, never cancelled
         self._wanted = dict(peers)
 
     async def start(self, deliver: Deliver, on_snapshot: SnapshotReceived, forward: ForwardHandler) -> int:
@@ -233,15 +234,24 @@ class Transport:
         peer.stream_task = asyncio.create_task(self._stream(peer), name=f"raft-stream-{node_id}")
         # Connect (and finish the TLS handshake) now, not on the first message a new
         # leader has to send: that first append is on the failover's critical path.
-        self._spawn(asyncio.wait_for(channel.channel_ready(), 5))
+        # (get_state starts connecting without leaving a watch pending that a closed event
+        # loop would be called back on, as an abandoned channel_ready() would.)
+        channel.get_state(try_to_connect=True)
         return peer
 
     def _close_peer(self, peer: Peer) -> None:
-        for task in (peer.stream_task, peer.snapshot_task):
-            if task is not None:
-                task.cancel()
+        task = asyncio.create_task(self._retire(peer), name=f"raft-retire-{peer.node_id}")
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
+
+    @staticmethod
+    async def _retire(peer: Peer) -> None:
+        tasks = [t for t in (peer.stream_task, peer.snapshot_task) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         if peer.channel is not None:
-            self._spawn(peer.channel.close(grace=None))
+            await peer.channel.close(grace=None)
 
     def _spawn(self, coro: Awaitable[object]) -> None:
         async def run() -> None:
@@ -359,6 +369,12 @@ class Transport:
         return reply.term, reply.index
 
     async def stop(self) -> None:
+        # Background calls first (connects, votes, closes), awaited: gRPC must not call
+        # back into this event loop once it is gone.
+        background = list(self._background)
+        for pending in background:
+            pending.cancel()
+        await asyncio.gather(*background, *self._retiring, return_exceptions=True)
         for peer in self.peers.values():
             for task in (peer.stream_task, peer.snapshot_task):
                 if task is not None:
@@ -373,5 +389,7 @@ class Transport:
         self.peers.clear()
         if self._server is not None:
             await self._server.stop(grace=0.5)
-        for task in list(self._background):
-            task.cancel()
+        leftover = list(self._background)
+        for pending in leftover:
+            pending.cancel()
+        await asyncio.gather(*leftover, return_exceptions=True)
