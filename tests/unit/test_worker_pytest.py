@@ -380,3 +380,33 @@ def test_each_result_is_stamped_when_its_test_ended(tmp_path: Path, pool: Pytest
     a, b = result.records
     assert (a.test_id, b.test_id) == ("test_two.py::test_a", "test_two.py::test_b")
     assert before_ms < a.timestamp_ms < b.timestamp_ms <= after_ms  # b started after a ended
+
+
+def test_what_the_warm_up_put_in_the_environment_stays_there(tmp_path: Path, pool: PytestServerPool) -> None:
+    """A conftest in a package is imported once, by the server: what it set in the
+    environment must still be there in every batch, as in a fresh process."""
+    suite = _suite(tmp_path, {})
+    (suite / "tests").mkdir()
+    (suite / "tests" / "__init__.py").write_text("")
+    (suite / "tests" / "conftest.py").write_text('import os\n\nos.environ.setdefault("SET_BY_CONFTEST", "yes")\n')
+    (suite / "tests" / "test_env.py").write_text(
+        'import os\n\ndef test_env():\n    assert os.environ.get("SET_BY_CONFTEST") == "yes"\n'
+        '    assert "DTF_TASK_ID" in os.environ\n'
+    )
+
+    runs = [_run_in(pool, tmp_path, ["tests/test_env.py"]) for _ in range(2)]
+
+    assert [(r.ok, r.results["process"]) for r in runs] == [(True, "forked")] * 2, runs[0].results["stdout_tail"]
+    assert pool.started == 1
+
+
+def test_a_suite_that_makes_warnings_errors_runs_forked(tmp_path: Path, pool: PytestServerPool) -> None:
+    """No warning of pytest's own (such as a plugin module imported before pytest could
+    rewrite it) may reach a batch that the same fresh pytest process would not see."""
+    suite = _suite(tmp_path, {"test_ok.py": "def test_ok():\n    pass\n"})
+    (suite / "pytest.ini").write_text("[pytest]\nfilterwarnings = error\n")
+
+    result = _run_in(pool, tmp_path, ["test_ok.py"])
+
+    assert result.ok and result.results["process"] == "forked", result.results["stdout_tail"]
+    assert "warning" not in result.results["stdout_tail"].lower()

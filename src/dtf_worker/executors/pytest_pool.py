@@ -88,12 +88,14 @@ class BatchSpec:
     log_dir: Path
 
     def message(self) -> dict[str, Any]:
+        """The server's command. The server runs with the rest of the environment already
+        (its key), so only the batch's own variables travel."""
         self.log_dir.mkdir(parents=True, exist_ok=True)
         return {
             "run": {
                 "argv": self.argv,
                 "cwd": str(self.cwd),
-                "env": dict(self.env),
+                "env": {k: v for k, v in self.env.items() if k in BATCH_VARIABLES},
                 "stdout": str(self.log_dir / "stdout.log"),
                 "stderr": str(self.log_dir / "stderr.log"),
             }
@@ -169,7 +171,7 @@ class PytestServer:
         self.key = key
         warm_argv = [*key.args, "--collect-only", "--ignore-glob=*", *warm]
         self.proc = _spawn(
-            [key.python, "-m", pytest_server.__name__, json.dumps({"warm_argv": warm_argv})],
+            [key.python, pytest_server.__file__, json.dumps({"warm_argv": warm_argv})],
             cwd=key.cwd,
             env=dict(key.env),
         )

@@ -1,16 +1,20 @@
 """A long-lived pytest process that runs each batch in a child forked from it.
 
-`pytest_pool` starts one per worker slot and project as
-`python -m dtf_worker.executors.pytest_server CONFIG`, in the batches' directory and
-environment. It imports pytest and runs a warm-up session once: `--collect-only
+`pytest_pool` starts one per worker slot and project as `python <this file> CONFIG`,
+in the batches' directory and environment. It runs as a script, not as a module of its
+package, and imports nothing but the standard library before pytest: pytest warns about
+(and under `filterwarnings = error` fails on) a module of a plugin's distribution that is
+imported before it can rewrite its asserts, and dtf is such a distribution.
+
+The server imports pytest and runs a warm-up session once: `--collect-only
 --ignore-glob=*` with the batches' own options over the directories of the first
 batch's tests, which loads the plugins, runs their `pytest_configure` and imports the
 conftest files of those directories, but imports no test module (so editing a test
 file leaves the server usable). Then it waits for batches.
 
 Each batch is a `fork()` of this process: the child gets a process group of its
-own, points stdout and stderr at the batch's log files, takes the batch's
-environment and runs `pytest.main` on the batch's arguments, with everything the
+own, points stdout and stderr at the batch's log files, adds the batch's own variables
+to the environment and runs `pytest.main` on the batch's arguments, with everything the
 warm-up imported already in memory. It exits with pytest's exit code. The parent
 reaps it and reports the exit code and CPU time. So every batch has a process of its
 own, as with a fresh `python -m pytest`: module state cannot leak from one batch to the
@@ -24,7 +28,7 @@ The protocol is JSON lines. The server moves its stdin and stdout to private
 descriptors at once, so nothing printed by plugins or conftest files can corrupt it.
 
 - server: `{"ready": true, "pid": N, "warm_exit": N, "seconds": S, "output": "..."}`
-- pool: `{"run": {"argv": [...], "cwd": "...", "env": {...}, "stdout": "path", "stderr": "path"}}`
+- pool: `{"run": {"argv": [...], "cwd": "...", "env": {the batch's own variables}, "stdout": "path", "stderr": "path"}}`
 - server: `{"started": PID}` or `{"stale": "why"}`, then `{"exited": PID, "exit_code": N, "cpu_time_s": S}`
 
 End of input (the worker exited or was killed) makes the server kill the running
@@ -50,6 +54,8 @@ _OUTPUT_TAIL_CHARS = 4000
 
 
 def main(argv: list[str]) -> int:
+    # As for `python -m pytest`: imports resolve from the working directory, not from here.
+    sys.path[0] = os.getcwd()
     config: dict[str, Any] = json.loads(argv[0])
     commands, replies = _take_protocol_fds()
     return Server(commands, replies).serve(list(config["warm_argv"]))
@@ -212,7 +218,8 @@ def run_child(spec: dict[str, Any], *, close: tuple[int, ...]) -> None:
             os.dup2(target, fd)
             os.close(target)
         os.chdir(spec["cwd"])
-        os.environ.clear()
+        # The server's environment is the batch's less its own variables (task id, progress
+        # file), plus what the warm-up's imports set: keep that, as a fresh process would.
         os.environ.update(spec["env"])
         argv = [str(arg) for arg in spec["argv"]]
         import pytest
