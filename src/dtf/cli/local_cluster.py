@@ -27,6 +27,13 @@ from dtf_common.errors import Unavailable
 from dtf_coordinator.auth import create_token
 
 READY_TIMEOUT_S = 60.0
+# What every local coordinator shares: the secret from the environment, and quick
+# detection of a lost worker (a local one restarts within a second or two).
+LOCAL_SETTINGS: dict[str, Any] = {
+    "security": {"jwt_secret": "${DTF_JWT_SECRET}"},
+    "health_monitor": {"heartbeat_interval": 1.0, "failure_threshold": 5, "check_interval": 1.0},
+    "task_scheduler": {"lease_timeout": 10.0},
+}
 
 
 def _port_free(host: str, port: int) -> bool:
@@ -152,9 +159,7 @@ class LocalCluster:
             config = {
                 "server": {"host": self.host, "data_dir": str(self.dir / "coordinator")},
                 "database": {"type": "duckdb", "path": str(self.dir / "results.duckdb")},
-                "security": {"jwt_secret": "${DTF_JWT_SECRET}"},
-                "health_monitor": {"heartbeat_interval": 1.0, "failure_threshold": 5, "check_interval": 1.0},
-                "task_scheduler": {"lease_timeout": 10.0},
+                **LOCAL_SETTINGS,
             }
             path.write_text(yaml.safe_dump(config, sort_keys=False))
         return path
@@ -196,9 +201,7 @@ class LocalCluster:
                     "data_dir": str(self.dir / node_id),
                 },
                 "database": {"type": "duckdb", "path": str(self.dir / f"results-{node_id}.duckdb")},
-                "security": {"jwt_secret": "${DTF_JWT_SECRET}"},
-                "health_monitor": {"heartbeat_interval": 1.0, "failure_threshold": 5, "check_interval": 1.0},
-                "task_scheduler": {"lease_timeout": 10.0},
+                **LOCAL_SETTINGS,
                 "high_availability": {
                     "enabled": True,
                     "coordinator_id": node_id,

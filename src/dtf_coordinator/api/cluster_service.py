@@ -168,14 +168,8 @@ class ClusterService:
             return await self._forward(local, node_id, disable, authorization, forwarded_by)
         self._check_change(local, node_id, disable=disable)
         kind = raft_pb2.ConfChange.DISABLE_NODE if disable else raft_pb2.ConfChange.ENABLE_NODE
-        wait_s = self.ha.leader_lease_duration / 1000
         try:
-            index = await asyncio.wait_for(
-                self.coordinator.node.change_membership(  # type: ignore[attr-defined]
-                    raft_pb2.ConfChange(type=kind, node_id=node_id)
-                ),
-                wait_s,
-            )
+            index = await self._apply_change(raft_pb2.ConfChange(type=kind, node_id=node_id), local.node_id)
         except NotLeader as exc:
             # Leadership moved while the change was on its way: the new leader decides.
             if forwarded_by is not None:
@@ -185,15 +179,23 @@ class ClusterService:
             if isinstance(hint, str) and hint and moved.leader_id is None:
                 moved = replace(moved, leader_id=hint)
             return await self._forward(moved, node_id, disable, authorization, None)
+        return NodeMembershipChange(node_id=node_id, disabled=disable, index=index, leader_id=local.node_id)
+
+    async def _apply_change(self, change: raft_pb2.ConfChange, leader_id: str) -> int:
+        """Propose a membership change on this leader; its log index once applied."""
+        wait_s = self.ha.leader_lease_duration / 1000
+        try:
+            index = await asyncio.wait_for(
+                self.coordinator.node.change_membership(change),  # type: ignore[attr-defined]
+                wait_s,
+            )
         except TimeoutError:
             raise Unavailable(
                 f"the change was proposed but not applied within {wait_s:g} s (is a quorum reachable?); "
                 "it may still take effect: check /api/cluster/status",
-                leader_hint=local.node_id,
+                leader_hint=leader_id,
             ) from None
-        return NodeMembershipChange(
-            node_id=node_id, disabled=disable, index=index if isinstance(index, int) else 0, leader_id=local.node_id
-        )
+        return index if isinstance(index, int) else 0
 
     async def add_or_remove(
         self, node_id: str, *, address: str | None, api_url: str | None = None, grpc_address: str | None = None
@@ -214,22 +216,11 @@ class ClusterService:
         kind = raft_pb2.ConfChange.ADD_NODE if address is not None else raft_pb2.ConfChange.REMOVE_NODE
         if address is not None:
             self.coordinator.directory[node_id] = {"api_url": api_url or "", "grpc_address": grpc_address or ""}
-        wait_s = self.ha.leader_lease_duration / 1000
-        try:
-            index = await asyncio.wait_for(
-                self.coordinator.node.change_membership(  # type: ignore[attr-defined]
-                    raft_pb2.ConfChange(type=kind, node_id=node_id, address=address or "")
-                ),
-                wait_s,
-            )
-        except TimeoutError:
-            raise Unavailable(
-                f"the change was proposed but not applied within {wait_s:g} s; check /api/cluster/status",
-                leader_hint=local.node_id,
-            ) from None
+        change = raft_pb2.ConfChange(type=kind, node_id=node_id, address=address or "")
+        index = await self._apply_change(change, local.node_id)
         if address is None:
             self.coordinator.directory.pop(node_id, None)
-        return NodeMembershipChange(node_id=node_id, disabled=False, index=int(index), leader_id=local.node_id)
+        return NodeMembershipChange(node_id=node_id, disabled=False, index=index, leader_id=local.node_id)
 
     @staticmethod
     def _check_change(local: LocalView, node_id: str, *, disable: bool) -> None:
