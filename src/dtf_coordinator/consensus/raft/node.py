@@ -130,7 +130,6 @@ class RaftNode:
         # Hooks for what a snapshot carries beside the state (the results store's rows).
         self.export_extra: Callable[[], dict[str, Any]] | None = None
         self.on_snapshot_installed: Callable[[StateMachine, dict[str, Any]], None] | None = None
-        self.replayed = 0
         self.started_ms = 0
         self._seed = seed
         self._clock = clock
@@ -155,7 +154,6 @@ class RaftNode:
         self._tasks: list[asyncio.Task[None]] = []
         self._failed: BaseException | None = None
         self._compact_to: tuple[int, int, bytes] | None = None
-        self.election_durations: list[float] = []
         self._persisted_term = 0
         self._persisted_vote = ""
 
@@ -618,7 +616,6 @@ class RaftNode:
                 self._leader_known.set()
                 if self._election_started is not None:
                     took = time.monotonic() - self._election_started
-                    self.election_durations.append(took)
                 self._election_started = None
             reason = self._reason(previous_leader, leader, previous_role, role)
             change = LeaderChange(previous_leader, leader, term, reason, wall_ms(), took)
