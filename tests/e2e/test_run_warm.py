@@ -206,12 +206,21 @@ def test_a_run_starts_from_the_last_collection_and_follows_the_new_one(tmp_path:
     again = _dtf(tmp_path, *argv)
     (suite / "params.json").write_text("[2, 3, 4]")  # same size would do too: contents, not names
     changed = _dtf(tmp_path, *argv)
+    _dtf(tmp_path, *argv, "-k", "test_n")
+    selected = _dtf(tmp_path, *argv, "-k", "test_n")
 
     assert first.returncode == 0 and "running the last collection" not in first.stderr, first.stderr
     assert again.returncode == 0, again.stdout + again.stderr
-    assert "running the last collection of this command while pytest collects again" in again.stderr
+    # One file, run whole: the worker's pytest saw what the client's would, so the client need not collect.
+    assert "running the last collection of this command; the workers confirm it" in again.stderr
+    assert "the workers' pytest confirmed the prediction" in again.stderr
     assert summary_counts(again.stdout) == {"passed": 2}, again.stdout
-    # The prediction named test_n[1], gone now, and missed test_n[3] and [4]: the run followed the collection.
+    # The prediction named test_n[1], gone now, and missed test_n[3] and [4]: the worker's pytest
+    # ran three tests, the client collected, and the run followed the collection.
     assert changed.returncode == 0, changed.stdout + changed.stderr
+    assert "the workers could not confirm the prediction; pytest collects" in changed.stderr
     assert "the collection differs from the prediction" in changed.stderr
     assert summary_counts(changed.stdout) == {"passed": 3}, changed.stdout
+    # -k may select part of a file: batches name tests, which no worker's pytest can vouch for.
+    assert "running the last collection of this command; pytest collects again" in selected.stderr
+    assert summary_counts(selected.stdout) == {"passed": 3}, selected.stdout

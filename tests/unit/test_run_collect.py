@@ -194,6 +194,18 @@ def test_new_files_that_may_change_the_collection_end_the_prediction(tmp_path: P
     assert cache.load(key) is None
 
 
+def test_a_test_file_added_where_pytest_looked_and_found_none_ends_the_prediction(tmp_path: Path) -> None:
+    project = write(tmp_path / "project", {**SUITE, "tests/fixtures/data.txt": "x\n"})
+    cache = CollectionCache(tmp_path / "data")
+    key = command_key(project, [])
+    cache.store(key, collect([], project))
+    assert cache.load(key) is not None
+
+    write(project, {"tests/fixtures/test_late.py": "def test_late(): pass\n"})
+
+    assert cache.load(key) is None
+
+
 def test_each_command_has_its_own_prediction(tmp_path: Path) -> None:
     env = {"PATH": "/bin", "HOME": "/h"}
     key = command_key(tmp_path, ["-k", "x"], env)

@@ -188,6 +188,62 @@ def test_a_failed_batch_of_a_prediction_waits_for_the_collection() -> None:
     assert coordinator.node_ids(again) == [IDS[2]]
 
 
+def test_batches_of_whole_files_confirm_a_prediction_without_a_collection() -> None:
+    coordinator = InMemoryCoordinator()
+    run = execution(coordinator, verified=False)
+    a, b = IDS[:4], IDS[4:]
+    assert run.names_whole_files([Batch(tuple(a), 0.2), Batch(tuple(b), 0.2)])
+    run.confirming = True
+    first, second = run.submit([Batch(tuple(a), 0.2), Batch(tuple(b), 0.2)])
+    assert coordinator.node_ids(first) == ["t/test_a.py"]  # named whole: its pytest collects the file
+
+    coordinator.finish(first, dict.fromkeys(a, "passed"), exit_code=0, collected=4)
+    run.poll_once()
+    assert not run.verified  # test_b.py is not seen yet
+    coordinator.finish(
+        second, {**dict.fromkeys(b[:3], "passed"), b[3]: "failed"}, status="failed", exit_code=1, collected=4
+    )
+    run.poll_once()
+
+    assert run.verified and not run.needs_collection and run.done
+    assert len(run.outcomes) == 8
+
+
+@pytest.mark.parametrize(
+    ("reported", "summary"),
+    [
+        ([*IDS[:4], "t/test_a.py::test_new"], {"exit_code": 0, "collected": 5}),  # the file holds a new test
+        (IDS[:3], {"exit_code": 0, "collected": 3}),  # one test is gone
+        (IDS[:2], {"exit_code": -11, "collected": 4}),  # the batch crashed
+        (IDS[:2], {"exit_code": 0, "collected": 4, "yielded": True}),  # it yielded
+        (IDS[:4], {"exit_code": 0}),  # a worker that does not say what it collected
+    ],
+)
+def test_a_batch_that_cannot_confirm_its_files_sends_the_run_to_its_collection(
+    reported: list[str], summary: dict[str, Any]
+) -> None:
+    coordinator = InMemoryCoordinator()
+    run = execution(coordinator, verified=False, confirming=True)
+    first, _ = run.submit([Batch(tuple(IDS[:4]), 0.2), Batch(tuple(IDS[4:]), 0.2)])
+
+    coordinator.finish(first, dict.fromkeys(reported, "passed"), **summary)
+    run.poll_once()
+
+    assert run.needs_collection and not run.verified
+
+
+def test_a_batch_of_part_of_a_file_does_not_confirm_it() -> None:
+    coordinator = InMemoryCoordinator()
+    run = execution(coordinator, verified=False, confirming=True)
+    assert not run.names_whole_files([Batch(tuple(IDS[:2]), 0.1), Batch(tuple(IDS[2:]), 0.3)])
+    part, _ = run.submit([Batch(tuple(IDS[:2]), 0.1), Batch(tuple(IDS[2:]), 0.3)])
+
+    coordinator.finish(part, dict.fromkeys(IDS[:2], "passed"), exit_code=0, collected=2)
+    run.poll_once()
+
+    assert not run.verified and not run.needs_collection  # neither confirmed nor refuted
+
+
 def test_a_prediction_that_holds_in_another_order_changes_nothing() -> None:
     coordinator = InMemoryCoordinator()
     run = execution(coordinator, verified=False)

@@ -19,6 +19,7 @@ from dtf.run.plan import (
     file_of,
     function_of,
     makespan_lower_bound,
+    plan,
     plan_batches,
     simulate_makespan,
 )
@@ -172,6 +173,28 @@ def test_suite_a_of_trivial_tests_needs_few_batches(workers: int) -> None:
     assert workers <= len(batches) <= 2 * workers
     makespan = simulate_makespan(batches, workers, STARTUP)
     assert makespan <= makespan_lower_bound(durations, workers, STARTUP) + STARTUP
+
+
+@pytest.mark.parametrize("workers", [2, 3, 4])
+def test_trivial_tests_are_planned_as_whole_files_when_that_costs_nothing(workers: int) -> None:
+    durations = dict(sorted(suite_a().items(), key=lambda kv: file_of(kv[0])))  # collection order
+    batches = plan(durations, workers, startup_s=STARTUP, per_test_s=0.001, recorded=durations.keys())
+
+    holders = {
+        f: {i for i, b in enumerate(batches) if any(file_of(n) == f for n in b.node_ids)}
+        for f in map(file_of, durations)
+    }
+    assert all(len(held) == 1 for held in holders.values())
+    assert sorted(n for b in batches for n in b.node_ids) == sorted(durations)
+    best = plan_batches(durations, workers, startup_s=STARTUP, per_test_s=0.001, recorded=durations.keys())
+    assert simulate_makespan(batches, workers, STARTUP) <= simulate_makespan(best, workers, STARTUP) + 0.1
+
+
+def test_files_of_long_tests_are_split_when_whole_files_would_end_later() -> None:
+    durations = suite_b()
+    assert plan(durations, 2, startup_s=STARTUP, recorded=durations.keys()) == plan_batches(
+        durations, 2, startup_s=STARTUP, recorded=durations.keys()
+    )
 
 
 def test_a_long_suite_gets_more_batches_but_little_start_up() -> None:

@@ -109,12 +109,14 @@ def test_pytest_batch_reports_one_result_per_test(tmp_path: Path) -> None:
     result = run(task, context(tmp_path))
 
     assert not result.ok and result.error == "1 failed"
-    assert {k: result.results[k] for k in ("exit_code", "passed", "failed", "skipped", "errors", "source")} == {
+    keys = ("exit_code", "passed", "failed", "skipped", "errors", "collected", "source")
+    assert {k: result.results[k] for k in keys} == {
         "exit_code": 1,
         "passed": 3,
         "failed": 1,
         "skipped": 1,
         "errors": 0,
+        "collected": 5,  # what `dtf run` checks a prediction against
         "source": "junit",
     }
     records = {record.test_id: record for record in result.records}

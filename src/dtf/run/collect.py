@@ -45,8 +45,10 @@ class Collection:
     cwd: Path
     rootdir: Path | None = None
     arguments: dict[str, str] = field(default_factory=dict)
-    # The test files (absolute) and the configuration file pytest read, when known.
+    # The test files and the directories pytest walked (absolute), and the configuration
+    # file pytest read, when known.
     files: list[Path] = field(default_factory=list)
+    dirs: list[Path] = field(default_factory=list)
     inipath: Path | None = None
 
     def argument(self, node_id: str) -> str:
@@ -61,10 +63,11 @@ def collect(pytest_args: list[str], cwd: Path, *, timeout: float = 600) -> Colle
 
 
 class PendingCollection:
-    """`pytest --collect-only` running in the background: started at once, read with `result`."""
+    """`pytest --collect-only` running in the background: started at once (or, with
+    `start=False`, when `start` is called), read with `result`."""
 
-    def __init__(self, pytest_args: list[str], cwd: Path) -> None:
-        argv = [
+    def __init__(self, pytest_args: list[str], cwd: Path, *, start: bool = True) -> None:
+        self.argv = [
             sys.executable,
             "-m",
             "pytest",
@@ -80,20 +83,33 @@ class PendingCollection:
         self._tmp = tempfile.TemporaryDirectory(prefix="dtf-collect-")
         self._target = Path(self._tmp.name) / "collected.json"
         self._output = Path(self._tmp.name) / "output.txt"
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._result: Collection | CollectionError | None = None
+        if start:
+            self.start()
+
+    @property
+    def started(self) -> bool:
+        return self._proc is not None
+
+    def start(self) -> None:
+        if self._proc is not None:
+            return
         env = {**os.environ, OUTPUT_ENV: str(self._target)}
         with self._output.open("wb") as output:
             self._proc = subprocess.Popen(
-                argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT
+                self.argv, cwd=self.cwd, env=env, stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT
             )
-        self._result: Collection | CollectionError | None = None
 
     def done(self) -> bool:
-        return self._result is not None or self._proc.poll() is not None
+        return self._result is not None or (self._proc is not None and self._proc.poll() is not None)
 
     def result(self, timeout: float | None = None) -> Collection:
         """The collection, waiting for it. Raises `CollectionError` when pytest failed, and
         subprocess.TimeoutExpired after `timeout` seconds (pytest is then stopped)."""
         if self._result is None:
+            self.start()
+            assert self._proc is not None
             try:
                 self._proc.wait(timeout)
             except subprocess.TimeoutExpired:
@@ -106,12 +122,13 @@ class PendingCollection:
         return self._result
 
     def cancel(self) -> None:
-        if self._proc.poll() is None:
+        if self._proc is not None and self._proc.poll() is None:
             self._proc.kill()
             self._proc.wait()
         self._tmp.cleanup()
 
     def _read(self) -> Collection | CollectionError:
+        assert self._proc is not None
         output = self._output.read_text(encoding="utf-8", errors="replace")
         code = self._proc.returncode
         if code not in (0, NO_TESTS_COLLECTED):
@@ -127,5 +144,6 @@ class PendingCollection:
             rootdir=Path(body["rootdir"]),
             arguments={str(k): str(v) for k, v in body["arguments"].items()},
             files=[Path(f) for f in body.get("files", [])],
+            dirs=[Path(d) for d in body.get("dirs", [])],
             inipath=Path(body["inipath"]) if body.get("inipath") else None,
         )

@@ -6,8 +6,9 @@ packages outside it, so they are not always valid arguments from the directory p
 was started in. For those that are not, `arguments` gives one that is: the item's file,
 relative to that directory when under it, else absolute, followed by the rest of the id.
 
-It also lists the test files and the configuration file, which `dtf.run.collection_cache`
-watches to tell whether the collection still holds.
+It also lists the test files, every directory pytest walked and the configuration file,
+which `dtf.run.collection_cache` watches to tell whether the collection still holds: a
+test file added anywhere pytest looks changes one of those directories.
 
 Reading ids from a file rather than from pytest's output keeps warnings, summaries and
 other plugins' printing out of them. Writes nothing when the variable is unset.
@@ -18,12 +19,22 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the runner imports this module for OUTPUT_ENV without paying for pytest
     import pytest
 
 OUTPUT_ENV = "DTF_COLLECT_OUTPUT"
+
+_walked: set[str] = set()
+
+
+def pytest_collectstart(collector: Any) -> None:
+    # Directories pytest looks into (not those it only passes by, as a data directory
+    # beside the tests it was pointed at).
+    path = getattr(collector, "path", None)
+    if isinstance(path, Path) and path.is_dir():
+        _walked.add(str(path))
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
@@ -42,6 +53,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         "node_ids": [item.nodeid for item in session.items],
         "arguments": arguments,
         "files": sorted({str(item.path) for item in session.items}),
+        "dirs": sorted(_walked),
         "inipath": str(inipath) if inipath else None,
     }
     Path(target).write_text(json.dumps(body), encoding="utf-8")

@@ -3,9 +3,9 @@ the same command can start its batches while pytest collects again.
 
 A command is its directory, pytest's arguments, the interpreter and the environment (less
 a few variables a shell changes between commands). Its collection is kept with the
-modification time and size of what could change it: each test file; each directory from
-the test files up to the rootdir and the current directory (adding or removing a file
-changes its directory); the conftest.py in each of those directories (present or not);
+modification time and size of what could change it: each test file; each directory pytest
+walked, and each from the test files up to the rootdir and the current directory (adding
+or removing a file changes its directory); the conftest.py in each of those directories (present or not);
 the configuration file; the interpreter's site-packages (a plugin installed or removed).
 `load` returns the node ids only while all of these are unchanged.
 
@@ -31,7 +31,7 @@ from dtf.run.collect import Collection
 # Set by shells and terminals, and changing between two runs of the same command.
 VOLATILE_VARIABLES = frozenset({"_", "OLDPWD", "SHLVL", "COLUMNS", "LINES", "TERM_SESSION_ID", "WINDOWID"})
 KEEP = 32  # commands remembered per data directory
-VERSION = 1
+VERSION = 2  # 2: the directories pytest walked are watched
 
 
 def command_key(cwd: Path, pytest_args: Sequence[str], env: Mapping[str, str] | None = None) -> str:
@@ -91,7 +91,7 @@ class CollectionCache:
 def watched_paths(collection: Collection) -> list[Path]:
     """What the collection depends on that a file system can tell changed (see the module doc)."""
     tops = {p for p in (collection.rootdir, collection.cwd) if p is not None}
-    dirs: set[Path] = set()
+    dirs: set[Path] = set(collection.dirs)
     for file in collection.files:
         dirs.update(_up_to(file.parent, tops))
     paths: set[Path] = set(collection.files) | dirs | {d / "conftest.py" for d in dirs}

@@ -14,11 +14,16 @@ to a running worker. The pieces do not yield again. Batches of recorded tests ne
 yield: when they run long, every worker is slow alike, and splitting would only add
 start-ups.
 
-A run may start from a *prediction* (the last collection of the same command) while
-pytest collects again: `verify` then compares. When the two agree, nothing changes; when
-they differ, the batches still open are cancelled, results of tests that are no longer
-collected are dropped, and the tests without a result are planned again. Until then a
-batch that failed is not judged: a test the prediction named may no longer exist.
+A run may start from a *prediction* (the last collection of the same command, kept while
+nothing pytest's discovery reads has changed). When every batch names whole files, the
+workers' pytest confirms it: each batch reports how many tests its session collected, and
+a batch that ran them all has seen its files as the run's own collection would (see
+`_confirm`). Otherwise, or when a batch cannot confirm (a crash, a yield, a file that
+holds other tests than predicted), pytest collects on the client and `verify` compares.
+When the two agree, nothing changes; when they differ, the batches still open are
+cancelled, results of tests that are no longer collected are dropped, and the tests
+without a result are planned again. Until the prediction is confirmed a batch that failed
+is not judged: a test the prediction named may no longer exist.
 """
 
 from __future__ import annotations
@@ -78,6 +83,8 @@ PRIORITY_REMAINDER = 6
 class Submitted:
     node_ids: tuple[str, ...]
     estimate_s: float
+    # The files the batch names whole (every test of each is in the batch), by node id path.
+    whole_files: frozenset[str] = frozenset()
 
 
 @dataclass
@@ -120,6 +127,11 @@ class Execution:
     why_missing: dict[str, str] = field(default_factory=dict)
     # How many collected tests each file holds (for naming whole files), once needed.
     _file_sizes: Counter[str] | None = None
+    # A prediction whose batches name whole files is confirmed by the workers' pytest
+    # (see `_confirm`); the run needs its own collection only when they cannot confirm it.
+    confirming: bool = False
+    needs_collection: bool = False
+    _confirmed: dict[str, set[str]] = field(default_factory=dict)
 
     # -- submitting -----------------------------------------------------------
 
@@ -147,15 +159,16 @@ class Execution:
         last = len(self.order)
         ordered = [tuple(sorted(b.node_ids, key=lambda n: self.order.get(n, last))) for b in batches]
         where: dict[str, Any] = {"snapshot": self.snapshot} if self.snapshot else {"cwd": str(self.config.cwd)}
+        named = [self._pytest_arguments(ids) for ids in ordered]
         bodies: list[dict[str, Any]] = [
             {
                 "type": "pytest",
                 "priority": priority,
                 "timeout": self.batch_timeout(b.estimate_s),
-                "parameters": {"node_ids": self._pytest_arguments(ids), "args": options, **where},
+                "parameters": {"node_ids": arguments, "args": options, **where},
                 "metadata": {"dtf_run": True, "tests": len(ids), **(metadata or {})},
             }
-            for b, ids in zip(batches, ordered, strict=True)
+            for b, ids, (arguments, _) in zip(batches, ordered, named, strict=True)
         ]
         for body, ids, b in zip(bodies, ordered, batches, strict=True):
             if may_yield and len(ids) >= YIELD_MIN_TESTS and not self.guessed.isdisjoint(ids):
@@ -166,29 +179,30 @@ class Execution:
         if not bodies:
             return []
         task_ids = self.client.submit(bodies)
-        for task_id, b, ids in zip(task_ids, batches, ordered, strict=True):
-            self.open[task_id] = Submitted(ids, b.estimate_s)
+        for task_id, b, ids, (_, whole) in zip(task_ids, batches, ordered, named, strict=True):
+            self.open[task_id] = Submitted(ids, b.estimate_s, whole)
         return task_ids
 
-    def _pytest_arguments(self, node_ids: Sequence[str]) -> list[str]:
-        """What names `node_ids` to pytest: each test's id (or the argument that names it
-        from the run's directory), except that a file whose every collected test is there
-        is named as the file, which pytest collects faster than a list of its tests.
-        Not when the user's arguments select tests within files (-k, -m, node ids)."""
+    def _pytest_arguments(self, node_ids: Sequence[str]) -> tuple[list[str], frozenset[str]]:
+        """What names `node_ids` to pytest, and the files it names whole: each test's id (or
+        the argument that names it from the run's directory), except that a file whose every
+        collected test is there is named as the file, which pytest collects faster than a
+        list of its tests. Not when the user's arguments select tests within files (-k, -m,
+        node ids)."""
         named = [self.arguments.get(n, n) for n in node_ids]
         if selects_within_files(self.config.pytest_args):
-            return named
+            return named, frozenset()
         if self._file_sizes is None:
             self._file_sizes = Counter(file_of(n) for n in self.order)
         here = Counter(file_of(n) for n in node_ids)
-        whole = {f for f, count in here.items() if count == self._file_sizes.get(f)}
+        whole = frozenset(f for f, count in here.items() if count == self._file_sizes.get(f))
         out: list[str] = []
         for node_id, argument in zip(node_ids, named, strict=True):
             if file_of(node_id) not in whole:
                 out.append(argument)
             elif (path := file_of(argument)) not in out:
                 out.append(path)
-        return out
+        return out, whole
 
     # -- following ------------------------------------------------------------
 
@@ -236,6 +250,8 @@ class Execution:
         self.running.discard(task_id)
         wanted = set(submitted.node_ids)
         node_of = {arg: n for n, arg in self.arguments.items()}
+        if not self.verified and self.confirming:
+            self._confirm(submitted, task, {node_of.get(str(r["test_id"]), str(r["test_id"])) for r in rows})
         for row in rows:
             outcome = outcome_from_result(row)
             node_id = node_of.get(outcome.node_id, outcome.node_id)
@@ -311,6 +327,48 @@ class Execution:
 
     # -- a predicted run meets its collection ---------------------------------
 
+    def names_whole_files(self, batches: Sequence[Batch]) -> bool:
+        """Whether every batch names only whole files, so that the workers' pytest can
+        confirm what each file holds."""
+        return not selects_within_files(self.config.pytest_args) and all(
+            self._pytest_arguments(b.node_ids)[1] == {file_of(n) for n in b.node_ids} for b in batches
+        )
+
+    def _confirm(self, submitted: Submitted, task: Mapping[str, Any], reported: set[str]) -> None:
+        """Take a finished batch's word for what its files hold. A batch that names only
+        whole files and ran every test its pytest collected (no crash, no yield) has seen
+        those files as the run's own collection would; once every file of the prediction is
+        so seen, and holds exactly the predicted tests, the prediction is confirmed. A batch
+        that should confirm and cannot sends the run to its own collection."""
+        files = {file_of(n) for n in submitted.node_ids}
+        if not submitted.whole_files or submitted.whole_files != files:
+            return  # names single tests (a rerun, a remainder): says nothing of whole files
+        summary = task.get("results") or {}
+        if (
+            summary.get("exit_code") not in (0, 1)
+            or summary.get("yielded")
+            or summary.get("collected") != len(reported)
+            or any(file_of(n) not in files for n in reported)
+        ):
+            self.needs_collection = True
+            return
+        for file in files:
+            self._confirmed[file] = {n for n in reported if file_of(n) == file}
+        predicted: dict[str, set[str]] = {}
+        for node_id in self.order:
+            predicted.setdefault(file_of(node_id), set()).add(node_id)
+        if any(self._confirmed[f] != predicted.get(f, set()) for f in files):
+            self.needs_collection = True
+        elif predicted.keys() <= self._confirmed.keys():
+            log.info("the workers' pytest confirmed the prediction; no collection needed")
+            self.verified = True
+            self._settle_parked()
+
+    def _settle_parked(self) -> None:
+        parked, self.parked = self.parked, []
+        for p in parked:
+            self._settle_crash([n for n in p.submitted.node_ids if n not in self.outcomes], p.task)
+
     def verify(self, node_ids: Sequence[str], arguments: Mapping[str, str]) -> list[str]:
         """Take the run's own collection. Returns the collected tests that must now be
         planned and submitted: none when it matches the prediction."""
@@ -320,11 +378,10 @@ class Execution:
         self._file_sizes = None
         self.arguments = dict(arguments)
         self.verified = True
-        parked, self.parked = self.parked, []
         if same:
-            for p in parked:
-                self._settle_crash([n for n in p.submitted.node_ids if n not in self.outcomes], p.task)
+            self._settle_parked()
             return []
+        self.parked = []
         log.info("the collection differs from the prediction; re-planning")
         self.cancel_open()
         self.open.clear()

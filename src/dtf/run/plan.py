@@ -23,6 +23,11 @@ Each test costs its expected duration plus `per_test_s`, what pytest spends arou
    list scheduling reproduces the plan; with rough ones, the small tail batches go to
    whichever worker is free and absorb the error.
 
+`plan` also plans whole files (each file a unit, packed as above) and takes that plan
+when it ends no later than `WHOLE_FILES_SLACK` after the best one: a batch that names
+whole files collects faster on its worker, and lets the workers confirm a predicted
+collection (`dtf.run.execution`).
+
 Tests never run get an estimate from their parametrised siblings, else their file, else
 the whole suite's recorded tests, else a default.
 """
@@ -51,6 +56,12 @@ SMALL_SHARE = 0.01
 # How far a recorded duration (the median of recent runs) is trusted: a lane's tail is
 # cut no finer than this share of its recorded work, plus all of its guessed work.
 RECORDED_ERROR = 0.01
+
+
+# A plan of whole files is taken when it ends no later than this share of the best plan's
+# makespan (or WHOLE_FILES_SLACK_MIN_S) after it.
+WHOLE_FILES_SLACK = 0.01
+WHOLE_FILES_SLACK_MIN_S = 0.1
 
 
 @dataclass(frozen=True)
@@ -122,6 +133,42 @@ def plan_batches(
             start += startup_s + batch.estimate_s
     planned.sort(key=lambda p: (p[0], p[1], p[2]))
     return [batch for *_, batch in planned]
+
+
+def plan(
+    durations: Mapping[str, float],
+    workers: int,
+    *,
+    startup_s: float = 0.5,
+    per_test_s: float = 0.0,
+    recorded: Collection[str] | None = None,
+) -> list[Batch]:
+    """`plan_batches`, or the plan of whole files (`plan_whole_files`) when that ends
+    within `WHOLE_FILES_SLACK` of it. `durations` is in collection order."""
+    best = plan_batches(durations, workers, startup_s=startup_s, per_test_s=per_test_s, recorded=recorded)
+    whole = plan_whole_files(durations, workers, startup_s=startup_s, per_test_s=per_test_s, recorded=recorded)
+    makespan = simulate_makespan(best, workers, startup_s)
+    slack = max(WHOLE_FILES_SLACK_MIN_S, WHOLE_FILES_SLACK * makespan)
+    return whole if simulate_makespan(whole, workers, startup_s) <= makespan + slack else best
+
+
+def plan_whole_files(
+    durations: Mapping[str, float],
+    workers: int,
+    *,
+    startup_s: float = 0.5,
+    per_test_s: float = 0.0,
+    recorded: Collection[str] | None = None,
+) -> list[Batch]:
+    """`plan_batches` with each file as one unit: no file is split between batches."""
+    files: dict[str, list[str]] = {}
+    for node_id in durations:
+        files.setdefault(file_of(node_id), []).append(node_id)
+    measured = frozenset(recorded or ())
+    costs = {f: sum(max(0.0, durations[n]) + per_test_s for n in ids) for f, ids in files.items()}
+    known = [f for f, ids in files.items() if all(n in measured for n in ids)] if recorded is not None else None
+    units = plan_batches(costs, workers, startup_s=startup_s, recorded=known)
+    return [Batch(tuple(n for f in unit.node_ids for n in files[f]), unit.estimate_s) for unit in units]
 
 
 def _spread(

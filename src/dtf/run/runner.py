@@ -3,10 +3,12 @@
 The flow: start collecting the node ids on the client (a `pytest --collect-only`
 subprocess) and, at the same time, find the cluster (a remote coordinator given by URL,
 a live local cluster in the data directory, or a coordinator and N workers started for
-the run). When the same command was collected before and none of the files its
-collection depends on changed (`dtf.run.collection_cache`), the batches of that
-collection start at once, while pytest collects again; the run then checks the
-collection against them (`Execution.verify`). Otherwise the run waits for the collection.
+the run). When the same command was collected before and nothing its collection depends on changed
+(`dtf.run.collection_cache`), the batches of that collection start at once. When they
+all name whole files, the workers' pytest confirms the prediction as it runs them
+(`Execution._confirm`), and the client collects only if they cannot; otherwise pytest
+collects again on the client at once and the run checks the collection against the
+batches (`Execution.verify`). Without a prediction the run waits for the collection.
 Then: ask the coordinator for recorded durations, plan batches (longest first), submit
 each batch as one `pytest` task, follow the tasks and read each finished task's results
 from the results store. At the end the tests with a result must be exactly the collected
@@ -40,7 +42,7 @@ from dtf.run.collect import Collection, CollectionError, PendingCollection
 from dtf.run.collection_cache import CollectionCache, command_key
 from dtf.run.config import RunConfig
 from dtf.run.execution import Client, Execution
-from dtf.run.plan import Batch, estimate_durations, plan_batches
+from dtf.run.plan import Batch, estimate_durations, plan
 from dtf.run.report import EXIT_INTERRUPTED, EXIT_NO_TESTS, counts, exit_code, write_junit, write_report
 from dtf.run.watch import TaskWatcher
 
@@ -110,7 +112,7 @@ class Run:
                 soft_wrap=True,
             )
         estimates = estimate_durations(node_ids, known)
-        batches = plan_batches(
+        batches = plan(
             estimates,
             self.n_workers,
             startup_s=self.config.batch_startup_s,
@@ -141,9 +143,13 @@ class Run:
             polled_all = time.monotonic()
             watched = False  # whether the last pass already had task updates (else: read every task)
             while True:
-                if not execution.verified and pending is not None and pending.done():
-                    on_collected(pending.result())
-                    progress.update(bar, total=len(execution.order))
+                if not execution.verified and pending is not None:
+                    if not pending.started and (execution.needs_collection or not execution.open):
+                        log.info("the workers could not confirm the prediction; pytest collects")
+                        pending.start()
+                    if pending.done():
+                        on_collected(pending.result())
+                        progress.update(bar, total=len(execution.order))
                 if execution.done and execution.verified:
                     return
                 if watcher is not None and watcher.connected:
@@ -167,10 +173,11 @@ def run(config: RunConfig, *, out: TextIO, console: Console) -> int:
 
     started = time.monotonic()
     started_wall = time.time()
-    pending = PendingCollection(config.pytest_args, config.cwd)
     cache = CollectionCache(config.data_dir)
     key = command_key(config.cwd, config.pytest_args)
     predicted = cache.load(key) if config.predict else None
+    # With a prediction, whether the client collects at all is decided once it is planned.
+    pending = PendingCollection(config.pytest_args, config.cwd, start=predicted is None)
     fresh_data_dir = not config.data_dir.exists()
     target: Target | None = None
     execution: Execution | None = None
@@ -200,8 +207,6 @@ def run(config: RunConfig, *, out: TextIO, console: Console) -> int:
             node_ids = list(dict.fromkeys(source.node_ids))
             where = {"started": "", "warm": " (running cluster)", "remote": f" at {target.api_url}"}[target.kind]
             batches, estimates, guessed = runner.plan(node_ids, announce=where)
-            if collection is None:
-                log.info("running the last collection of this command while pytest collects again")
             execution = Execution(
                 client,
                 config,
@@ -215,6 +220,14 @@ def run(config: RunConfig, *, out: TextIO, console: Console) -> int:
                 n_workers=n_workers,
                 snapshot=snapshot,
             )
+            if collection is None:
+                execution.confirming = execution.names_whole_files(batches)
+                if not execution.confirming:
+                    pending.start()
+                log.info(
+                    "running the last collection of this command; %s",
+                    "the workers confirm it" if execution.confirming else "pytest collects again",
+                )
 
             def on_collected(collected: Collection) -> None:
                 assert execution is not None

@@ -141,6 +141,7 @@ class PytestExecutor:
             "source": source,
             "process": process,
             "yielded": yielded,
+            **({"collected": batch.collected} if batch.collected is not None else {}),
             "stdout_tail": run.stdout_tail,
             "stderr_tail": run.stderr_tail,
         }
@@ -156,12 +157,14 @@ class PytestExecutor:
 @dataclass(frozen=True)
 class BatchCases:
     """What a batch's pytest reported: one case per test, where that came from, whether the
-    batch yielded, and when each test ended (epoch seconds, where the progress lines say)."""
+    batch yielded, when each test ended (epoch seconds, where the progress lines say) and
+    how many tests the session collected (where it got that far)."""
 
     cases: list[CaseResult]
     source: str
     yielded: bool = False
     ended_at: dict[str, float] = field(default_factory=dict)
+    collected: int | None = None
 
 
 def read_cases(junit: Path, progress: Path, cwd: Path) -> BatchCases:
@@ -185,7 +188,18 @@ def read_cases(junit: Path, progress: Path, cwd: Path) -> BatchCases:
         source,
         yielded=any('"yielded"' in line for line in lines),
         ended_at={case.node_id: stop for case, stop in zip(cases, stops, strict=True) if stop is not None},
+        collected=_collected(lines),
     )
+
+
+def _collected(lines: list[str]) -> int | None:
+    for line in lines[:4]:  # written right after the rootdir line
+        if '"collected"' in line:
+            try:
+                return int(json.loads(line)["collected"])
+            except (ValueError, KeyError, TypeError):
+                return None
+    return None
 
 
 def _end_times(lines: list[str]) -> dict[str, float]:

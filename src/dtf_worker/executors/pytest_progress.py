@@ -4,9 +4,9 @@
 pytest writes its JUnit XML only when the session ends, so a run killed by a timeout
 would otherwise leave no trace of the tests it did finish. This plugin appends one JSON
 line per test phase to the file named by DTF_PYTEST_PROGRESS as each phase ends, after
-a first line naming pytest's rootdir (node ids are relative to it). The lines reach the
-file at the end of each test, so a test that kills its process loses none of those
-before it.
+a first line naming pytest's rootdir (node ids are relative to it) and one saying how
+many tests the session collected (after selection). The lines reach the file at the end
+of each test, so a test that kills its process loses none of those before it.
 
 With DTF_PYTEST_YIELD_AFTER (seconds), the batch *yields*: once that long has passed
 since the session started, it stops after the test that is running, writes
@@ -55,6 +55,12 @@ def pytest_sessionstart(session: Any) -> None:
         after = None
     _state.yield_at = None if after is None else time.monotonic() + after
     _write({"rootdir": str(session.config.rootpath)}, flush=True)
+
+
+def pytest_collection_finish(session: Any) -> None:
+    # With the tests that reported, this tells whether every collected test ran: a
+    # batch naming whole files so confirms what those files hold (`dtf run`).
+    _write({"collected": len(session.items)}, flush=True)
 
 
 def pytest_runtest_logfinish(nodeid: str, location: Any) -> None:
