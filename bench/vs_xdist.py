@@ -18,6 +18,9 @@ The suites:
 - C: 40 CPU-bound tests, each a pure-Python loop calibrated once at start to ~0.2 s on
   this machine (serial total ~8 s).
 
+Every tool runs with Python's bytecode cache on, as on a developer's machine
+(PYTHONDONTWRITEBYTECODE is removed from the environment of the timed commands).
+
 Every run is checked, not only timed: exit code 0 and pytest's summary line reporting
 `N passed` for the suite's N tests (and nothing failed or errored). A wrong run is
 reported as wrong and its time is not used.
@@ -69,6 +72,11 @@ B_SHORT_MEAN_S = 0.05
 # Suite C's shape.
 C_TESTS = 40
 C_TEST_S = 0.2
+
+# Every tool runs as on a developer's machine, where Python caches compiled modules (and
+# pytest its rewritten test files). Where PYTHONDONTWRITEBYTECODE is set, as on some CI
+# images, every run would compile every module again.
+ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
 
 PYTEST = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
 DTF = [sys.executable, "-m", "dtf.cli.main", "run", "-n", str(WORKERS)]
@@ -229,6 +237,7 @@ def run_once(command: list[str], suite: Suite) -> tuple[float, str | None]:
             capture_output=True,
             text=True,
             timeout=RUN_TIMEOUT_S,
+            env=ENV,
         )
     except subprocess.TimeoutExpired:
         return time.perf_counter() - start, f"timed out after {RUN_TIMEOUT_S:.0f} s"
@@ -257,7 +266,7 @@ XDIST = (LOAD, WORKSTEAL)
 
 def has_keep() -> bool:
     """Whether this dtf's `run` offers `--keep` (leave the cluster running for the next run)."""
-    help_text = subprocess.run([*DTF, "--help"], capture_output=True, text=True).stdout
+    help_text = subprocess.run([*DTF, "--help"], capture_output=True, text=True, env=ENV).stdout
     return "--keep" in help_text
 
 
@@ -265,7 +274,7 @@ def bench_suite(suite: Suite, repetitions: int, root: Path, warm: bool) -> dict[
     names = [SERIAL, LOAD, WORKSTEAL, DTF_FIRST, DTF_RECORDED] + ([DTF_WARM] if warm else [])
     results: dict[str, Samples] = {name: Samples() for name in names}
     # Untimed: compile the test files and check that the suite collects in full.
-    collect = subprocess.run([*PYTEST, "--collect-only"], cwd=suite.path, capture_output=True, text=True)
+    collect = subprocess.run([*PYTEST, "--collect-only"], cwd=suite.path, capture_output=True, text=True, env=ENV)
     if f"{suite.size} tests collected" not in collect.stdout:
         raise SystemExit(f"suite {suite.name} does not collect:\n{collect.stdout[-2000:]}")
 
@@ -309,6 +318,7 @@ def bench_suite(suite: Suite, repetitions: int, root: Path, warm: bool) -> dict[
                 [sys.executable, "-m", "dtf.cli.main", "down", "--data-dir", str(warm_dir)],
                 capture_output=True,
                 timeout=120,
+                env=ENV,
             )
     console.print(f"  suite {suite.name} done, load average {_load()}")
     return results
