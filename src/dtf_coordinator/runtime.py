@@ -230,6 +230,7 @@ class CoordinatorRuntime:
             metrics=self.metrics,
             secret=cfg.security.jwt_secret,
             blobs=self.blobs,
+            catch_up_store=self.store_sync.catch_up,
         )
         app = create_app(ctx)
         self._http = uvicorn.Server(

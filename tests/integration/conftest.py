@@ -106,6 +106,7 @@ async def api_factory(tmp_path: Path) -> AsyncIterator[ApiFactory]:
                 hub=hub,
                 metrics=metrics,
                 secret=API_SECRET,
+                catch_up_store=sync.catch_up,
             )
             app = create_app(ctx)
             client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://dtf.test")

@@ -25,9 +25,10 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-async def run_on_a_worker(api: ApiHarness, worker_id: str = "worker-1") -> tuple[str, list[str]]:
+async def run_on_a_worker(api: ApiHarness, worker_id: str = "worker-1", *, flush: bool = True) -> tuple[str, list[str]]:
     """Submit a task, have a worker (through the service layer, as gRPC does) lease it and
-    report two results; flush them to the results store. Returns (task_id, result_ids)."""
+    report two results; flush them to the results store unless told not to. Returns
+    (task_id, result_ids)."""
     (task_id,) = await api.submit(CMD)
     capabilities = types_pb2.Capabilities(hardware=["cpu"], memory_mb=4096, slots=2)
     await api.coordinator.register_worker(
@@ -60,7 +61,8 @@ async def run_on_a_worker(api: ApiHarness, worker_id: str = "worker-1") -> tuple
     )
     (ack,) = await api.coordinator.report(worker_id, [outcome])
     assert ack.status == worker_service_pb2.OutcomeAck.ACCEPTED
-    await api.sync.flush()
+    if flush:
+        await api.sync.flush()
     return task_id, result_ids
 
 
@@ -86,6 +88,20 @@ async def test_workers_list_and_get(api: ApiHarness) -> None:
     assert missing.status_code == 404
     assert missing.json()["field"] == "worker_id"
     assert (await api.client.get("/api/workers")).status_code == 401
+
+
+async def test_a_finished_tasks_results_are_readable_before_the_next_periodic_flush(api: ApiHarness) -> None:
+    task_id, result_ids = await run_on_a_worker(api, flush=False)
+    viewer = api.auth("viewer")
+    assert api.sync.pending  # nothing has written the results to the store yet
+
+    task = (await api.client.get(f"/api/tasks/{task_id}", headers=viewer)).json()
+    page = (await api.client.get("/api/results", params={"task_id": task_id}, headers=viewer)).json()
+
+    assert task["status"] == "completed"
+    assert sorted(r["result_id"] for r in page["data"]) == sorted(result_ids)
+    durations = await api.client.post("/api/results/durations", json={"test_ids": None}, headers=viewer)
+    assert len(durations.json()["durations"]) == 2
 
 
 async def test_results_list_filter_and_get(api: ApiHarness) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -45,3 +45,5 @@ class ApiContext:
     metrics: Metrics
     secret: str
     blobs: BlobStore | None = None  # project snapshots; None: /api/blobs answers 503
+    # Brings the results store up to the applied log before a read (None: it may lag by a flush).
+    catch_up_store: Callable[[], Awaitable[object]] | None = None

@@ -2,7 +2,8 @@
 
 Effects mark tasks and workers dirty and queue result rows; `flush` materialises the
 rows at the current applied index and writes them in one batch (an idempotent upsert
-per table, off the event loop), recording the index it reached.
+per table, off the event loop), recording the index it reached. It runs every
+`database.flush_interval`, and at once before the API reads results (`catch_up`).
 """
 
 from __future__ import annotations
@@ -91,6 +92,13 @@ class StoreSync:
             await asyncio.to_thread(self.writer.flush)
             self.flushed_index = index
             return index
+
+    async def catch_up(self) -> int:
+        """Flush now when the store is behind the applied log, so that a read sees every
+        result of every task already seen finished. Concurrent callers share one flush."""
+        if not self.pending and self.state.applied_index <= self.flushed_index:
+            return self.flushed_index
+        return await self.flush()
 
     async def run(self) -> None:
         while True:

@@ -1,11 +1,13 @@
 """`/api/results`: test and benchmark results, read from the results store.
 
 The store's reads are blocking, so these handlers are plain functions, which FastAPI
-runs in its thread pool, off the event loop.
+runs in its thread pool, off the event loop. Before each, the store catches up with the
+applied log (`store_caught_up`): a client that saw a task finish reads all its results.
 """
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 from typing import Annotated
 
@@ -17,7 +19,24 @@ from dtf_common.schemas import Page, Result, ResultStatus
 from dtf_coordinator.api.deps import Context, PageQuery, reader
 from dtf_coordinator.api.problems import PROBLEM_RESPONSES, Problem
 
-router = APIRouter(prefix="/api/results", tags=["results"], dependencies=[Depends(reader)], responses=PROBLEM_RESPONSES)
+log = logging.getLogger("dtf.api")
+
+
+async def store_caught_up(ctx: Context) -> None:
+    if ctx.catch_up_store is None:
+        return
+    try:
+        await ctx.catch_up_store()
+    except Exception:  # the periodic flush retries; the read answers from what is stored
+        log.warning("the results store could not catch up before a read", exc_info=True)
+
+
+router = APIRouter(
+    prefix="/api/results",
+    tags=["results"],
+    dependencies=[Depends(reader), Depends(store_caught_up)],
+    responses=PROBLEM_RESPONSES,
+)
 
 
 class ResultQuery(PageQuery):
