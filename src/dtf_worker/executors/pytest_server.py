@@ -38,6 +38,7 @@ child's process group and exit. POSIX only (fork, sessions).
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import os
 import select
@@ -82,6 +83,11 @@ class Server:
         started = time.monotonic()
         code, output = warm_up(warm_argv)
         self.stamps = stamps(project_dirs())
+        # What the warm-up built is shared by every batch: out of the collector's reach, a
+        # child's collections (pytest runs two at the end of a session) neither walk it nor
+        # copy its pages.
+        gc.collect()
+        gc.freeze()
         self.send(
             {
                 "ready": True,
