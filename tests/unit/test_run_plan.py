@@ -190,6 +190,11 @@ def test_trivial_tests_are_planned_as_whole_files_when_that_costs_nothing(worker
     assert simulate_makespan(batches, workers, STARTUP) <= simulate_makespan(best, workers, STARTUP) + 0.1
 
 
+def test_a_plan_built_on_guesses_keeps_its_fine_tail_whatever_the_files() -> None:
+    durations = dict.fromkeys(suite_a(), DEFAULT_ESTIMATE_S)  # nothing recorded yet
+    assert plan(durations, 2, startup_s=STARTUP, recorded=set()) == plan_batches(durations, 2, startup_s=STARTUP)
+
+
 def test_files_of_long_tests_are_split_when_whole_files_would_end_later() -> None:
     durations = suite_b()
     assert plan(durations, 2, startup_s=STARTUP, recorded=durations.keys()) == plan_batches(

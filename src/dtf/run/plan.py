@@ -23,8 +23,9 @@ Each test costs its expected duration plus `per_test_s`, what pytest spends arou
    list scheduling reproduces the plan; with rough ones, the small tail batches go to
    whichever worker is free and absorb the error.
 
-`plan` also plans whole files (each file a unit, packed as above) and takes that plan
-when it ends no later than `WHOLE_FILES_SLACK` after the best one: a batch that names
+When every duration is recorded, `plan` also plans whole files (each file a unit, packed
+as above) and takes that plan when it ends no later than `WHOLE_FILES_SLACK` after the
+best one: a batch that names
 whole files collects faster on its worker, and lets the workers confirm a predicted
 collection (`dtf.run.execution`).
 
@@ -144,8 +145,11 @@ def plan(
     recorded: Collection[str] | None = None,
 ) -> list[Batch]:
     """`plan_batches`, or the plan of whole files (`plan_whole_files`) when that ends
-    within `WHOLE_FILES_SLACK` of it. `durations` is in collection order."""
+    within `WHOLE_FILES_SLACK` of it. `durations` is in collection order. Only when every
+    duration is recorded: a plan built on guesses needs its tail cut fine, files or not."""
     best = plan_batches(durations, workers, startup_s=startup_s, per_test_s=per_test_s, recorded=recorded)
+    if recorded is None or not set(durations) <= set(recorded):
+        return best
     whole = plan_whole_files(durations, workers, startup_s=startup_s, per_test_s=per_test_s, recorded=recorded)
     makespan = simulate_makespan(best, workers, startup_s)
     slack = max(WHOLE_FILES_SLACK_MIN_S, WHOLE_FILES_SLACK * makespan)
