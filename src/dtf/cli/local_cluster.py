@@ -261,10 +261,26 @@ class LocalCluster:
             ]
         for child in self.coordinators:
             child.start()
-        ready = [self._await_ready(child) for child in self.coordinators]
+        try:
+            ready = [self._await_ready(child) for child in self.coordinators]
+        except BaseException:
+            self.stop()  # leave no coordinator behind one that did not come up
+            raise
         self.ready = {child.name: info for child, info in zip(self.coordinators, ready, strict=True)}
+        # Started once the coordinators listen: on a small machine, starting them alongside
+        # only slows the coordinators' own start down.
         token = create_token(secret, "worker", subject="local-workers", expires_in=0)
-        grpc_addresses = [info["grpc_address"] for info in ready]
+        self._start_workers([info["grpc_address"] for info in ready], token)
+        self.info = {
+            "api_url": ready[0]["api_url"],
+            "grpc_address": ready[0]["grpc_address"],
+            "admin_token": create_token(secret, "admin", subject="local-admin", expires_in=0),
+            "data_dir": str(self.dir),
+        }
+        self._write_connection()
+        return self.info
+
+    def _start_workers(self, grpc_addresses: list[str], token: str) -> None:
         for i in range(1, self.n_workers + 1):
             path = self._worker_config(i, grpc_addresses, token)
             child = Child(
@@ -274,14 +290,6 @@ class LocalCluster:
             )
             child.start()
             self.workers.append(child)
-        self.info = {
-            "api_url": ready[0]["api_url"],
-            "grpc_address": ready[0]["grpc_address"],
-            "admin_token": create_token(secret, "admin", subject="local-admin", expires_in=0),
-            "data_dir": str(self.dir),
-        }
-        self._write_connection()
-        return self.info
 
     def _ready_file(self, child: Child) -> Path:
         name = "coordinator" if self.n_coordinators == 1 else child.name
