@@ -224,3 +224,42 @@ def test_a_run_starts_from_the_last_collection_and_follows_the_new_one(tmp_path:
     # -k may select part of a file: batches name tests, which no worker's pytest can vouch for.
     assert "running the last collection of this command; pytest collects again" in selected.stderr
     assert summary_counts(selected.stdout) == {"passed": 3}, selected.stdout
+
+
+# Passes on its first run (so every test has a recorded duration), crashes on the next.
+CRASHES_SECOND_TIME = """
+import os
+from pathlib import Path
+
+
+def test_before():
+    pass
+
+
+def test_crashes():
+    marker = Path(__file__).parents[1] / "state" / "ran"
+    if marker.exists():
+        os._exit(3)
+    marker.write_text("1")
+
+
+def test_after():
+    pass
+"""
+
+
+def test_a_batch_that_crashes_cannot_confirm_a_prediction(tmp_path: Path, dtf_up: Path) -> None:
+    write_suite(tmp_path, {"test_crash.py": CRASHES_SECOND_TIME, "test_fine.py": "def test_fine():\n    pass\n"})
+    (tmp_path / "state").mkdir()  # beside the suite, where pytest does not look
+    argv = ["-v", "run", "--data-dir", str(dtf_up), "--", "suite"]
+
+    first = _dtf(tmp_path, *argv)
+    again = _dtf(tmp_path, *argv)
+
+    assert first.returncode == 0 and summary_counts(first.stdout) == {"passed": 4}, first.stdout + first.stderr
+    assert again.returncode == 1, again.stdout + again.stderr
+    assert summary_counts(again.stdout) == {"failed": 1, "passed": 3}, again.stdout
+    assert "crashed: pytest exited with code 3 while this test was running" in again.stdout
+    # The crashed batch cannot vouch for its file, so the client collected after all.
+    assert "the workers confirm it" in again.stderr, again.stderr
+    assert "the workers could not confirm the prediction; pytest collects" in again.stderr
