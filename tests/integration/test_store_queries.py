@@ -145,6 +145,25 @@ def test_test_durations_take_the_median_of_the_last_n_passes_and_failures(store:
     assert store.reader.test_durations([]) == {}
 
 
+def test_test_durations_count_a_result_written_twice_once(store: Store) -> None:
+    rows = [result_row(n, execution_time=t) for n, t in enumerate([1.0, 2.0, 9.0])]
+    store.writer.add_results(rows)
+    store.writer.flush()
+    store.writer.add_results(rows[2:])  # a replay of the log hands the same result again
+    store.writer.flush()
+
+    assert store.reader.test_durations() == {"test_a": 2.0}  # not the median of 1, 2, 9, 9
+
+
+def test_test_durations_over_more_runs_than_kept_read_the_history(store: Store) -> None:
+    times = [1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 10.0, 10.0, 10.0]  # oldest first
+    store.writer.add_results([result_row(n, execution_time=t) for n, t in enumerate(times)])
+    store.writer.flush()
+
+    assert store.reader.test_durations() == {"test_a": 10.0}  # the newest five: 1, 1, 10, 10, 10
+    assert store.reader.test_durations(last_n=9) == {"test_a": 1.0}
+
+
 def test_test_durations_for_many_test_ids(store: Store) -> None:
     store.writer.add_results([result_row(n, test_id=f"t{n % 700}", execution_time=float(n % 700)) for n in range(1400)])
     store.writer.flush()

@@ -8,12 +8,13 @@ from pathlib import Path
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from alembic import command
 from sqlalchemy import create_engine, inspect, text
 
 from dtf_coordinator.store import migrate, open_store
 from dtf_coordinator.store.schema import metadata
 
-TABLES = {"tasks", "results", "workers", "store_meta"}
+TABLES = {"tasks", "results", "workers", "store_meta", "test_durations"}
 INDEXES = {
     "ix_tasks_status",
     "ix_tasks_type",
@@ -80,6 +81,32 @@ def test_migrations_match_the_table_definitions(tmp_path: Path) -> None:
             assert compare_metadata(context, metadata) == []
     finally:
         engine.dispose()
+
+
+def test_upgrading_a_store_with_history_fills_its_test_durations(url: str) -> None:
+    engine = create_engine(url)
+    try:
+        with engine.begin() as connection:
+            config = migrate.alembic_config(engine.url)
+            config.attributes["connection"] = connection
+            command.upgrade(config, "0001")  # a store written before test_durations existed
+            for n, (test_id, hardware_id, seconds) in enumerate(
+                [("t1", "cpu", 1.0), ("t1", "cpu", 3.0), ("t1", "gpu", 8.0), ("t2", None, 2.0)]
+            ):
+                connection.execute(
+                    text(
+                        "INSERT INTO results (result_id, task_id, test_id, hardware_id, timestamp, status, "
+                        "execution_time) VALUES (:r, 'task', :t, :h, :ts, 'success', :s)"
+                    ),
+                    {"r": f"r{n}", "t": test_id, "h": hardware_id, "ts": f"2026-01-01 00:00:0{n}", "s": seconds},
+                )
+    finally:
+        engine.dispose()
+
+    with open_store(url) as store:  # upgrades to head
+        assert store.reader.test_durations() == {"t1": 3.0, "t2": 2.0}
+        assert store.reader.test_durations(hardware_id="cpu") == {"t1": 2.0}
+        assert store.reader.test_durations(hardware_id="gpu") == {"t1": 8.0}
 
 
 def test_open_store_creates_missing_parent_folders(tmp_path: Path) -> None:

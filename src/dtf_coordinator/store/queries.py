@@ -16,13 +16,22 @@ from typing import Any
 from sqlalchemy import Connection, Engine, Select, Table, func, literal_column, select
 from sqlalchemy.sql.elements import ColumnElement
 
-from dtf_coordinator.store.schema import APPLIED_INDEX_KEY, JSON_COLUMNS, results, store_meta, tasks, workers
+from dtf_coordinator.store.schema import (
+    ANY_HARDWARE,
+    APPLIED_INDEX_KEY,
+    DURATION_SAMPLES,
+    DURATION_STATUSES,
+    JSON_COLUMNS,
+    results,
+    store_meta,
+    tasks,
+    test_durations,
+    workers,
+)
 from dtf_coordinator.store.writer import to_utc_naive
 
 Row = dict[str, Any]
 
-# Statuses that say how long a test takes; a partial run does not.
-DURATION_STATUSES = ("success", "failure")
 _CHUNK = 500  # ids per IN (...) list
 
 
@@ -133,6 +142,15 @@ class StoreReader:
     def _durations(
         self, connection: Connection, test_ids: Sequence[str] | None, hardware_id: str | None, last_n: int
     ) -> dict[str, float]:
+        if last_n <= DURATION_SAMPLES:  # kept by the writer: no scan of the history
+            d = test_durations.c
+            where = [d.hardware_id == (hardware_id or ANY_HARDWARE)]
+            if test_ids is not None:
+                where.append(d.test_id.in_(test_ids))
+            return {
+                test: float(statistics.median(sample[2] for sample in json.loads(samples)[:last_n]))
+                for test, samples in connection.execute(select(d.test_id, d.samples).where(*where))
+            }
         c = results.c
         where = [c.status.in_(DURATION_STATUSES), *_conditions((c.hardware_id, hardware_id))]
         if test_ids is not None:

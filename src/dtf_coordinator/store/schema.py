@@ -97,6 +97,24 @@ workers = Table(
     Column("metadata", Text),
 )
 
+# The newest results of each test that say how long it takes (`DURATION_STATUSES`), per
+# hardware class and over all classes (hardware_id ""): what duration-aware scheduling
+# reads, at a cost that does not grow with the history. `samples` is a JSON list of
+# [timestamp, result_id, seconds], newest first, at most DURATION_SAMPLES long. Derived
+# from `results` by the writer, in the same transaction.
+test_durations = Table(
+    "test_durations",
+    metadata,
+    Column("test_id", String, primary_key=True),
+    Column("hardware_id", String, primary_key=True),
+    Column("samples", Text, nullable=False),
+)
+
+# Statuses that say how long a test takes; a partial run does not.
+DURATION_STATUSES = ("success", "failure")
+DURATION_SAMPLES = 5
+ANY_HARDWARE = ""
+
 store_meta = Table(
     "store_meta",
     metadata,

@@ -36,7 +36,18 @@ from sqlalchemy import Connection, Engine, Select, Table, column, select, table
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.expression import ColumnClause
 
-from dtf_coordinator.store.schema import APPLIED_INDEX_KEY, JSON_COLUMNS, results, store_meta, tasks, workers
+from dtf_coordinator.store.schema import (
+    ANY_HARDWARE,
+    APPLIED_INDEX_KEY,
+    DURATION_SAMPLES,
+    DURATION_STATUSES,
+    JSON_COLUMNS,
+    results,
+    store_meta,
+    tasks,
+    test_durations,
+    workers,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -50,6 +61,7 @@ UpsertInsert = postgresql.Insert | sqlite.Insert
 class _TableSpec:
     table: Table
     key: str
+    keys: tuple[str, ...]
     columns: tuple[str, ...]
     required: frozenset[str]
     datetimes: frozenset[str]
@@ -64,6 +76,7 @@ class _TableSpec:
         return cls(
             table=t,
             key=next(iter(t.primary_key.columns)).name,
+            keys=tuple(c.name for c in t.primary_key.columns),
             columns=tuple(c.name for c in t.columns),
             required=frozenset(c.name for c in t.columns if not c.nullable),
             datetimes=frozenset(c.name for c in t.columns if c.type.python_type is datetime),
@@ -78,6 +91,8 @@ _TASKS = _TableSpec.of(tasks, version="updated_index")
 _RESULTS = _TableSpec.of(results)
 _WORKERS = _TableSpec.of(workers)
 _SPECS = (_TASKS, _RESULTS, _WORKERS)
+_DURATIONS = _TableSpec.of(test_durations)
+_CHUNK = 500  # ids per IN (...) list
 
 
 def to_utc_naive(value: datetime | None) -> datetime | None:
@@ -163,6 +178,12 @@ class StoreWriter:
     def _write_batch(self, batch: dict[str, dict[Any, tuple[Any, ...]]], applied: int | None) -> None:
         work = [(spec, list(batch[spec.table.name].values())) for spec in _SPECS if batch[spec.table.name]]
         with self._engine.connect() as connection:
+            # Read before the transaction, which then writes them with the results: flushes
+            # are serialised, so nothing else changes these rows meanwhile.
+            durations = _durations_after(connection, list(batch[_RESULTS.table.name].values()))
+            connection.rollback()  # ends the read's implicit transaction
+            if durations:
+                work.append((_DURATIONS, durations))
             if self._dialect != "duckdb":
                 with connection.begin():
                     for spec, rows in work:
@@ -211,14 +232,63 @@ class StoreWriter:
         if spec.version is not None:
             where = spec.table.c[spec.version] <= excluded[spec.version]
         return stmt.on_conflict_do_update(
-            index_elements=[spec.key],
-            set_={name: excluded[name] for name in spec.columns if name != spec.key},
+            index_elements=list(spec.keys),
+            set_={name: excluded[name] for name in spec.columns if name not in spec.keys},
             where=where,
         )
 
     def _write_applied_index(self, connection: Connection, index: int) -> None:
         stmt = self._insert(store_meta).values(key=APPLIED_INDEX_KEY, value=str(index))
         connection.execute(stmt.on_conflict_do_update(index_elements=["key"], set_={"value": stmt.excluded["value"]}))
+
+
+def _durations_after(connection: Connection, rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """The `test_durations` rows that `rows` (new results) change: each test's newest
+    DURATION_SAMPLES samples per hardware class and over all classes, merged with those
+    stored. A result seen again (a replay) replaces its own sample."""
+    at = {name: _RESULTS.columns.index(name) for name in _RESULTS.columns}
+    fresh: dict[tuple[str, str], dict[str, list[Any]]] = {}
+    for values in rows:
+        if values[at["status"]] not in DURATION_STATUSES:
+            continue
+        stamp = to_utc_naive(values[at["timestamp"]])
+        assert stamp is not None  # a required column
+        sample = [
+            stamp.isoformat(timespec="microseconds"),
+            values[at["result_id"]],
+            float(values[at["execution_time"]]),
+        ]
+        test_id, hardware_id = values[at["test_id"]], values[at["hardware_id"]]
+        for key in {(test_id, ANY_HARDWARE), (test_id, hardware_id or ANY_HARDWARE)}:
+            fresh.setdefault(key, {})[sample[1]] = sample
+    if not fresh:
+        return []
+    for test_id, hardware_id, stored in _stored_samples(connection, sorted({test_id for test_id, _ in fresh})):
+        new = fresh.get((test_id, hardware_id))
+        if new is not None:
+            for sample in json.loads(stored):
+                new.setdefault(sample[1], sample)
+    out = []
+    for (test_id, hardware_id), samples in fresh.items():
+        newest = sorted(samples.values(), key=lambda s: (s[0], s[1]), reverse=True)[:DURATION_SAMPLES]
+        out.append((test_id, hardware_id, json.dumps(newest, separators=(",", ":"))))
+    return out
+
+
+def _stored_samples(connection: Connection, test_ids: list[str]) -> Iterable[tuple[str, str, str]]:
+    """(test_id, hardware_id, samples) of the stored rows of `test_ids`."""
+    raw = connection.connection.driver_connection if connection.dialect.name == "duckdb" else None
+    if raw is not None:
+        # One list parameter and a hash join: a thousand bound IN parameters cost more.
+        query = "SELECT test_id, hardware_id, samples FROM test_durations WHERE test_id IN (SELECT unnest($ids))"
+        rows: list[tuple[str, str, str]] = raw.execute(query, {"ids": test_ids}).fetchall()
+        return rows
+    c = test_durations.c
+    out: list[tuple[str, str, str]] = []
+    for start in range(0, len(test_ids), _CHUNK):
+        query_ = select(c.test_id, c.hardware_id, c.samples).where(c.test_id.in_(test_ids[start : start + _CHUNK]))
+        out.extend((str(t), str(h), str(s)) for t, h, s in connection.execute(query_))
+    return out
 
 
 def _dialect_insert(dialect: str) -> Callable[[Table], UpsertInsert]:
