@@ -6,9 +6,9 @@ import threading
 from pathlib import Path
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from alembic import command
 from sqlalchemy import create_engine, inspect, text
 
 from dtf_coordinator.store import migrate, open_store
