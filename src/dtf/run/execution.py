@@ -31,8 +31,8 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Collection, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Collection, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -132,6 +132,11 @@ class Execution:
     confirming: bool = False
     needs_collection: bool = False
     _confirmed: dict[str, set[str]] = field(default_factory=dict)
+    # With `reader`, a finished task's results are read in the background, so that batches
+    # ending close together are read together; `on_read` is called as each read ends.
+    reader: ThreadPoolExecutor | None = None
+    on_read: Callable[[], None] | None = None
+    _reading: dict[str, tuple[Mapping[str, Any], Future[list[dict[str, Any]]]]] = field(default_factory=dict)
 
     # -- submitting -----------------------------------------------------------
 
@@ -210,11 +215,12 @@ class Execution:
         """Read the open tasks that can have moved (the running ones, and as many of the
         queued ones as there are workers: the queue is first in, first out), or those in
         `only`; take in the results of each one that finished."""
+        self.take_results()
         if only is None:
             queued = [t for t in self.open if t not in self.running][: max(1, self.n_workers or self.config.workers)]
-            polled = [*self.running, *queued]
+            polled = [t for t in (*self.running, *queued) if t not in self._reading]
         else:
-            polled = [t for t in only if t in self.open]
+            polled = [t for t in only if t in self.open and t not in self._reading]
         finished: list[tuple[str, dict[str, Any]]] = []
         for task_id in polled:
             task = self.client.task(task_id)
@@ -224,6 +230,13 @@ class Execution:
                 self.running.add(task_id)
             if self.first_leased_s is None and task.get("start_time"):
                 self.first_leased_s = _epoch(task["start_time"]) - self.started_wall
+        if self.reader is not None:
+            for task_id, task in finished:
+                reading = self.reader.submit(self._results_of, task_id, task)
+                reading.add_done_callback(self._read_done)
+                self._reading[task_id] = (task, reading)
+            self.take_results()
+            return
         # Batches often end together (every worker's last one): read their results at once.
         if len(finished) > 1:
             with ThreadPoolExecutor(min(len(finished), 4), thread_name_prefix="dtf-run-results") as pool:
@@ -233,6 +246,18 @@ class Execution:
         for (task_id, task), task_rows in zip(finished, rows, strict=True):
             if task_id in self.open:  # not settled by an earlier finish in this pass
                 self._finish(task_id, task, task_rows)
+
+    def _read_done(self, _reading: Future[list[dict[str, Any]]]) -> None:
+        if self.on_read is not None:
+            self.on_read()
+
+    def take_results(self) -> None:
+        """Take in the results that background reads have finished reading."""
+        for task_id, (task, reading) in list(self._reading.items()):
+            if reading.done():
+                del self._reading[task_id]
+                if task_id in self.open:
+                    self._finish(task_id, task, reading.result())
 
     def _results_of(self, task_id: str, task: Mapping[str, Any]) -> list[dict[str, Any]]:
         """The task's results, once the store holds as many as the worker reported."""

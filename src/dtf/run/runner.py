@@ -143,6 +143,7 @@ class Run:
             polled_all = time.monotonic()
             watched = False  # whether the last pass already had task updates (else: read every task)
             while True:
+                execution.take_results()
                 if not execution.verified and pending is not None:
                     if not pending.started and (execution.needs_collection or not execution.open):
                         log.info("the workers could not confirm the prediction; pytest collects")
@@ -241,12 +242,16 @@ def run(config: RunConfig, *, out: TextIO, console: Console) -> int:
                     execution.guessed |= guessed
                     execution.submit(more)
 
+            reader = ThreadPoolExecutor(4, thread_name_prefix="dtf-run-results")
+            execution.reader, execution.on_read = reader, watcher.wake
             try:
                 execution.submit(batches)
                 runner.follow(execution, None if collection is not None else pending, on_collected, watcher)
             except BaseException:
                 execution.cancel_open()  # so the workers stop promptly
                 raise
+            finally:
+                reader.shutdown(wait=False, cancel_futures=True)
             log.info(
                 "first batch leased %s, first test started %s, all finished %.2fs after start",
                 _seconds(execution.first_leased_s),

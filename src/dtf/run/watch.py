@@ -64,6 +64,10 @@ class TaskWatcher:
             self._event.clear()
         return changed
 
+    def wake(self) -> None:
+        """End a `wait` early: something else the runner follows has changed."""
+        self._event.set()
+
     def close(self) -> None:
         socket = self._socket
         if socket is not None:
