@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, Select, Table, func, literal_column, select
 from sqlalchemy.sql.elements import ColumnElement
 
+from dtf_coordinator.store.durations import kept_samples, median_of
 from dtf_coordinator.store.schema import (
     ANY_HARDWARE,
     APPLIED_INDEX_KEY,
@@ -25,7 +26,6 @@ from dtf_coordinator.store.schema import (
     results,
     store_meta,
     tasks,
-    test_durations,
     workers,
 )
 from dtf_coordinator.store.writer import to_utc_naive
@@ -130,20 +130,14 @@ class StoreReader:
             raise ValueError(f"last_n must be at least 1, got {last_n}")
         if test_ids is not None and not test_ids:
             return {}
-        chunks: Iterable[Sequence[str] | None] = (
-            [None] if test_ids is None else (test_ids[i : i + _CHUNK] for i in range(0, len(test_ids), _CHUNK))
-        )
-        durations: dict[str, float] = {}
         with self._engine.connect() as connection:
-            raw = connection.connection.driver_connection if connection.dialect.name == "duckdb" else None
-            if raw is not None and test_ids is not None and last_n <= DURATION_SAMPLES:
-                # One list parameter and a hash join: thousands of bound IN parameters cost more.
-                query = (
-                    "SELECT test_id, samples FROM test_durations "
-                    "WHERE hardware_id = $hardware AND test_id IN (SELECT unnest($ids))"
-                )
-                found = raw.execute(query, {"hardware": hardware_id or ANY_HARDWARE, "ids": list(test_ids)})
-                return {test: _median_of(samples, last_n) for test, samples in found.fetchall()}
+            if last_n <= DURATION_SAMPLES:  # kept by the writer: no scan of the history
+                kept = kept_samples(connection, test_ids, hardware_id or ANY_HARDWARE)
+                return {test: median_of(samples, last_n) for test, _, samples in kept}
+            chunks: Iterable[Sequence[str] | None] = (
+                [None] if test_ids is None else (test_ids[i : i + _CHUNK] for i in range(0, len(test_ids), _CHUNK))
+            )
+            durations: dict[str, float] = {}
             for chunk in chunks:
                 durations.update(self._durations(connection, chunk, hardware_id, last_n))
         return durations
@@ -151,15 +145,6 @@ class StoreReader:
     def _durations(
         self, connection: Connection, test_ids: Sequence[str] | None, hardware_id: str | None, last_n: int
     ) -> dict[str, float]:
-        if last_n <= DURATION_SAMPLES:  # kept by the writer: no scan of the history
-            d = test_durations.c
-            where = [d.hardware_id == (hardware_id or ANY_HARDWARE)]
-            if test_ids is not None:
-                where.append(d.test_id.in_(test_ids))
-            return {
-                test: _median_of(samples, last_n)
-                for test, samples in connection.execute(select(d.test_id, d.samples).where(*where))
-            }
         c = results.c
         where = [c.status.in_(DURATION_STATUSES), *_conditions((c.hardware_id, hardware_id))]
         if test_ids is not None:
@@ -267,11 +252,6 @@ class StoreReader:
             total = int(connection.execute(count).scalar_one())
             rows = [_row(source, r) for r in connection.execute(page).mappings()] if limit else []
         return rows, total
-
-
-def _median_of(samples: str, last_n: int) -> float:
-    """The median seconds of the newest `last_n` of a `test_durations.samples` list."""
-    return float(statistics.median(sample[2] for sample in json.loads(samples)[:last_n]))
 
 
 def _conditions(*pairs: tuple[ColumnElement[Any], Any]) -> list[ColumnElement[bool]]:

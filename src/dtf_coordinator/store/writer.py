@@ -36,6 +36,7 @@ from sqlalchemy import Connection, Engine, Select, Table, column, select, table
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.expression import ColumnClause
 
+from dtf_coordinator.store.durations import kept_samples
 from dtf_coordinator.store.schema import (
     ANY_HARDWARE,
     APPLIED_INDEX_KEY,
@@ -92,7 +93,6 @@ _RESULTS = _TableSpec.of(results)
 _WORKERS = _TableSpec.of(workers)
 _SPECS = (_TASKS, _RESULTS, _WORKERS)
 _DURATIONS = _TableSpec.of(test_durations)
-_CHUNK = 500  # ids per IN (...) list
 
 
 def to_utc_naive(value: datetime | None) -> datetime | None:
@@ -263,7 +263,7 @@ def _durations_after(connection: Connection, rows: list[tuple[Any, ...]]) -> lis
             fresh.setdefault(key, {})[sample[1]] = sample
     if not fresh:
         return []
-    for test_id, hardware_id, stored in _stored_samples(connection, sorted({test_id for test_id, _ in fresh})):
+    for test_id, hardware_id, stored in kept_samples(connection, sorted({test_id for test_id, _ in fresh})):
         new = fresh.get((test_id, hardware_id))
         if new is not None:
             for sample in json.loads(stored):
@@ -272,22 +272,6 @@ def _durations_after(connection: Connection, rows: list[tuple[Any, ...]]) -> lis
     for (test_id, hardware_id), samples in fresh.items():
         newest = sorted(samples.values(), key=lambda s: (s[0], s[1]), reverse=True)[:DURATION_SAMPLES]
         out.append((test_id, hardware_id, json.dumps(newest, separators=(",", ":"))))
-    return out
-
-
-def _stored_samples(connection: Connection, test_ids: list[str]) -> Iterable[tuple[str, str, str]]:
-    """(test_id, hardware_id, samples) of the stored rows of `test_ids`."""
-    raw = connection.connection.driver_connection if connection.dialect.name == "duckdb" else None
-    if raw is not None:
-        # One list parameter and a hash join: a thousand bound IN parameters cost more.
-        query = "SELECT test_id, hardware_id, samples FROM test_durations WHERE test_id IN (SELECT unnest($ids))"
-        rows: list[tuple[str, str, str]] = raw.execute(query, {"ids": test_ids}).fetchall()
-        return rows
-    c = test_durations.c
-    out: list[tuple[str, str, str]] = []
-    for start in range(0, len(test_ids), _CHUNK):
-        query_ = select(c.test_id, c.hardware_id, c.samples).where(c.test_id.in_(test_ids[start : start + _CHUNK]))
-        out.extend((str(t), str(h), str(s)) for t, h, s in connection.execute(query_))
     return out
 
 
