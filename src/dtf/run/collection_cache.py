@@ -5,13 +5,15 @@ A command is its directory, pytest's arguments, the interpreter and the environm
 a few variables a shell changes between commands). Its collection is kept with the
 modification time and size of what could change it: each test file; each directory pytest
 walked, and each from the test files up to the rootdir and the current directory (adding
-or removing a file changes its directory); the conftest.py in each of those directories (present or not);
-the configuration file; the interpreter's site-packages (a plugin installed or removed).
+or removing a file changes its directory); the conftest.py in each of those directories
+(present or not); the configuration file; the interpreter's site-packages (a plugin
+installed or removed).
 `load` returns the node ids only while all of these are unchanged.
 
-It is a prediction, not a substitute: the run still collects, and compares (see
-`dtf.run.execution.Execution.verify`). What the prediction cannot see (tests generated
-from data files, or from the time of day) the comparison catches.
+It is a prediction, not a substitute: the run still checks it, by the workers' pytest
+collecting the same files or by collecting again and comparing (see
+`dtf.run.execution`). What the prediction cannot see (tests generated from data files,
+or from the time of day) the check catches.
 """
 
 from __future__ import annotations

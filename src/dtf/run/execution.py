@@ -132,6 +132,7 @@ class Execution:
     confirming: bool = False
     needs_collection: bool = False
     _confirmed: dict[str, set[str]] = field(default_factory=dict)
+    _predicted: dict[str, set[str]] | None = None  # the prediction's tests by file, once needed
     # With `reader`, a finished task's results are read in the background, so that batches
     # ending close together are read together; `on_read` is called as each read ends.
     reader: ThreadPoolExecutor | None = None
@@ -355,9 +356,7 @@ class Execution:
     def names_whole_files(self, batches: Sequence[Batch]) -> bool:
         """Whether every batch names only whole files, so that the workers' pytest can
         confirm what each file holds."""
-        return not selects_within_files(self.config.pytest_args) and all(
-            self._pytest_arguments(b.node_ids)[1] == {file_of(n) for n in b.node_ids} for b in batches
-        )
+        return all(self._pytest_arguments(b.node_ids)[1] == {file_of(n) for n in b.node_ids} for b in batches)
 
     def _confirm(self, submitted: Submitted, task: Mapping[str, Any], reported: set[str]) -> None:
         """Take a finished batch's word for what its files hold. A batch that names only
@@ -366,7 +365,7 @@ class Execution:
         so seen, and holds exactly the predicted tests, the prediction is confirmed. A batch
         that should confirm and cannot sends the run to its own collection."""
         files = {file_of(n) for n in submitted.node_ids}
-        if not submitted.whole_files or submitted.whole_files != files:
+        if submitted.whole_files != files:
             return  # names single tests (a rerun, a remainder): says nothing of whole files
         summary = task.get("results") or {}
         if (
@@ -379,9 +378,11 @@ class Execution:
             return
         for file in files:
             self._confirmed[file] = {n for n in reported if file_of(n) == file}
-        predicted: dict[str, set[str]] = {}
-        for node_id in self.order:
-            predicted.setdefault(file_of(node_id), set()).add(node_id)
+        if self._predicted is None:  # `order` changes only once the prediction is settled
+            self._predicted = {}
+            for node_id in self.order:
+                self._predicted.setdefault(file_of(node_id), set()).add(node_id)
+        predicted = self._predicted
         if any(self._confirmed[f] != predicted.get(f, set()) for f in files):
             self.needs_collection = True
         elif predicted.keys() <= self._confirmed.keys():

@@ -25,9 +25,8 @@ Each test costs its expected duration plus `per_test_s`, what pytest spends arou
 
 When every duration is recorded, `plan` also plans whole files (each file a unit, packed
 as above) and takes that plan when it ends no later than `WHOLE_FILES_SLACK` after the
-best one: a batch that names
-whole files collects faster on its worker, and lets the workers confirm a predicted
-collection (`dtf.run.execution`).
+best one: a batch that names whole files collects faster on its worker, and lets the
+workers confirm a predicted collection (`dtf.run.execution`).
 
 Tests never run get an estimate from their parametrised siblings, else their file, else
 the whole suite's recorded tests, else a default.

@@ -1,14 +1,14 @@
 """`dtf run -n N`: collect once, run planned batches on a cluster, report like pytest.
 
-The flow: start collecting the node ids on the client (a `pytest --collect-only`
-subprocess) and, at the same time, find the cluster (a remote coordinator given by URL,
-a live local cluster in the data directory, or a coordinator and N workers started for
-the run). When the same command was collected before and nothing its collection depends on changed
-(`dtf.run.collection_cache`), the batches of that collection start at once. When they
-all name whole files, the workers' pytest confirms the prediction as it runs them
-(`Execution._confirm`), and the client collects only if they cannot; otherwise pytest
-collects again on the client at once and the run checks the collection against the
-batches (`Execution.verify`). Without a prediction the run waits for the collection.
+The flow: find the cluster (a remote coordinator given by URL, a live local cluster in
+the data directory, or a coordinator and N workers started for the run) and, at the same
+time, collect the node ids on the client (a `pytest --collect-only` subprocess). When the
+same command was collected before and nothing its collection depends on changed
+(`dtf.run.collection_cache`), the batches of that collection start at once instead.
+When they all name whole files, the workers' pytest confirms the prediction as it runs
+them (`Execution._confirm`), and the client collects only if they cannot; otherwise
+pytest collects on the client at once and the run checks the collection against the
+batches (`Execution.verify`).
 Then: ask the coordinator for recorded durations, plan batches (longest first), submit
 each batch as one `pytest` task, follow the tasks and read each finished task's results
 from the results store. At the end the tests with a result must be exactly the collected
