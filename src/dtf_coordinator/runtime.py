@@ -11,12 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import json
 import logging
 import os
 import signal
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -302,8 +300,6 @@ class CoordinatorRuntime:
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(info, indent=2))
         os.replace(tmp, path)
-        # The results store's first write needs pandas; import it now, off the way to ready.
-        threading.Thread(target=importlib.import_module, args=("pandas",), name="dtf-preload", daemon=True).start()
 
     async def stop(self) -> None:
         # Background loops first: a health monitor still running while the servers close

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
-from dtf_coordinator.store import Store, open_store
+from dtf_coordinator.store import Store, open_store, writer
 from dtf_coordinator.store.schema import results
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
@@ -69,9 +69,13 @@ def worker_row(name: str, **changes: Any) -> dict[str, Any]:
     return row | changes
 
 
-@pytest.fixture(params=["duckdb", "sqlite"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    with open_store(f"{request.param}:///{tmp_path / 'store.db'}") as opened:
+@pytest.fixture(params=["duckdb", "duckdb-values", "sqlite"])
+def store(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Store]:
+    """Each DuckDB write path on its own: DataFrame upserts for every flush ("duckdb"), and
+    multi-row VALUES upserts for every flush but the 20,000-row one ("duckdb-values")."""
+    dialect = request.param.split("-")[0]
+    monkeypatch.setattr(writer, "SMALL_FLUSH_ROWS", 1_000 if request.param == "duckdb-values" else 0)
+    with open_store(f"{dialect}:///{tmp_path / 'store.db'}") as opened:
         yield opened
 
 
@@ -240,6 +244,24 @@ store = open_store(sys.argv[1])
 def run_child(body: str, url: str) -> subprocess.Popen[str]:
     code = CHILD_PRELUDE + textwrap.dedent(body)
     return subprocess.Popen([sys.executable, "-c", code, url], stdout=subprocess.PIPE, text=True)
+
+
+def test_a_coordinator_that_has_written_no_results_has_not_imported_pandas(tmp_path: Path) -> None:
+    # Half a second of a coordinator's start on a small machine: workers registering and
+    # the first tasks of a run are written without it.
+    child = run_child(
+        """
+        store.writer.upsert_workers([{"worker_id": "w1", "status": "online", "hardware_id": "cpu", "last_seen": T0}])
+        store.writer.set_applied_index(3)
+        store.writer.flush()
+        assert store.reader.get_worker("w1")["status"] == "online"
+        print("pandas" in sys.modules)
+        """,
+        f"duckdb:///{tmp_path / 'store.duckdb'}",
+    )
+    out, _ = child.communicate(timeout=60)
+    assert child.returncode == 0
+    assert out.strip() == "False"
 
 
 def test_rows_flushed_before_a_crash_are_readable_after_it(tmp_path: Path) -> None:

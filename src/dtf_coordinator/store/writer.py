@@ -9,11 +9,13 @@ log from its last snapshot and hands the same rows again: every write is an upse
 keyed by id, so a replay never duplicates, and a task row never goes back to an
 older version (its `updated_index` only moves forward).
 
-On DuckDB a flush builds one pandas DataFrame per table (pandas is imported by the first
-flush that writes rows: half a second that the coordinator's start-up does not wait for)
-and runs one
-`INSERT ... SELECT ... ON CONFLICT DO UPDATE` per table over it (bulk appends are
-what DuckDB is fast at); on other dialects it runs the same upsert as an executemany.
+On DuckDB a flush builds one pandas DataFrame per table and runs one
+`INSERT ... SELECT ... ON CONFLICT DO UPDATE` per table over it (bulk appends are what
+DuckDB is fast at). A flush of a few rows (`SMALL_FLUSH_ROWS`) is instead one multi-row
+`INSERT ... VALUES` upsert per table, so a coordinator that has only registered workers
+and accepted tasks has not paid half a second of its start for importing pandas; the
+first results start that import in the background. On other dialects a flush runs the
+same upsert as an executemany.
 
 Row dicts use the column names of `schema.py` as keys. Datetimes are timezone-aware
 (a naive datetime is taken as UTC) or None; JSON columns hold JSON text (anything
@@ -25,6 +27,7 @@ an unknown key, a missing required one or a value of the wrong type raises
 
 from __future__ import annotations
 
+import importlib
 import json
 import threading
 from collections.abc import Callable, Iterable, Mapping
@@ -54,6 +57,9 @@ if TYPE_CHECKING:
     import pandas as pd
 
 Row = dict[str, Any]
+# Up to this many rows a flush is one multi-row VALUES upsert per table: as fast as a
+# DataFrame for a few rows (bench/store_ingest.py), and it needs no pandas.
+SMALL_FLUSH_ROWS = 16
 # duckdb-engine compiles PostgreSQL's INSERT ... ON CONFLICT.
 UpsertInsert = postgresql.Insert | sqlite.Insert
 
@@ -119,6 +125,7 @@ class StoreWriter:
         self._flush_lock = threading.Lock()
         self._buffers: dict[str, dict[Any, tuple[Any, ...]]] = {s.table.name: {} for s in _SPECS}
         self._applied_index: int | None = None
+        self._pandas_loading = False
 
     # -- handing rows over -------------------------------------------------
 
@@ -128,7 +135,11 @@ class StoreWriter:
 
     def add_results(self, rows: Iterable[Mapping[str, Any]]) -> None:
         """Buffer result rows, keyed by `result_id` (a repeated id updates, never duplicates)."""
-        self._buffer(_RESULTS, rows)
+        if self._buffer(_RESULTS, rows) and self._dialect == "duckdb" and not self._pandas_loading:
+            # Results come in bulk, and bulk flushes need pandas (half a second to import):
+            # import it now, beside the work, rather than in the flush that needs it.
+            self._pandas_loading = True
+            threading.Thread(target=importlib.import_module, args=("pandas",), name="dtf-pandas", daemon=True).start()
 
     def upsert_workers(self, rows: Iterable[Mapping[str, Any]]) -> None:
         """Buffer worker rows; a later row for the same `worker_id` replaces an earlier one."""
@@ -146,13 +157,14 @@ class StoreWriter:
         with self._lock:
             return sum(len(b) for b in self._buffers.values())
 
-    def _buffer(self, spec: _TableSpec, rows: Iterable[Mapping[str, Any]]) -> None:
+    def _buffer(self, spec: _TableSpec, rows: Iterable[Mapping[str, Any]]) -> int:
         prepared = [_prepare(spec, row) for row in rows]
         key = spec.columns.index(spec.key)
         with self._lock:
             buffer = self._buffers[spec.table.name]
             for values in prepared:
                 buffer[values[key]] = values
+        return len(prepared)
 
     # -- writing -----------------------------------------------------------
 
@@ -188,6 +200,16 @@ class StoreWriter:
                 with connection.begin():
                     for spec, rows in work:
                         connection.execute(self._upsert(spec), [_to_params(spec, values) for values in rows])
+                    if applied is not None:
+                        self._write_applied_index(connection, applied)
+                return
+            if sum(len(rows) for _, rows in work) <= SMALL_FLUSH_ROWS:
+                # A few rows (workers registering, the first tasks of a run): one multi-row
+                # VALUES upsert per table, without pandas.
+                with connection.begin():
+                    for spec, rows in work:
+                        stmt = self._upsert_values(spec, [_to_params(spec, values) for values in rows])
+                        connection.execute(stmt)
                     if applied is not None:
                         self._write_applied_index(connection, applied)
                 return
@@ -227,6 +249,18 @@ class StoreWriter:
         stmt = self._insert(spec.table)
         if source is not None:
             stmt = stmt.from_select(list(spec.columns), source)
+        excluded = stmt.excluded
+        where = None
+        if spec.version is not None:
+            where = spec.table.c[spec.version] <= excluded[spec.version]
+        return stmt.on_conflict_do_update(
+            index_elements=list(spec.keys),
+            set_={name: excluded[name] for name in spec.columns if name not in spec.keys},
+            where=where,
+        )
+
+    def _upsert_values(self, spec: _TableSpec, rows: list[Row]) -> UpsertInsert:
+        stmt = self._insert(spec.table).values(rows)
         excluded = stmt.excluded
         where = None
         if spec.version is not None:
