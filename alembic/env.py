@@ -12,11 +12,12 @@ from logging.config import fileConfig
 from alembic import context
 from sqlalchemy import Connection, create_engine, pool
 
-import dtf_coordinator.store.migrate  # noqa: F401  (registers Alembic's DuckDB implementation)
+from dtf_coordinator.store.migrate import register_duckdb_impl
 from dtf_coordinator.store.schema import metadata
 
 config = context.config
 target_metadata = metadata
+register_duckdb_impl()
 
 
 def _run(connection: Connection) -> None:

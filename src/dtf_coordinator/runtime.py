@@ -23,7 +23,6 @@ import uvicorn
 
 from dtf_common.config import CoordinatorConfig, load_config
 from dtf_common.errors import ConfigError
-from dtf_common.tls import channel_credentials, load_tls, server_credentials
 from dtf_coordinator.api.app import create_app
 from dtf_coordinator.api.context import ApiContext
 from dtf_coordinator.blobs import BlobStore
@@ -75,6 +74,8 @@ def raft_settings(config: CoordinatorConfig) -> RaftSettings:
 
 
 def raft_credentials(config: CoordinatorConfig) -> Credentials:
+    from dtf_common.tls import channel_credentials, load_tls, server_credentials  # only for HA
+
     tls = config.high_availability.tls
     for name in ("ca_file", "cert_file", "key_file"):
         if not getattr(tls, name):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -68,6 +70,26 @@ def test_upgrade_is_idempotent_and_keeps_data(url: str) -> None:
         assert store.reader.applied_index() == 3
     with open_store(url) as store:
         assert store.reader.applied_index() == 4
+
+
+def test_the_head_revision_the_coordinator_checks_is_the_scripts_head() -> None:
+    # A store at HEAD_REVISION is opened without running Alembic: a migration added
+    # without moving it would never be applied.
+    assert migrate.head_revision() == migrate.HEAD_REVISION
+
+
+def test_a_store_at_head_is_opened_without_importing_alembic(tmp_path: Path) -> None:
+    url = f"duckdb:///{tmp_path / 'store.duckdb'}"
+    migrate.upgrade(url)
+    code = (
+        "import sys; from dtf_coordinator.store import open_store\n"
+        f"with open_store({url!r}) as store: store.writer.set_applied_index(1)\n"
+        "print('alembic' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.strip() == "False"
+    with open_store(url) as store:
+        assert store.reader.applied_index() == 1
 
 
 def test_migrations_match_the_table_definitions(tmp_path: Path) -> None:

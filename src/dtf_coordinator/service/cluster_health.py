@@ -22,9 +22,8 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import httpx
 import psutil
 
 from dtf_coordinator.service.events import EventHub, Message
@@ -39,6 +38,9 @@ HealthLevel = Literal["healthy", "warning", "critical"]
 # Thresholds (percent; load average per CPU) of the health status of one node.
 WARNING = {"cpu_usage": 80.0, "memory_usage": 85.0, "disk_usage": 90.0, "load_per_cpu": 2.0}
 CRITICAL = {"cpu_usage": 95.0, "memory_usage": 95.0, "disk_usage": 95.0, "load_per_cpu": 4.0}
+
+if TYPE_CHECKING:
+    import httpx  # imported where used: 0.1 s of every coordinator's start
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,6 +180,8 @@ class PeerProbe:
         return self.clock() - self._round_started_ms > max_age_ms or any(p not in self.latest for p in peers)
 
     async def _probe_all(self, peers: dict[str, str], token: str) -> None:
+        import httpx
+
         headers = {"Authorization": f"Bearer {token}"}
         async with httpx.AsyncClient(transport=self.transport, timeout=self.timeout_s, headers=headers) as client:
             samples = await asyncio.gather(*(self._probe(client, p, url) for p, url in peers.items()))
@@ -187,6 +191,8 @@ class PeerProbe:
     async def _probe(self, client: httpx.AsyncClient, node_id: str, api_url: str) -> PeerSample:
         if not api_url:
             return PeerSample(node_id, self.clock(), error="no API address known for this node")
+        import httpx
+
         try:
             response = await client.get(api_url.rstrip("/") + PROBE_PATH)
         except httpx.HTTPError as exc:

@@ -24,7 +24,6 @@ import grpc.aio
 
 from dtf_common import errors
 from dtf_common.pb.dtf.v1 import raft_pb2, raft_pb2_grpc
-from dtf_common.tls import peer_node_id
 
 log = logging.getLogger("dtf.raft.transport")
 
@@ -89,6 +88,10 @@ class RaftServicer(raft_pb2_grpc.RaftServiceServicer):  # type: ignore[misc]
         self._on_snapshot = on_snapshot
         self._forward = forward
         self._check_peer = check_peer
+        if check_peer:
+            from dtf_common.tls import peer_node_id  # cryptography: only where peers are checked
+
+            self._peer_node_id = peer_node_id
         self._on_dropped = on_dropped or (lambda _reason: None)
 
     async def _accept(self, envelope: raft_pb2.RaftEnvelope, context: Ctx) -> None:
@@ -101,7 +104,7 @@ class RaftServicer(raft_pb2_grpc.RaftServiceServicer):  # type: ignore[misc]
             self._on_dropped("misaddressed")
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"message for {msg.to!r} reached {self.node_id!r}")
         if self._check_peer:
-            sender = peer_node_id(context)
+            sender = self._peer_node_id(context)
             if sender != getattr(msg, "from"):
                 self._on_dropped("impersonation")
                 await context.abort(
@@ -130,7 +133,7 @@ class RaftServicer(raft_pb2_grpc.RaftServiceServicer):  # type: ignore[misc]
         async for chunk in request_iterator:
             if header is None:
                 header = unseal(chunk.header)
-                if self._check_peer and peer_node_id(context) != getattr(header, "from"):
+                if self._check_peer and self._peer_node_id(context) != getattr(header, "from"):
                     await context.abort(grpc.StatusCode.PERMISSION_DENIED, "snapshot sender does not match certificate")
             if chunk.offset != size or zlib.crc32(chunk.data) != chunk.crc32:
                 self._on_dropped("integrity")
