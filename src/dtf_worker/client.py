@@ -109,12 +109,24 @@ class CoordinatorClient:
             # Reconnect promptly after a coordinator restart instead of backing off for minutes.
             ("grpc.initial_reconnect_backoff_ms", 200),
             ("grpc.max_reconnect_backoff_ms", 5000),
+            # A channel of its own, so that `redial` really dials (see there).
+            ("grpc.use_local_subchannel_pool", 1),
         ]
         if self._secure:
             self._channel = grpc.aio.secure_channel(target, grpc.ssl_channel_credentials(self._root), options)
         else:
             self._channel = grpc.aio.insecure_channel(target, options)
         self._stub = worker_service_pb2_grpc.WorkerServiceStub(self._channel)
+
+    def redial(self) -> None:
+        """A new channel to the same address. gRPC waits out its reconnect backoff before
+        dialling a refused address again, however often it is called meanwhile; a new
+        channel dials at once."""
+        old = self._channel
+        self._connect(self.target)
+        closing = asyncio.ensure_future(old.close(grace=None))
+        self._closing.add(closing)
+        closing.add_done_callback(self._closing.discard)
 
     def _retarget(self, exc: grpc.aio.AioRpcError) -> None:
         """After UNAVAILABLE: go to the leader it names, or else to the next address."""

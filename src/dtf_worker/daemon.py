@@ -30,7 +30,7 @@ from typing import IO
 import psutil
 
 from dtf_common.config import WorkerConfig, load_config
-from dtf_common.errors import ConfigError, Conflict, DtfError, NotFound
+from dtf_common.errors import ConfigError, Conflict, DtfError, NotFound, Unavailable
 from dtf_common.pb.dtf.v1 import worker_service_pb2
 from dtf_worker.backoff import Backoff
 from dtf_worker.client import CoordinatorClient
@@ -50,6 +50,10 @@ DEFAULT_GRACE_S = 30.0
 FLUSH_TIMEOUT_S = 10.0
 DEREGISTER_DEADLINE_S = 5.0
 REPORT_IDLE_POLL_S = 1.0
+# For this long after it starts, a worker whose coordinator is not up yet dials it again
+# every PROMPT_REGISTER_RETRY_S instead of backing off.
+PROMPT_REGISTER_S = 30.0
+PROMPT_REGISTER_RETRY_S = 0.05
 
 
 class WorkerDaemon:
@@ -86,6 +90,7 @@ class WorkerDaemon:
         self._next_health = 0.0
         self._stopping = False
         self._lock: IO[bytes] | None = None
+        self._prompt_until = 0.0
 
     @property
     def client(self) -> CoordinatorClient:
@@ -103,6 +108,7 @@ class WorkerDaemon:
         """Fingerprint the machine and start the loops; registration happens in them, with retries.
         Raises ConfigError when another worker is using the same working directory."""
         self._lock = lock_working_dir(self.working_dir)
+        self._prompt_until = time.monotonic() + PROMPT_REGISTER_S
         if self.hardware is None:
             self.hardware = await asyncio.to_thread(detect_hardware)
         self.hardware_id = self.hardware_id or self.hardware.hardware_id()
@@ -190,11 +196,26 @@ class WorkerDaemon:
             return
         async with self._register_lock:
             backoff = Backoff()
+            waiting = False
             while not self._registered.is_set():
                 assert self.hardware is not None
                 request = register_request(self.config, self.worker_id, self.hardware, self.hardware_id)
                 try:
                     response = await self.client.register(request)
+                except Unavailable as exc:
+                    if time.monotonic() < self._prompt_until:
+                        # Started beside its coordinator (dtf up, a compose file): dial
+                        # again shortly, so the worker registers as soon as it listens.
+                        if not waiting:
+                            log.info("coordinator %s not up yet (%s); waiting for it", self.client.target, exc)
+                            waiting = True
+                        self.client.redial()
+                        await asyncio.sleep(PROMPT_REGISTER_RETRY_S)
+                        continue
+                    delay = backoff.next_delay()
+                    log.warning("registering with %s failed (%s); retrying in %.1fs", self.client.target, exc, delay)
+                    await asyncio.sleep(delay)
+                    continue
                 except Exception as exc:
                     delay = backoff.next_delay()
                     log.warning("registering with %s failed (%s); retrying in %.1fs", self.client.target, exc, delay)

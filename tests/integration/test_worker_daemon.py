@@ -12,8 +12,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import signal
+import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -284,6 +286,30 @@ async def test_a_restarted_worker_rejoins_as_the_same_worker(live: LiveCoordinat
     assert ids[0] == ids[1] == (tmp_path / "worker" / "worker_id").read_text().strip()
     assert list(live.node.state.workers) == ids[:1]
     assert live.worker(ids[0]).performance_metrics["tasks_completed"] == 2
+
+
+@pytest.mark.anyio
+async def test_a_worker_started_before_its_coordinator_registers_once_it_listens(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # As `dtf up` and `dtf run` start them, or a compose file: the worker keeps dialling
+    # every PROMPT_REGISTER_RETRY_S instead of backing off, and says so once.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    caplog.set_level(logging.INFO, logger="dtf.worker")
+    daemon = WorkerDaemon(worker_config(tmp_path, port))
+    async with running(daemon):
+        await asyncio.sleep(1.0)  # refused a number of times meanwhile
+        assert not daemon._registered.is_set()
+        async with live_coordinator(tmp_path / "coordinator", port=port) as live:
+            [task_id] = await live.submit(TaskCreate(type="noop"))
+            await eventually(is_final(live, task_id), what="task run by the worker")
+            assert list(live.node.state.workers) == [daemon.worker_id]
+            await daemon.stop()
+    messages = [r.getMessage() for r in caplog.records if r.name == "dtf.worker"]
+    assert sum("not up yet" in m for m in messages) == 1
+    assert not [m for m in messages if "retrying in" in m]
 
 
 @pytest.mark.anyio

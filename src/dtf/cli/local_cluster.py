@@ -24,7 +24,6 @@ from typing import Any
 import yaml
 
 from dtf_common.errors import Unavailable
-from dtf_coordinator.auth import create_token
 
 READY_TIMEOUT_S = 60.0
 # What every local coordinator shares: the secret from the environment, and quick
@@ -50,6 +49,11 @@ def _free_port(host: str) -> int:
         s.bind((host, 0))
         port: int = s.getsockname()[1]
         return port
+
+
+def _grpc_address(coordinator_config: Path) -> str:
+    server = yaml.safe_load(coordinator_config.read_text())["server"]
+    return f"{server['host']}:{server['workers_port']}"
 
 
 def _write_private(path: Path, text: str) -> None:
@@ -232,6 +236,14 @@ class LocalCluster:
     # ------------------------------------------------------------------ lifecycle
 
     def start(self) -> dict[str, Any]:
+        """Start the cluster and return its connection once every coordinator is ready."""
+        self.launch()
+        return self.await_ready()
+
+    def launch(self) -> None:
+        """Start the coordinators and then, without waiting for them, the workers: a worker
+        imports, fingerprints the machine and warms its pytest server while the coordinators
+        start, and registers as soon as they listen (`dtf_worker.daemon`)."""
         self.dir.mkdir(parents=True, exist_ok=True)
         secret = self._secret()
         if self.n_coordinators == 1:
@@ -249,7 +261,9 @@ class LocalCluster:
                     },
                 )
             ]
+            grpc_addresses = [f"{self.host}:{self.grpc_port}"]
         else:
+            paths = self._ha_configs()
             self.coordinators = [
                 Child(
                     path.stem,
@@ -257,26 +271,30 @@ class LocalCluster:
                     self.dir / "logs" / f"{path.stem}.log",
                     env={"DTF_JWT_SECRET": secret},
                 )
-                for path in self._ha_configs()
+                for path in paths
             ]
+            grpc_addresses = [_grpc_address(path) for path in paths]
         for child in self.coordinators:
             child.start()
-        try:
-            ready = [self._await_ready(child) for child in self.coordinators]
-        except BaseException:
-            self.stop()  # leave no coordinator behind one that did not come up
-            raise
-        self.ready = {child.name: info for child, info in zip(self.coordinators, ready, strict=True)}
-        # Started once the coordinators listen: on a small machine, starting them alongside
-        # only slows the coordinators' own start down.
-        token = create_token(secret, "worker", subject="local-workers", expires_in=0)
-        self._start_workers([info["grpc_address"] for info in ready], token)
+        from dtf_coordinator.auth import create_token  # after the coordinators are on their way
+
+        self._start_workers(grpc_addresses, create_token(secret, "worker", subject="local-workers", expires_in=0))
         self.info = {
-            "api_url": ready[0]["api_url"],
-            "grpc_address": ready[0]["grpc_address"],
+            "api_url": "",
+            "grpc_address": grpc_addresses[0],
             "admin_token": create_token(secret, "admin", subject="local-admin", expires_in=0),
             "data_dir": str(self.dir),
         }
+
+    def await_ready(self) -> dict[str, Any]:
+        """Wait for every coordinator launched to be ready; write and return the connection."""
+        try:
+            ready = [self._await_ready(child) for child in self.coordinators]
+        except BaseException:
+            self.stop()  # leave nothing behind a coordinator that did not come up
+            raise
+        self.ready = {child.name: info for child, info in zip(self.coordinators, ready, strict=True)}
+        self.info |= {"api_url": ready[0]["api_url"], "grpc_address": ready[0]["grpc_address"]}
         self._write_connection()
         return self.info
 

@@ -194,9 +194,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from rich.console import Console
-
-    from dtf.run.runner import RunConfig, run
+    from dtf.run.cluster import launch_cluster, needs_own_cluster
+    from dtf.run.config import RunConfig
 
     config = RunConfig(
         workers=args.workers,
@@ -221,11 +220,25 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_term)  # stop the cluster as on Ctrl-C
+    # A cluster of the run's own starts first, before the imports of the run itself:
+    # the coordinator's start is what the first test waits for.
+    launched = launch_cluster(config) if needs_own_cluster(config) else None
     try:
-        return run(config, out=sys.stdout, console=Console(stderr=True))
+        from rich.console import Console
+
+        from dtf.run.runner import run
+
+        return run(config, out=sys.stdout, console=Console(stderr=True), launched=launched)
     except KeyboardInterrupt:
         print("dtf run: interrupted", file=sys.stderr)
         return 2  # pytest's "interrupted"
+    finally:
+        if launched is not None and not launched.claimed:  # the run ended before it used it
+            launched.cluster.stop()
+            if launched.fresh_data_dir:
+                import shutil
+
+                shutil.rmtree(config.data_dir, ignore_errors=True)
 
 
 def _our_process(pid: int) -> Any:

@@ -13,14 +13,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-import httpx
-from rich.console import Console
-
 from dtf.run.args import batch_pytest_args
 from dtf.run.config import RunConfig
 from dtf_common.errors import Unavailable
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from dtf.cli.local_cluster import LocalCluster
 
 # How long a warm or remote cluster may take to show a live worker.
@@ -43,6 +42,8 @@ def live_cluster(data_dir: Path) -> dict[str, Any] | None:
         url, token = str(info["api_url"]), str(info["admin_token"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
+    import httpx
+
     try:
         healthy = httpx.get(f"{url.rstrip('/')}/health", timeout=1.0).status_code == 200
     except httpx.HTTPError:
@@ -60,34 +61,37 @@ class Target:
     cluster: LocalCluster | None = None
 
 
-def find_target(config: RunConfig, console: Console) -> Target:
-    """A remote coordinator (`coordinator` + `token`, or `connection`), else the live cluster
-    in `data_dir`, else a coordinator and `workers` local workers started now."""
-    if config.coordinator:
-        if not config.token:
-            raise Unavailable("--coordinator needs a token: --token or DTF_TOKEN")
-        return Target(config.coordinator, config.token, "remote")
-    if config.connection is not None:
-        try:
-            info = json.loads(config.connection.read_text())
-            return Target(str(info["api_url"]), str(info["admin_token"]), "remote")
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise Unavailable(f"cannot read {config.connection}: {exc}") from None
-    warm = live_cluster(config.data_dir)
-    if warm is not None:
-        return Target(str(warm["api_url"]), str(warm["admin_token"]), "warm")
+@dataclass
+class Launched:
+    """The processes of a cluster a run started for itself, maybe not ready yet."""
 
+    cluster: LocalCluster
+    fresh_data_dir: bool  # the data directory did not exist before
+    claimed: bool = False  # a run took it over, and stops it (or keeps it) when it ends
+
+
+def needs_own_cluster(config: RunConfig) -> bool:
+    """Whether the run starts a cluster of its own: no remote one is named and no cluster
+    is running in its data directory."""
+    return not config.coordinator and config.connection is None and live_cluster(config.data_dir) is None
+
+
+def launch_cluster(config: RunConfig) -> Launched:
+    """Start a coordinator and `workers` local workers, without waiting for them.
+
+    `dtf run` calls this first, before it imports what it needs itself, so the processes
+    start while it collects; `find_target` then waits for them."""
     from dtf.cli.local_cluster import LocalCluster
 
+    fresh = not config.data_dir.exists()
     cluster = LocalCluster(config.data_dir, workers=config.workers, concurrency=1, port=0, grpc_port=0)
     # The workers inherit this process's environment: tell them where the batches will run,
-    # so each starts its pytest server while it registers and this process collects.
+    # so each starts its pytest server while the coordinator starts and this process collects.
     prewarm = json.dumps({"cwd": str(config.cwd), "args": batch_pytest_args(config.pytest_args)})
     before = os.environ.get(PREWARM_VARIABLE)
     os.environ[PREWARM_VARIABLE] = prewarm
     try:
-        with console.status(f"starting a coordinator and {config.workers} workers"):
-            info = cluster.start()
+        cluster.launch()
     except BaseException:
         cluster.stop()
         raise
@@ -96,7 +100,36 @@ def find_target(config: RunConfig, console: Console) -> Target:
             os.environ.pop(PREWARM_VARIABLE, None)
         else:
             os.environ[PREWARM_VARIABLE] = before
-    return Target(str(info["api_url"]), str(info["admin_token"]), "started", cluster)
+    return Launched(cluster, fresh)
+
+
+def find_target(config: RunConfig, console: Console, launched: Launched | None = None) -> Target:
+    """The cluster `launched` for this run once it is ready; else a remote coordinator
+    (`coordinator` + `token`, or `connection`), else the live cluster in `data_dir`, else
+    a coordinator and `workers` local workers started now."""
+    if launched is None:
+        if config.coordinator:
+            if not config.token:
+                raise Unavailable("--coordinator needs a token: --token or DTF_TOKEN")
+            return Target(config.coordinator, config.token, "remote")
+        if config.connection is not None:
+            try:
+                info = json.loads(config.connection.read_text())
+                return Target(str(info["api_url"]), str(info["admin_token"]), "remote")
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                raise Unavailable(f"cannot read {config.connection}: {exc}") from None
+        warm = live_cluster(config.data_dir)
+        if warm is not None:
+            return Target(str(warm["api_url"]), str(warm["admin_token"]), "warm")
+        launched = launch_cluster(config)
+    launched.claimed = True
+    try:
+        with console.status(f"starting a coordinator and {config.workers} workers"):
+            info = launched.cluster.await_ready()
+    except BaseException:
+        launched.cluster.stop()
+        raise
+    return Target(str(info["api_url"]), str(info["admin_token"]), "started", launched.cluster)
 
 
 def project_root(cwd: Path) -> Path:

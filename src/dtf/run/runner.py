@@ -31,6 +31,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from dtf.run.args import batch_pytest_args
 from dtf.run.cluster import (
     LIVE_WORKER,
+    Launched,
     Target,
     find_target,
     live_cluster,
@@ -168,8 +169,9 @@ class Run:
                 progress.update(bar, completed=len(execution.outcomes), counts=_progress_text(execution))
 
 
-def run(config: RunConfig, *, out: TextIO, console: Console) -> int:
-    """The whole of `dtf run`; returns pytest's exit code."""
+def run(config: RunConfig, *, out: TextIO, console: Console, launched: Launched | None = None) -> int:
+    """The whole of `dtf run`; returns pytest's exit code. `launched`: the cluster started
+    for this run already (`dtf.run.cluster.launch_cluster`), when it was."""
     from dtf.client import DtfClient
 
     started = time.monotonic()
@@ -179,13 +181,13 @@ def run(config: RunConfig, *, out: TextIO, console: Console) -> int:
     predicted = cache.load(key) if config.predict else None
     # With a prediction, whether the client collects at all is decided once it is planned.
     pending = PendingCollection(config.pytest_args, config.cwd, start=predicted is None)
-    fresh_data_dir = not config.data_dir.exists()
+    fresh_data_dir = launched.fresh_data_dir if launched is not None else not config.data_dir.exists()
     target: Target | None = None
     execution: Execution | None = None
     collection: Collection | None = None
     try:
         with ThreadPoolExecutor(1, thread_name_prefix="dtf-run-cluster") as pool:
-            finding = pool.submit(find_target, config, console)
+            finding = pool.submit(find_target, config, console, launched)
             try:
                 if predicted is None:
                     collection = _collected(pending)
