@@ -6,8 +6,9 @@ each suite (wall clock of the whole command, start-up included):
 - pytest, serial: `python -m pytest -q -p no:cacheprovider`
 - xdist: the same with `-n 2 --dist load` and with `-n 2 --dist worksteal`
 - dtf: `python -m dtf.cli.main run -n 2 --data-dir DIR -- -q -p no:cacheprovider .`
-  The FIRST run uses a fresh data directory (no recorded durations, the plan is built on
-  guesses); the later runs reuse that directory (durations recorded).
+  A FIRST run uses a fresh data directory (no recorded durations, the plan is built on
+  guesses), once per repetition; the "durations recorded" runs reuse the directory of
+  the first repetition's first run.
 
 The suites:
 
@@ -278,13 +279,15 @@ def bench_suite(suite: Suite, repetitions: int, root: Path, warm: bool) -> dict[
     if f"{suite.size} tests collected" not in collect.stdout:
         raise SystemExit(f"suite {suite.name} does not collect:\n{collect.stdout[-2000:]}")
 
-    data_dir = root / f"dtf-{suite.name}"  # fresh: the first run has no recorded durations
+    def first_dir(rep: int) -> Path:
+        return root / f"dtf-{suite.name}-first-{rep}"  # fresh: the first run has no recorded durations
+
     tools = [
         Tool(SERIAL, lambda s: list(PYTEST)),
         Tool(LOAD, lambda s: [*PYTEST, "-n", str(WORKERS), "--dist", "load"]),
         Tool(WORKSTEAL, lambda s: [*PYTEST, "-n", str(WORKERS), "--dist", "worksteal"]),
     ]
-    dtf = dtf_command(data_dir)
+    recorded = dtf_command(first_dir(0))  # the durations of the first repetition's first run
 
     def record(name: str, command: list[str], label: str) -> None:
         elapsed, wrong = run_once(command, suite)
@@ -296,7 +299,6 @@ def bench_suite(suite: Suite, repetitions: int, root: Path, warm: bool) -> dict[
             console.print(f"  {label:<40} {elapsed:7.2f} s")
 
     console.rule(f"suite {suite.name}: {suite.description} (load average {_load()})")
-    record(DTF_FIRST, dtf(suite), DTF_FIRST)
     warm_dir = root / f"dtf-warm-{suite.name}"
     if warm:
         # Untimed: start the cluster that the timed runs reuse, and record durations.
@@ -309,7 +311,8 @@ def bench_suite(suite: Suite, repetitions: int, root: Path, warm: bool) -> dict[
             # Interleaved, so drift in the machine's load touches every tool alike.
             for tool in tools:
                 record(tool.name, tool.command(suite), f"[{rep + 1}/{repetitions}] {tool.name}")
-            record(DTF_RECORDED, dtf(suite), f"[{rep + 1}/{repetitions}] {DTF_RECORDED}")
+            record(DTF_FIRST, dtf_command(first_dir(rep))(suite), f"[{rep + 1}/{repetitions}] {DTF_FIRST}")
+            record(DTF_RECORDED, recorded(suite), f"[{rep + 1}/{repetitions}] {DTF_RECORDED}")
             if warm:
                 record(DTF_WARM, dtf_command(warm_dir)(suite), f"[{rep + 1}/{repetitions}] {DTF_WARM}")
     finally:
