@@ -246,21 +246,18 @@ class StoreWriter:
                 self._applied_index = applied
 
     def _upsert(self, spec: _TableSpec, source: Select[*tuple[Any, ...]] | None = None) -> UpsertInsert:
+        """The upsert of `spec`'s rows, from `source` (a SELECT) or with bound parameters."""
         stmt = self._insert(spec.table)
         if source is not None:
             stmt = stmt.from_select(list(spec.columns), source)
-        excluded = stmt.excluded
-        where = None
-        if spec.version is not None:
-            where = spec.table.c[spec.version] <= excluded[spec.version]
-        return stmt.on_conflict_do_update(
-            index_elements=list(spec.keys),
-            set_={name: excluded[name] for name in spec.columns if name not in spec.keys},
-            where=where,
-        )
+        return self._on_conflict(spec, stmt)
 
     def _upsert_values(self, spec: _TableSpec, rows: list[Row]) -> UpsertInsert:
-        stmt = self._insert(spec.table).values(rows)
+        """The upsert of `rows` as one multi-row VALUES statement."""
+        return self._on_conflict(spec, self._insert(spec.table).values(rows))
+
+    @staticmethod
+    def _on_conflict(spec: _TableSpec, stmt: UpsertInsert) -> UpsertInsert:
         excluded = stmt.excluded
         where = None
         if spec.version is not None:
