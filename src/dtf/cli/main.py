@@ -65,7 +65,15 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from dtf_worker.daemon import main
 
     _logging(args.verbose)
-    return main(args.config)
+    code = main(args.config)
+    if code == 0:
+        # Stopped cleanly: outcomes delivered or spooled durably, leases handed back.
+        # Tearing down the interpreter would add 0.1 s to every local cluster's stop.
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
+    return code
 
 
 def cmd_up(args: argparse.Namespace) -> int:
