@@ -202,8 +202,8 @@ class WorkerDaemon:
                 request = register_request(self.config, self.worker_id, self.hardware, self.hardware_id)
                 try:
                     response = await self.client.register(request)
-                except Unavailable as exc:
-                    if time.monotonic() < self._prompt_until:
+                except Exception as exc:
+                    if isinstance(exc, Unavailable) and time.monotonic() < self._prompt_until:
                         # Started beside its coordinator (dtf up, a compose file): dial
                         # again shortly, so the worker registers as soon as it listens.
                         if not waiting:
@@ -212,11 +212,6 @@ class WorkerDaemon:
                         self.client.redial()
                         await asyncio.sleep(PROMPT_REGISTER_RETRY_S)
                         continue
-                    delay = backoff.next_delay()
-                    log.warning("registering with %s failed (%s); retrying in %.1fs", self.client.target, exc, delay)
-                    await asyncio.sleep(delay)
-                    continue
-                except Exception as exc:
                     delay = backoff.next_delay()
                     log.warning("registering with %s failed (%s); retrying in %.1fs", self.client.target, exc, delay)
                     await asyncio.sleep(delay)
