@@ -8,6 +8,7 @@ and Alembic is not even imported (a quarter of a second of every coordinator's s
 from __future__ import annotations
 
 import functools
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,6 +21,9 @@ if TYPE_CHECKING:
 SCRIPT_LOCATION = Path(__file__).resolve().parents[3] / "alembic"
 # The newest revision under alembic/versions (a test holds this to the scripts' head).
 HEAD_REVISION = "0002"
+
+# Alembic announces each of its plugins at INFO when it is imported; not a coordinator's news.
+logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
 
 
 @functools.cache
@@ -60,9 +64,9 @@ def upgrade(target: str | URL | Engine) -> None:
     try:
         if _stored_revisions(engine) == [HEAD_REVISION]:
             return
+        config = alembic_config(engine.url)
         from alembic import command
 
-        config = alembic_config(engine.url)
         with engine.begin() as connection:
             config.attributes["connection"] = connection
             command.upgrade(config, "head")
