@@ -202,7 +202,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from dtf.run.cluster import launch_cluster, needs_own_cluster
+    from dtf.run.cluster import Launched, launch_cluster, locate
     from dtf.run.config import RunConfig
 
     config = RunConfig(
@@ -230,13 +230,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, on_term)  # stop the cluster as on Ctrl-C
     # A cluster of the run's own starts first, before the imports of the run itself:
     # the coordinator's start is what the first test waits for.
-    launched = launch_cluster(config) if needs_own_cluster(config) else None
+    start = locate(config) or launch_cluster(config)
+    launched = start if isinstance(start, Launched) else None
     try:
         from rich.console import Console
 
         from dtf.run.runner import run
 
-        return run(config, out=sys.stdout, console=Console(stderr=True), launched=launched)
+        return run(config, out=sys.stdout, console=Console(stderr=True), start=start)
     except KeyboardInterrupt:
         print("dtf run: interrupted", file=sys.stderr)
         return 2  # pytest's "interrupted"

@@ -70,10 +70,21 @@ class Launched:
     claimed: bool = False  # a run took it over, and stops it (or keeps it) when it ends
 
 
-def needs_own_cluster(config: RunConfig) -> bool:
-    """Whether the run starts a cluster of its own: no remote one is named and no cluster
-    is running in its data directory."""
-    return not config.coordinator and config.connection is None and live_cluster(config.data_dir) is None
+def locate(config: RunConfig) -> Target | None:
+    """A remote coordinator (`coordinator` + `token`, or `connection`), else the live
+    cluster in `data_dir`; None when the run needs a cluster of its own."""
+    if config.coordinator:
+        if not config.token:
+            raise Unavailable("--coordinator needs a token: --token or DTF_TOKEN")
+        return Target(config.coordinator, config.token, "remote")
+    if config.connection is not None:
+        try:
+            info = json.loads(config.connection.read_text())
+            return Target(str(info["api_url"]), str(info["admin_token"]), "remote")
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise Unavailable(f"cannot read {config.connection}: {exc}") from None
+    warm = live_cluster(config.data_dir)
+    return None if warm is None else Target(str(warm["api_url"]), str(warm["admin_token"]), "warm")
 
 
 def launch_cluster(config: RunConfig) -> Launched:
@@ -103,33 +114,22 @@ def launch_cluster(config: RunConfig) -> Launched:
     return Launched(cluster, fresh)
 
 
-def find_target(config: RunConfig, console: Console, launched: Launched | None = None) -> Target:
-    """The cluster `launched` for this run once it is ready; else a remote coordinator
-    (`coordinator` + `token`, or `connection`), else the live cluster in `data_dir`, else
-    a coordinator and `workers` local workers started now."""
-    if launched is None:
-        if config.coordinator:
-            if not config.token:
-                raise Unavailable("--coordinator needs a token: --token or DTF_TOKEN")
-            return Target(config.coordinator, config.token, "remote")
-        if config.connection is not None:
-            try:
-                info = json.loads(config.connection.read_text())
-                return Target(str(info["api_url"]), str(info["admin_token"]), "remote")
-            except (OSError, ValueError, KeyError, TypeError) as exc:
-                raise Unavailable(f"cannot read {config.connection}: {exc}") from None
-        warm = live_cluster(config.data_dir)
-        if warm is not None:
-            return Target(str(warm["api_url"]), str(warm["admin_token"]), "warm")
-        launched = launch_cluster(config)
-    launched.claimed = True
+def find_target(config: RunConfig, console: Console, start: Target | Launched | None = None) -> Target:
+    """Where the run goes: `start` when the caller has found it (`locate`) or launched it
+    (`launch_cluster`), else what `locate` finds, else a cluster started now. A cluster
+    of the run's own is returned once its coordinators are ready."""
+    if start is None:
+        start = locate(config) or launch_cluster(config)
+    if isinstance(start, Target):
+        return start
+    start.claimed = True
     try:
         with console.status(f"starting a coordinator and {config.workers} workers"):
-            info = launched.cluster.await_ready()
+            info = start.cluster.await_ready()
     except BaseException:
-        launched.cluster.stop()
+        start.cluster.stop()
         raise
-    return Target(str(info["api_url"]), str(info["admin_token"]), "started", launched.cluster)
+    return Target(str(info["api_url"]), str(info["admin_token"]), "started", start.cluster)
 
 
 def project_root(cwd: Path) -> Path:

@@ -231,22 +231,16 @@ class Execution:
                 self.running.add(task_id)
             if self.first_leased_s is None and task.get("start_time"):
                 self.first_leased_s = _epoch(task["start_time"]) - self.started_wall
-        if self.reader is not None:
+        if self.reader is None:  # no background reads: read each one here
             for task_id, task in finished:
-                reading = self.reader.submit(self._results_of, task_id, task)
-                reading.add_done_callback(self._read_done)
-                self._reading[task_id] = (task, reading)
-            self.take_results()
+                if task_id in self.open:  # not settled by an earlier finish in this pass
+                    self._finish(task_id, task, self._results_of(task_id, task))
             return
-        # Batches often end together (every worker's last one): read their results at once.
-        if len(finished) > 1:
-            with ThreadPoolExecutor(min(len(finished), 4), thread_name_prefix="dtf-run-results") as pool:
-                rows = list(pool.map(lambda f: self._results_of(*f), finished))
-        else:
-            rows = [self._results_of(*f) for f in finished]
-        for (task_id, task), task_rows in zip(finished, rows, strict=True):
-            if task_id in self.open:  # not settled by an earlier finish in this pass
-                self._finish(task_id, task, task_rows)
+        for task_id, task in finished:
+            reading = self.reader.submit(self._results_of, task_id, task)
+            reading.add_done_callback(self._read_done)
+            self._reading[task_id] = (task, reading)
+        self.take_results()
 
     def _read_done(self, _reading: Future[list[dict[str, Any]]]) -> None:
         if self.on_read is not None:

@@ -169,9 +169,9 @@ class Run:
                 progress.update(bar, completed=len(execution.outcomes), counts=_progress_text(execution))
 
 
-def run(config: RunConfig, *, out: TextIO, console: Console, launched: Launched | None = None) -> int:
-    """The whole of `dtf run`; returns pytest's exit code. `launched`: the cluster started
-    for this run already (`dtf.run.cluster.launch_cluster`), when it was."""
+def run(config: RunConfig, *, out: TextIO, console: Console, start: Target | Launched | None = None) -> int:
+    """The whole of `dtf run`; returns pytest's exit code. `start`: where the run goes when
+    the caller found it already, or the cluster it launched for the run (see `find_target`)."""
     from dtf.client import DtfClient
 
     started = time.monotonic()
@@ -181,13 +181,13 @@ def run(config: RunConfig, *, out: TextIO, console: Console, launched: Launched 
     predicted = cache.load(key) if config.predict else None
     # With a prediction, whether the client collects at all is decided once it is planned.
     pending = PendingCollection(config.pytest_args, config.cwd, start=predicted is None)
-    fresh_data_dir = launched.fresh_data_dir if launched is not None else not config.data_dir.exists()
+    fresh_data_dir = start.fresh_data_dir if isinstance(start, Launched) else not config.data_dir.exists()
     target: Target | None = None
     execution: Execution | None = None
     collection: Collection | None = None
     try:
         with ThreadPoolExecutor(1, thread_name_prefix="dtf-run-cluster") as pool:
-            finding = pool.submit(find_target, config, console, launched)
+            finding = pool.submit(find_target, config, console, start)
             try:
                 if predicted is None:
                     collection = _collected(pending)

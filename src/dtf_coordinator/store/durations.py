@@ -15,6 +15,11 @@ from dtf_coordinator.store.schema import test_durations
 _CHUNK = 500  # ids per IN (...) list
 
 
+def id_chunks(test_ids: Sequence[str] | None) -> list[Sequence[str] | None]:
+    """`test_ids` in slices short enough for an IN (...) list; [None] for every test."""
+    return [None] if test_ids is None else [test_ids[i : i + _CHUNK] for i in range(0, len(test_ids), _CHUNK)]
+
+
 def kept_samples(
     connection: Connection, test_ids: Sequence[str] | None, hardware_id: str | None = None
 ) -> list[tuple[str, str, str]]:
@@ -34,9 +39,8 @@ def kept_samples(
     base = select(c.test_id, c.hardware_id, c.samples)
     if hardware_id is not None:
         base = base.where(c.hardware_id == hardware_id)
-    chunks = [None] if test_ids is None else [test_ids[i : i + _CHUNK] for i in range(0, len(test_ids), _CHUNK)]
     out: list[tuple[str, str, str]] = []
-    for chunk in chunks:
+    for chunk in id_chunks(test_ids):
         query_ = base if chunk is None else base.where(c.test_id.in_(chunk))
         out.extend((str(t), str(h), str(s)) for t, h, s in connection.execute(query_))
     return out

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import json
 import statistics
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, Engine, Select, Table, func, literal_column, select
 from sqlalchemy.sql.elements import ColumnElement
 
-from dtf_coordinator.store.durations import kept_samples, median_of
+from dtf_coordinator.store.durations import id_chunks, kept_samples, median_of
 from dtf_coordinator.store.schema import (
     ANY_HARDWARE,
     APPLIED_INDEX_KEY,
@@ -31,8 +31,6 @@ from dtf_coordinator.store.schema import (
 from dtf_coordinator.store.writer import to_utc_naive
 
 Row = dict[str, Any]
-
-_CHUNK = 500  # ids per IN (...) list
 
 
 class StoreReader:
@@ -134,11 +132,8 @@ class StoreReader:
             if last_n <= DURATION_SAMPLES:  # kept by the writer: no scan of the history
                 kept = kept_samples(connection, test_ids, hardware_id or ANY_HARDWARE)
                 return {test: median_of(samples, last_n) for test, _, samples in kept}
-            chunks: Iterable[Sequence[str] | None] = (
-                [None] if test_ids is None else (test_ids[i : i + _CHUNK] for i in range(0, len(test_ids), _CHUNK))
-            )
             durations: dict[str, float] = {}
-            for chunk in chunks:
+            for chunk in id_chunks(test_ids):
                 durations.update(self._durations(connection, chunk, hardware_id, last_n))
         return durations
 
