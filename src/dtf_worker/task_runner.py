@@ -22,7 +22,8 @@ from pathlib import Path
 from dtf_common.errors import InvalidArgument
 from dtf_common.pb.dtf.v1 import types_pb2, worker_service_pb2
 from dtf_worker.executors.base import ExecutionContext, ExecutionResult
-from dtf_worker.executors.pytest_batch import PREWARM_VARIABLE, PytestExecutor
+from dtf_worker.executors.pytest_batch import PytestExecutor
+from dtf_worker.executors.pytest_share import PREWARM_VARIABLE
 from dtf_worker.executors.registry import get_executor
 from dtf_worker.spool import Spool
 

@@ -349,9 +349,9 @@ def test_a_server_whose_worker_goes_away_kills_its_batch(tmp_path: Path) -> None
 
     async def scenario() -> tuple[int, int]:
         key = ServerKey.of(suite, ["-q"], {"PATH": os.environ["PATH"]})
-        server = PytestServer(key, ["."])
+        server = PytestServer.spawn(key, ["."])
         assert await server.wait_ready(60)
-        assert server.proc.stdin is not None
+        assert server.proc is not None and server.proc.stdin is not None
         server.proc.stdin.write(
             (json.dumps(BatchSpec(["-q", "test_wait.py"], suite, {}, tmp_path / "logs").message()) + "\n").encode()
         )
@@ -412,3 +412,119 @@ def test_a_suite_that_makes_warnings_errors_runs_forked(tmp_path: Path, pool: Py
 
     assert result.ok and result.results["process"] == "forked", result.results["stdout_tail"]
     assert "warning" not in result.results["stdout_tail"].lower()
+
+
+# -- warm servers shared between processes ------------------------------------------------
+
+COUNTED_CONFTEST = {
+    "heavy_helpers.py": """
+        from pathlib import Path
+
+        with (Path(__file__).parent / "imports.log").open("a") as log:
+            log.write("imported\\n")
+    """,
+    "conftest.py": "import heavy_helpers\n",
+    "test_state.py": """
+        SEEN = []
+
+        def test_first_in_its_process():
+            SEEN.append(1)
+            assert SEEN == [1]
+    """,
+}
+
+
+def _shared_pools(tmp_path: Path, n: int) -> list[PytestServerPool]:
+    """Pools as in `n` workers on one machine: each its own, sharing one directory."""
+    share = tmp_path / "share"
+    share.mkdir(mode=0o700, exist_ok=True)
+    return [PytestServerPool(share=share) for _ in range(n)]
+
+
+async def _run_batch(pool: PytestServerPool, tmp_path: Path, worker: str, node_ids: list[str]) -> ExecutionResult:
+    (tmp_path / worker).mkdir(exist_ok=True)
+    task = leased("pytest", {"node_ids": node_ids, "cwd": str(tmp_path / "suite")})
+    return await PytestExecutor(pool).run(task, context(tmp_path / worker, worker_id=worker))
+
+
+def test_a_second_worker_clones_the_first_ones_warm_server_and_outlives_it(tmp_path: Path) -> None:
+    suite = _suite(tmp_path, COUNTED_CONFTEST)
+    first, second = _shared_pools(tmp_path, 2)
+    node_ids = ["test_state.py::test_first_in_its_process"]
+    try:
+        a = asyncio.run(_run_batch(first, tmp_path, "w1", node_ids))
+        b = asyncio.run(_run_batch(second, tmp_path, "w2", node_ids))
+        first.close()  # the clone's origin goes away
+        c = asyncio.run(_run_batch(second, tmp_path, "w2", node_ids))
+    finally:
+        first.close()
+        second.close()
+
+    assert [(r.ok, r.results["process"]) for r in (a, b, c)] == [(True, "forked")] * 3
+    assert (first.started, first.cloned, second.started, second.cloned) == (1, 0, 0, 1)
+    # One warm-up for both workers: the conftest's imports ran once, module state did not leak.
+    assert (suite / "imports.log").read_text() == "imported\n"
+
+
+def test_workers_starting_together_warm_one_server(tmp_path: Path) -> None:
+    suite = _suite(tmp_path, COUNTED_CONFTEST)
+    pools = _shared_pools(tmp_path, 3)
+    node_ids = ["test_state.py::test_first_in_its_process"]
+
+    async def together() -> list[ExecutionResult]:
+        return list(await asyncio.gather(*(_run_batch(p, tmp_path, f"w{i}", node_ids) for i, p in enumerate(pools))))
+
+    try:
+        results = asyncio.run(together())
+    finally:
+        for pool in pools:
+            pool.close()
+
+    assert [(r.ok, r.results["process"]) for r in results] == [(True, "forked")] * 3
+    assert sorted((p.started, p.cloned) for p in pools) == [(0, 1), (0, 1), (1, 0)]
+    assert (suite / "imports.log").read_text() == "imported\n"
+
+
+def test_a_shared_server_whose_files_changed_gives_no_clone(tmp_path: Path) -> None:
+    suite = _suite(
+        tmp_path,
+        {
+            "conftest.py": "import pytest\n\n@pytest.fixture\ndef answer():\n    return 1\n",
+            "test_answer.py": "def test_answer(answer):\n    assert answer == 2\n",
+        },
+    )
+    first, second = _shared_pools(tmp_path, 2)
+    try:
+        before = asyncio.run(_run_batch(first, tmp_path, "w1", ["test_answer.py"]))
+        (suite / "conftest.py").write_text("import pytest\n\n@pytest.fixture\ndef answer():\n    return 2\n")
+        after = asyncio.run(_run_batch(second, tmp_path, "w2", ["test_answer.py"]))
+    finally:
+        first.close()
+        second.close()
+
+    assert before.error == "1 failed"
+    assert after.ok  # the edited conftest, in a server of the second worker's own
+    assert (second.started, second.cloned) == (1, 0)
+
+
+def test_a_clone_shares_in_its_origins_place_once_the_origin_exits(tmp_path: Path) -> None:
+    suite = _suite(tmp_path, COUNTED_CONFTEST)
+    first, second, third = _shared_pools(tmp_path, 3)
+    node_ids = ["test_state.py::test_first_in_its_process"]
+    try:
+        asyncio.run(_run_batch(first, tmp_path, "w1", node_ids))
+        asyncio.run(_run_batch(second, tmp_path, "w2", node_ids))
+        (socket_path,) = (tmp_path / "share").glob("*.sock")
+        first.close()  # its server stops sharing; the second worker's clone takes over
+        deadline = time.monotonic() + 30  # only a guard against a hang
+        while not socket_path.exists():
+            assert time.monotonic() < deadline, "no clone took over"
+            time.sleep(0.05)
+        result = asyncio.run(_run_batch(third, tmp_path, "w3", node_ids))
+    finally:
+        for pool in (first, second, third):
+            pool.close()
+
+    assert result.ok and result.results["process"] == "forked"
+    assert (third.started, third.cloned) == (0, 1)
+    assert (suite / "imports.log").read_text() == "imported\n"

@@ -11,20 +11,9 @@ from typing import Any, Protocol
 
 from dtf_common.errors import DtfError, InvalidArgument, Unavailable
 from dtf_common.pb.dtf.v1 import types_pb2, worker_service_pb2
+from dtf_worker.executors.environment import inherited
 from dtf_worker.executors.params import Parameters
 from dtf_worker.executors.process import ProcessRun, run_process
-
-# Variables that carry a worker's or coordinator's credentials: never passed on to tasks.
-CREDENTIAL_VARIABLES = frozenset(
-    {
-        "WORKER_API_KEY",
-        "JWT_SECRET",
-        "DTF_JWT_SECRET",
-        "DTF_COORDINATOR__API_KEY",
-        "DTF_SECURITY__JWT_SECRET",
-        "DTF_TOKEN",
-    }
-)
 
 
 @dataclass(frozen=True)
@@ -58,8 +47,7 @@ class ExecutionContext:
         own = {"DTF_WORKER_ID": self.worker_id, "DTF_HARDWARE_ID": self.hardware_id, "DTF_TASK_ID": self.task_id}
         if self.cache_dir is not None:
             own["DTF_CACHE_DIR"] = str(self.cache_dir)  # shared across tasks: models, datasets
-        inherited = {k: v for k, v in os.environ.items() if k not in CREDENTIAL_VARIABLES}
-        return {**inherited, **own, **extra}
+        return {**inherited(os.environ), **own, **extra}
 
     async def task_cwd(self, params: Parameters) -> Path:
         """Where the task runs. Without `parameters.snapshot`: `parameters.cwd`, else the

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import sys
 import xml.etree.ElementTree as ET
 from collections import Counter
@@ -34,25 +33,16 @@ from typing import Any
 from dtf_common.errors import InvalidArgument
 from dtf_common.pb.dtf.v1 import types_pb2, worker_service_pb2
 from dtf_worker.executors import pytest_progress
-from dtf_worker.executors.base import CREDENTIAL_VARIABLES, ExecutionContext, ExecutionResult, SnapshotUnavailable
+from dtf_worker.executors.base import ExecutionContext, ExecutionResult, SnapshotUnavailable
 from dtf_worker.executors.junit import CaseResult, parse_junit_xml, parse_progress, progress_rootdir
 from dtf_worker.executors.params import Parameters
 from dtf_worker.executors.process import ProcessRun
 from dtf_worker.executors.pytest_pool import BatchSpec, PytestServerPool, ServerKey, warm_paths
+from dtf_worker.executors.pytest_share import batch_key, batch_options
 from dtf_worker.executors.records import clip, new_record
 
 EXIT_INTERRUPTED = 2
 EXIT_MEANINGS = {2: "interrupted", 3: "internal error", 4: "usage error", 5: "no tests collected"}
-
-
-# Set by `dtf run` for the workers it starts: {"cwd": "...", "args": [...]} of its batches.
-PREWARM_VARIABLE = "DTF_PYTEST_PREWARM"
-
-
-def batch_options(args: list[str]) -> tuple[list[str], list[str]]:
-    """The options every batch gets around the user's, before and after its --junitxml.
-    Ours come first, so that a user's own --junitxml or -p wins, as it always has."""
-    return ["-p", "no:cacheprovider", "-p", pytest_progress.__name__], ["-o", "junit_family=xunit1", "-q", *args]
 
 
 class PytestExecutor:
@@ -61,15 +51,13 @@ class PytestExecutor:
 
     def prewarm(self, announced: str | None) -> None:
         """Start the pytest server for batches announced as `{"cwd": ..., "args": [...]}`
-        (the environment variable PREWARM_VARIABLE), while the worker registers."""
+        (the environment variable `pytest_share.PREWARM_VARIABLE`), while the worker registers."""
         try:
             spec = json.loads(announced or "null")
             cwd, args = Path(spec["cwd"]), [str(a) for a in spec["args"]]
         except (ValueError, TypeError, KeyError):
             return
-        head, tail = batch_options(args)
-        env = {k: v for k, v in os.environ.items() if k not in CREDENTIAL_VARIABLES}
-        self.pool.prewarm(ServerKey.of(cwd, [*head, *tail], env), ["."])
+        self.pool.prewarm(batch_key(cwd, args), ["."])
 
     async def run(self, task: worker_service_pb2.LeasedTask, ctx: ExecutionContext) -> ExecutionResult:
         try:

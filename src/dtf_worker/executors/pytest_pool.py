@@ -23,9 +23,10 @@ import contextlib
 import json
 import logging
 import os
+import select
 import signal
+import socket
 import subprocess
-import sys
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Mapping, Sequence
@@ -33,49 +34,35 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dtf_worker.executors import pytest_progress, pytest_server
 from dtf_worker.executors.process import ProcessRun, TreeSampler, read_tail, signal_group
+from dtf_worker.executors.pytest_share import (
+    BATCH_VARIABLES,
+    FORK_VARIABLE,
+    ServerKey,
+    SharePaths,
+    forking,
+    spawn_server,
+)
+
+__all__ = ["BatchSpec", "PytestServer", "PytestServerPool", "ServerKey", "warm_paths"]
 
 log = logging.getLogger("dtf.worker")
 
-ENV_SWITCH = "DTF_PYTEST_FORK"
-# Variables the worker sets for each batch: they do not name a server (its warm-up runs
-# without them), and each batch's child gets its own.
-BATCH_VARIABLES = frozenset(
-    {
-        "DTF_TASK_ID",
-        "DTF_WORKER_ID",
-        "DTF_HARDWARE_ID",
-        "DTF_CACHE_DIR",
-        pytest_progress.ENV_VAR,
-        pytest_progress.YIELD_VAR,
-    }
-)
+ENV_SWITCH = FORK_VARIABLE
 # How long a new server may take to import pytest and its plugins.
 READY_TIMEOUT_S = 300.0
 # How long a server may take to check its modules and fork.
 START_TIMEOUT_S = 30.0
 # How long a server may take to report a child it has killed.
 REAP_TIMEOUT_S = 10.0
+# How long a server may take to exit at the end of its input, before it is killed.
+CLOSE_TIMEOUT_S = 2.0
 MAX_IDLE = 6
 MAX_IDLE_PER_KEY = 2
 # After a server fails to start for a key, fresh processes serve that key this long.
 RETRY_AFTER_S = 60.0
-
-
-@dataclass(frozen=True)
-class ServerKey:
-    """What a server's warm state depends on."""
-
-    python: str
-    cwd: str
-    args: tuple[str, ...]
-    env: tuple[tuple[str, str], ...]
-
-    @classmethod
-    def of(cls, cwd: Path, args: Sequence[str], env: Mapping[str, str]) -> ServerKey:
-        stable = sorted((k, v) for k, v in env.items() if k not in BATCH_VARIABLES)
-        return cls(sys.executable, str(cwd), tuple(args), tuple(stable))
+# How often to look for the shared server another process is warming up.
+SHARE_POLL_S = 0.02
 
 
 @dataclass(frozen=True)
@@ -165,24 +152,52 @@ def _resolve(future: asyncio.Future[None]) -> None:
 
 
 class PytestServer:
-    """One `pytest_server` process and its pipes."""
+    """One `pytest_server` process and its channel: pipes to a process this worker started
+    (`spawn`), or a connection to a clone of a shared server (`clone`)."""
 
-    def __init__(self, key: ServerKey, warm: Sequence[str]) -> None:
+    def __init__(
+        self,
+        key: ServerKey,
+        reads: int,
+        writes: int,
+        *,
+        proc: subprocess.Popen[bytes] | None = None,
+        sock: socket.socket | None = None,
+    ) -> None:
         self.key = key
-        warm_argv = [*key.args, "--collect-only", "--ignore-glob=*", *warm]
-        self.proc = _spawn(
-            [key.python, pytest_server.__file__, json.dumps({"warm_argv": warm_argv})],
-            cwd=key.cwd,
-            env=dict(key.env),
-        )
-        assert self.proc.stdin is not None and self.proc.stdout is not None
-        self.lines = _Lines(self.proc.stdout.fileno())
+        self.proc = proc
+        self.sock = sock
+        self.writes = writes
+        self.lines = _Lines(reads)
         self.ready: dict[str, Any] | None = None
         self.broken = False
 
+    @classmethod
+    def spawn(cls, key: ServerKey, warm: Sequence[str], share: tuple[SharePaths, int] | None = None) -> PytestServer:
+        """Start a server (see `pytest_share.spawn_server`)."""
+        return cls.of(key, spawn_server(key, warm, share))
+
+    @classmethod
+    def of(cls, key: ServerKey, proc: subprocess.Popen[bytes]) -> PytestServer:
+        """The server `proc`, started by `pytest_share.spawn_server`."""
+        assert proc.stdin is not None and proc.stdout is not None
+        return cls(key, proc.stdout.fileno(), proc.stdin.fileno(), proc=proc)
+
+    @classmethod
+    def clone(cls, key: ServerKey, sock: socket.socket) -> PytestServer:
+        """The clone that the shared server forks for the connection `sock`."""
+        return cls(key, sock.fileno(), sock.fileno(), sock=sock)
+
+    @property
+    def pid(self) -> int | None:
+        if self.proc is not None:
+            return self.proc.pid
+        return int(self.ready["pid"]) if self.ready and "pid" in self.ready else None
+
     @property
     def usable(self) -> bool:
-        return self.ready is not None and not self.broken and not self.lines.eof and self.proc.poll() is None
+        alive = self.proc is None or self.proc.poll() is None
+        return self.ready is not None and not self.broken and not self.lines.eof and alive
 
     async def wait_ready(self, wait_s: float) -> bool:
         message = await self.lines.read(wait_s)
@@ -191,20 +206,24 @@ class PytestServer:
             return False
         self.ready = message
         log.debug(
-            "pytest server %s ready in %.2fs (warm-up exit %s) for %s",
-            self.proc.pid,
+            "pytest server %s ready in %.2fs (warm-up exit %s%s) for %s",
+            self.pid,
             float(message.get("seconds") or 0.0),
             message.get("warm_exit"),
+            f", a clone of {message['clone_of']}" if "clone_of" in message else "",
             self.key.cwd,
         )
         return True
 
     def _send(self, message: dict[str, Any]) -> bool:
-        assert self.proc.stdin is not None
+        data = (json.dumps(message) + "\n").encode()
         try:
-            self.proc.stdin.write((json.dumps(message) + "\n").encode())
-            self.proc.stdin.flush()
-        except (BrokenPipeError, ValueError, OSError):
+            while data:
+                try:
+                    data = data[os.write(self.writes, data) :]
+                except BlockingIOError:  # a clone's socket is non-blocking for reads too
+                    select.select([], [self.writes], [], START_TIMEOUT_S)
+        except OSError:
             self.broken = True
             return False
         return True
@@ -221,7 +240,7 @@ class PytestServer:
         if reply is None or "started" not in reply:
             self.broken = True
             if reply is not None and "stale" in reply:
-                log.info("pytest server %s restarts: %s", self.proc.pid, reply["stale"])
+                log.info("pytest server %s restarts: %s", self.pid, reply["stale"])
             return None
         pid = int(reply["started"])
         tree = TreeSampler(pid)
@@ -281,44 +300,51 @@ class PytestServer:
         return message
 
     def close(self) -> None:
-        """Stop the server (it runs no batch, or its batch is already over)."""
-        with contextlib.suppress(OSError):
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        for pipe in (self.proc.stdin, self.proc.stdout):
-            if pipe is not None:
-                with contextlib.suppress(OSError):
-                    pipe.close()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.proc.wait(5)
-
-
-def _spawn(argv: list[str], *, cwd: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        argv,
-        cwd=cwd,
-        env=env,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+        """Stop the server (it runs no batch, or its batch is already over). At the end of
+        its input it exits, and a shared one stops sharing; one that does not is killed."""
+        pid = self.pid
+        if self.sock is not None:
+            self.sock.close()
+        if self.proc is not None:
+            for pipe in (self.proc.stdin, self.proc.stdout):
+                if pipe is not None:
+                    with contextlib.suppress(OSError):
+                        pipe.close()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(CLOSE_TIMEOUT_S)
+        if pid is not None and (self.proc is None or self.proc.returncode is None):
+            with contextlib.suppress(OSError):
+                os.killpg(pid, signal.SIGKILL)
+        if self.proc is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(REAP_TIMEOUT_S)
 
 
 class PytestServerPool:
-    def __init__(self, *, max_idle: int = MAX_IDLE, max_idle_per_key: int = MAX_IDLE_PER_KEY) -> None:
+    def __init__(
+        self,
+        *,
+        max_idle: int = MAX_IDLE,
+        max_idle_per_key: int = MAX_IDLE_PER_KEY,
+        share: Path | bool = True,
+    ) -> None:
+        """`share`: the directory of shared servers (`pytest_share`); True for this user's
+        default, False for servers of this pool's own only."""
         self.max_idle = max_idle
         self.max_idle_per_key = max_idle_per_key
+        self.share = share
         # Idle servers by key, least recently used key first; within a key, newest last.
         self.idle: OrderedDict[ServerKey, list[PytestServer]] = OrderedDict()
-        # Started ahead of any batch (`prewarm`), not yet known to be ready.
-        self.starting: dict[ServerKey, PytestServer] = {}
+        # Started ahead of any batch (`prewarm`): a ready server, or None when none started.
+        self.starting: dict[ServerKey, asyncio.Task[PytestServer | None]] = {}
         self.busy: Counter[ServerKey] = Counter()
         self.failed_at: dict[ServerKey, float] = {}
         self.started = 0  # servers started, for tests and logs
+        self.cloned = 0  # clones of shared servers taken
 
     @staticmethod
     def available() -> bool:
-        return hasattr(os, "fork") and os.environ.get(ENV_SWITCH, "1") != "0"
+        return forking()
 
     async def run(
         self,
@@ -356,12 +382,7 @@ class PytestServerPool:
         """Start a server for `key` now; the first batch for that key waits for it."""
         if not self.available() or key in self.starting or self.idle.get(key):
             return
-        try:
-            self.starting[key] = PytestServer(key, warm)
-        except OSError as exc:
-            log.debug("cannot start a pytest server for %s: %s", key.cwd, exc)
-            return
-        self.started += 1
+        self.starting[key] = asyncio.ensure_future(self._start(key, warm, READY_TIMEOUT_S))
         log.info("starting a pytest server for %s ahead of its batches", key.cwd)
 
     async def _acquire(self, key: ServerKey, warm: Sequence[str], wait_s: float) -> PytestServer | None:
@@ -371,25 +392,63 @@ class PytestServerPool:
             if server.usable:
                 return server
             server.close()
-        server_or_none = self.starting.pop(key, None)
-        if server_or_none is None:
-            try:
-                server_or_none = PytestServer(key, warm)
-            except OSError as exc:  # no such directory or interpreter: the fresh process will say so
-                log.debug("cannot start a pytest server for %s: %s", key.cwd, exc)
-                return None
-            self.started += 1
-        server = server_or_none
+        starting = self.starting.pop(key, None)
+        if starting is not None:
+            return await starting
+        return await self._start(key, warm, wait_s)
+
+    def _share_paths(self, key: ServerKey) -> SharePaths | None:
+        if self.share is False:
+            return None
+        return SharePaths.of(key, None if self.share is True else self.share)
+
+    async def _start(self, key: ServerKey, warm: Sequence[str], wait_s: float) -> PytestServer | None:
+        """A ready server for `key`: a clone of the shared one where another process has
+        started it (waiting while it warms up), else one of this pool's own, shared in turn."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait_s
+        paths = self._share_paths(key)
+        lock: int | None = None
+        while paths is not None and lock is None:
+            sock = paths.connect()
+            if sock is not None:
+                server = PytestServer.clone(key, sock)
+                if await self._ready(server, deadline - loop.time()):
+                    self.cloned += 1
+                    log.info(
+                        "pytest server %s for %s: a clone of the warm one another process shares", server.pid, key.cwd
+                    )
+                    return server
+            lock = paths.try_lock()
+            if lock is None and sock is not None:
+                paths = None  # it shares, but gave no clone: a server of our own, unshared
+            elif lock is None:
+                if loop.time() >= deadline:
+                    return None
+                await asyncio.sleep(SHARE_POLL_S)  # another process is warming it up
+            # A lock taken after a failed clone: its origin stopped sharing (its files
+            # changed) or went away, and the server started now shares in its place.
         try:
-            ready = await server.wait_ready(wait_s)
+            server = PytestServer.spawn(key, warm, None if paths is None or lock is None else (paths, lock))
+        except OSError as exc:  # no such directory or interpreter: the fresh process will say so
+            log.debug("cannot start a pytest server for %s: %s", key.cwd, exc)
+            return None
+        self.started += 1
+        if await self._ready(server, deadline - loop.time()):
+            return server
+        log.warning("a pytest server for %s did not start; batches there start fresh processes", key.cwd)
+        return None
+
+    @staticmethod
+    async def _ready(server: PytestServer, wait_s: float) -> bool:
+        try:
+            ready = await server.wait_ready(max(0.0, wait_s))
         except BaseException:
             server.close()
             raise
         if not ready:
-            log.warning("a pytest server for %s did not start; batches there start fresh processes", key.cwd)
             server.close()
-            return None
-        return server
+        return ready
 
     def _release(self, server: PytestServer) -> None:
         if not server.usable:
@@ -414,6 +473,10 @@ class PytestServerPool:
         """Stop every idle server."""
         for key in list(self.idle):
             self.drop(key)
-        for server in self.starting.values():
-            server.close()
+        for starting in self.starting.values():
+            if starting.done() and not starting.cancelled() and starting.exception() is None:
+                server = starting.result()
+                if server is not None:
+                    server.close()
+            starting.cancel()
         self.starting.clear()

@@ -31,6 +31,13 @@ descriptors at once, so nothing printed by plugins or conftest files can corrupt
 - pool: `{"run": {"argv": [...], "cwd": "...", "env": {the batch's own variables}, "stdout": "path", "stderr": "path"}}`
 - server: `{"started": PID}` or `{"stale": "why"}`, then `{"exited": PID, "exit_code": N, "cpu_time_s": S}`
 
+With `"share": {"socket": PATH, "lock": PATH, "lock_fd": N}` in its configuration, the server holds the
+lock it inherits and, once warm, also accepts on a Unix socket at PATH: each connection
+gets a clone of the server, forked from it and cut loose (a session of its own,
+reparented to init), which speaks the same protocol over the connection, `ready` first
+(see `pytest_share`). A server that finds its modules changed stops sharing; an idle
+clone whose origin stopped sharing takes over within a second.
+
 End of input (the worker exited or was killed) makes the server kill the running
 child's process group and exit. POSIX only (fork, sessions).
 """
@@ -38,11 +45,13 @@ child's process group and exit. POSIX only (fork, sessions).
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import gc
 import json
 import os
 import select
 import signal
+import socket
 import sys
 import tempfile
 import time
@@ -51,6 +60,8 @@ from typing import Any
 
 # How often to look for the child's exit where pidfd_open is missing.
 POLL_S = 0.02
+# How often an idle clone looks whether its origin stopped sharing (see `take_over`).
+TAKE_OVER_S = 1.0
 _OUTPUT_TAIL_CHARS = 4000
 
 
@@ -59,7 +70,11 @@ def main(argv: list[str]) -> int:
     sys.path[0] = os.getcwd()
     config: dict[str, Any] = json.loads(argv[0])
     commands, replies = _take_protocol_fds()
-    return Server(commands, replies).serve(list(config["warm_argv"]))
+    server = Server(commands, replies)
+    share = config.get("share")
+    if isinstance(share, dict):
+        server.share_as(str(share["socket"]), str(share["lock"]), int(share["lock_fd"]))
+    return server.serve(list(config["warm_argv"]))
 
 
 def _take_protocol_fds() -> tuple[int, int]:
@@ -78,10 +93,21 @@ class Server:
         self.replies = replies
         self.buffer = b""
         self.stamps: dict[str, tuple[int, int]] = {}
+        self.warm_exit = 0
+        # Sharing (see the module's docstring): where to accept clones, and the lock held meanwhile.
+        self.socket_path: str | None = None
+        self.lock_path: str | None = None
+        self.lock_fd: int | None = None
+        self.listener: socket.socket | None = None
+
+    def share_as(self, path: str, lock_path: str, lock_fd: int) -> None:
+        os.set_inheritable(lock_fd, False)  # nothing this server starts may hold it
+        self.socket_path, self.lock_path, self.lock_fd = path, lock_path, lock_fd
 
     def serve(self, warm_argv: list[str]) -> int:
         started = time.monotonic()
         code, output = warm_up(warm_argv)
+        self.warm_exit = code
         self.stamps = stamps(project_dirs())
         # What the warm-up built is shared by every batch: out of the collector's reach, a
         # child's collections (pytest runs two at the end of a session) neither walk it nor
@@ -97,6 +123,13 @@ class Server:
                 "output": output,
             }
         )
+        try:
+            self.listen()
+            return self.loop()
+        finally:
+            self.stop_sharing()
+
+    def loop(self) -> int:
         while True:
             command = self.next_command()
             if command is None:
@@ -111,6 +144,134 @@ class Server:
             if not self.run(spec):
                 return 0
 
+    # -- sharing ----------------------------------------------------------------
+
+    def listen(self) -> None:
+        if self.socket_path is None:
+            return
+        try:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.socket_path)  # a server killed before it could remove it
+            listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            listener.bind(self.socket_path)
+            listener.listen(16)
+        except OSError:
+            self.stop_sharing()
+            return
+        self.listener = listener
+
+    def stop_sharing(self) -> None:
+        """Remove the socket and release the lock, so the next process starts a server of its own."""
+        if self.listener is not None:
+            self.listener.close()
+            self.listener = None
+            if self.socket_path is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(self.socket_path)
+        if self.lock_fd is not None:
+            if self.lock_path is not None:
+                # Lock files would pile up, one per key. A process that opened this one just
+                # before may still lock it after: at worst a second server, never a wrong one.
+                with contextlib.suppress(OSError):
+                    os.unlink(self.lock_path)
+            with contextlib.suppress(OSError):
+                os.close(self.lock_fd)
+            self.lock_fd = None
+        self.socket_path = self.lock_path = None
+
+    def accept(self) -> None:
+        """Give a connection on the shared socket a clone of this server."""
+        assert self.listener is not None
+        try:
+            conn, _ = self.listener.accept()
+        except OSError:
+            return
+        if self.changed():
+            conn.close()  # the caller sees end of input and starts a fresh server
+            self.stop_sharing()
+            return
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+        origin = os.getpid()
+        pid = os.fork()
+        if pid == 0:
+            try:
+                if os.fork() == 0:
+                    self.become_clone(conn, origin)
+            finally:
+                os._exit(0)
+        conn.close()
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, 0)
+
+    def become_clone(self, conn: socket.socket, origin: int) -> None:
+        """In the clone: serve the connection, as this server serves its pool. Never returns."""
+        code = 1
+        try:
+            os.setsid()  # its own group, as a server the pool started: the pool kills it by it
+            for fd in {self.commands, self.replies}:
+                os.close(fd)
+            if self.lock_fd is not None:
+                os.close(self.lock_fd)
+            if self.listener is not None:
+                self.listener.close()
+            # It keeps the paths: should its origin stop sharing, it takes over (`take_over`).
+            self.listener, self.lock_fd = None, None
+            fd = conn.detach()
+            os.set_blocking(fd, True)
+            self.commands = self.replies = fd
+            self.buffer = b""
+            self.send(
+                {"ready": True, "pid": os.getpid(), "warm_exit": self.warm_exit, "seconds": 0.0, "clone_of": origin}
+            )
+            try:
+                code = self.loop()
+            finally:
+                self.stop_sharing()
+        finally:
+            os._exit(code)
+
+    def take_over(self) -> None:
+        """Share this server in place of the one that did, if it stopped (a clone whose
+        origin exited): a cluster kept running still has a server to clone."""
+        if self.listener is not None or self.socket_path is None or self.lock_path is None:
+            return
+        try:
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError:
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)  # it still shares, or another clone took over first
+            return
+        self.lock_fd = fd
+        if self.changed():
+            self.stop_sharing()  # stale: the next process starts a fresh server
+        else:
+            self.listen()
+
+    def private_fds(self) -> tuple[int, ...]:
+        """What a batch's child must not keep: the protocol, the socket, the lock."""
+        fds = {self.commands, self.replies}
+        if self.listener is not None:
+            fds.add(self.listener.fileno())
+        if self.lock_fd is not None:
+            fds.add(self.lock_fd)
+        return tuple(fds)
+
+    def readable(self, fds: list[int], timeout: float | None) -> list[int]:
+        """Which of `fds` are readable, accepting on the shared socket meanwhile."""
+        while True:
+            watched = fds if self.listener is None else [*fds, self.listener.fileno()]
+            ready, _, _ = select.select(watched, [], [], timeout)
+            if self.listener is not None and self.listener.fileno() in ready:
+                self.accept()
+                ready = [fd for fd in ready if fd in fds]
+                if not ready and timeout is None:
+                    continue
+            return ready
+
     # -- the protocol -----------------------------------------------------------
 
     def send(self, message: dict[str, Any]) -> None:
@@ -121,6 +282,10 @@ class Server:
     def next_command(self) -> dict[str, Any] | None:
         """The next command, waiting for it; None at end of input."""
         while b"\n" not in self.buffer:
+            may_take_over = self.listener is None and self.socket_path is not None
+            while not self.readable([self.commands], TAKE_OVER_S if may_take_over else None):
+                self.take_over()
+                may_take_over = self.listener is None and self.socket_path is not None
             chunk = os.read(self.commands, 65536)
             if not chunk:
                 return None
@@ -140,7 +305,7 @@ class Server:
             stream.flush()
         pid = os.fork()
         if pid == 0:
-            run_child(spec, close=(self.commands, self.replies))  # never returns
+            run_child(spec, close=self.private_fds())  # never returns
         with contextlib.suppress(OSError):
             os.setpgid(pid, pid)  # as the child does: whichever runs first, it has its group
         self.send({"started": pid})
@@ -158,7 +323,7 @@ class Server:
         try:
             while True:
                 watched = [self.commands] if pidfd is None else [self.commands, pidfd]
-                readable, _, _ = select.select(watched, [], [], POLL_S if pidfd is None else None)
+                readable = self.readable(watched, POLL_S if pidfd is None else None)
                 if self.commands in readable:
                     chunk = os.read(self.commands, 65536)
                     if not chunk:
