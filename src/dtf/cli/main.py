@@ -229,19 +229,29 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, on_term)  # stop the cluster as on Ctrl-C
     # A cluster of the run's own starts first, before the imports of the run itself:
-    # the coordinator's start is what the first test waits for.
-    start = locate(config) or launch_cluster(config)
+    # the coordinator's start is what the first test waits for. Its workers clone the
+    # run's warm pytest server, started before them, rather than each warming its own.
+    found = locate(config)
+    warm = None
+    if found is None:
+        from dtf.run.args import batch_pytest_args
+        from dtf.run.warm_pytest import WarmPytest
+
+        warm = WarmPytest.launch(config.cwd, batch_pytest_args(config.pytest_args))
+    start = found or launch_cluster(config)
     launched = start if isinstance(start, Launched) else None
     try:
         from rich.console import Console
 
         from dtf.run.runner import run
 
-        return run(config, out=sys.stdout, console=Console(stderr=True), start=start)
+        return run(config, out=sys.stdout, console=Console(stderr=True), start=start, warm=warm)
     except KeyboardInterrupt:
         print("dtf run: interrupted", file=sys.stderr)
         return 2  # pytest's "interrupted"
     finally:
+        if warm is not None:
+            warm.close()
         if launched is not None and not launched.claimed:  # the run ended before it used it
             launched.cluster.stop()
             if launched.fresh_data_dir:

@@ -4,7 +4,9 @@ Runs `pytest --collect-only` in a subprocess with the user's arguments, so plugi
 conftest files, `--pyargs` and `-k`/`-m` selection behave exactly as in a plain run. The
 ids come from `dtf.run.collect_plugin`, which writes them as JSON to a file: exact, and
 untouched by warnings or summary lines in pytest's output. `PendingCollection` runs it
-in the background, so that a run can start its cluster, or its batches, meanwhile.
+in the background, so that a run can start its cluster, or its batches, meanwhile; in a
+child of a warm pytest server where the run has one (`dtf.run.warm_pytest`), else in a
+fresh process.
 """
 
 from __future__ import annotations
@@ -14,14 +16,22 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from dtf.run.collect_plugin import OUTPUT_ENV
 from dtf_common.errors import InvalidArgument
 
+if TYPE_CHECKING:
+    from dtf.run.warm_pytest import WarmPytest
+
 # pytest's exit codes.
 NO_TESTS_COLLECTED = 5
+# How long a collection in a warm server may take.
+WARM_TIMEOUT_S = 600.0
 
 
 class CollectionError(InvalidArgument):
@@ -64,9 +74,12 @@ def collect(pytest_args: list[str], cwd: Path, *, timeout: float = 600) -> Colle
 
 class PendingCollection:
     """`pytest --collect-only` running in the background: started at once (or, with
-    `start=False`, when `start` is called), read with `result`."""
+    `start=False`, when `start` is called), read with `result`. With `warm`, it runs in a
+    child of that warm server, or in a fresh process where the server cannot run it."""
 
-    def __init__(self, pytest_args: list[str], cwd: Path, *, start: bool = True) -> None:
+    def __init__(
+        self, pytest_args: list[str], cwd: Path, *, start: bool = True, warm: WarmPytest | None = None
+    ) -> None:
         self.argv = [
             sys.executable,
             "-m",
@@ -80,41 +93,72 @@ class PendingCollection:
             *pytest_args,
         ]
         self.cwd = cwd
+        self.warm = warm
         self._tmp = tempfile.TemporaryDirectory(prefix="dtf-collect-")
         self._target = Path(self._tmp.name) / "collected.json"
         self._output = Path(self._tmp.name) / "output.txt"
         self._proc: subprocess.Popen[bytes] | None = None
+        self._thread: threading.Thread | None = None
+        self._warm_exit: int | None = None  # pytest's exit code, when the warm server ran it
         self._result: Collection | CollectionError | None = None
         if start:
             self.start()
 
     @property
     def started(self) -> bool:
-        return self._proc is not None
+        return self._proc is not None or self._thread is not None
 
     def start(self) -> None:
-        if self._proc is not None:
+        if self.started:
             return
+        if self.warm is None:
+            self._spawn()
+            return
+        self._thread = threading.Thread(target=self._run_warm, name="dtf-collect", daemon=True)
+        self._thread.start()
+
+    def _spawn(self) -> None:
         env = {**os.environ, OUTPUT_ENV: str(self._target)}
         with self._output.open("wb") as output:
             self._proc = subprocess.Popen(
                 self.argv, cwd=self.cwd, env=env, stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT
             )
 
+    def _run_warm(self) -> None:
+        assert self.warm is not None
+        try:
+            code = self.warm.run(self.argv[3:], {OUTPUT_ENV: str(self._target)}, Path(self._tmp.name), WARM_TIMEOUT_S)
+        except Exception:  # the warm server is an optimisation: a fresh process will say what is wrong
+            code = None
+        if code is None:
+            self._spawn()
+        else:
+            self._warm_exit = code
+
     def done(self) -> bool:
-        return self._result is not None or (self._proc is not None and self._proc.poll() is not None)
+        if self._result is not None:
+            return True
+        if self._thread is not None and self._thread.is_alive():
+            return False
+        return self._warm_exit is not None or (self._proc is not None and self._proc.poll() is not None)
 
     def result(self, timeout: float | None = None) -> Collection:
         """The collection, waiting for it. Raises `CollectionError` when pytest failed, and
         subprocess.TimeoutExpired after `timeout` seconds (pytest is then stopped)."""
         if self._result is None:
             self.start()
-            assert self._proc is not None
-            try:
-                self._proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.cancel()
-                raise
+            deadline = None if timeout is None else time.monotonic() + timeout
+            if self._thread is not None:
+                self._thread.join(timeout)
+                if self._thread.is_alive():
+                    self.cancel()
+                    raise subprocess.TimeoutExpired(self.argv, timeout or 0.0)
+            if self._proc is not None:
+                try:
+                    self._proc.wait(None if deadline is None else max(0.0, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    self.cancel()
+                    raise
             self._result = self._read()
             self._tmp.cleanup()
         if isinstance(self._result, CollectionError):
@@ -122,15 +166,23 @@ class PendingCollection:
         return self._result
 
     def cancel(self) -> None:
+        if self._thread is not None and self.warm is not None:
+            self.warm.cancel()
+            self._thread.join(5)
         if self._proc is not None and self._proc.poll() is None:
             self._proc.kill()
             self._proc.wait()
         self._tmp.cleanup()
 
     def _read(self) -> Collection | CollectionError:
-        assert self._proc is not None
-        output = self._output.read_text(encoding="utf-8", errors="replace")
-        code = self._proc.returncode
+        if self._warm_exit is not None:
+            code = self._warm_exit
+            logs = [Path(self._tmp.name) / name for name in ("stdout.log", "stderr.log")]
+            output = "".join(p.read_text(encoding="utf-8", errors="replace") for p in logs if p.exists())
+        else:
+            assert self._proc is not None
+            code = self._proc.returncode
+            output = self._output.read_text(encoding="utf-8", errors="replace")
         if code not in (0, NO_TESTS_COLLECTED):
             return CollectionError(
                 f"pytest could not collect the suite (exit code {code})", output=output, exit_code=code

@@ -45,6 +45,7 @@ from dtf.run.config import RunConfig
 from dtf.run.execution import Client, Execution
 from dtf.run.plan import Batch, estimate_durations, plan
 from dtf.run.report import EXIT_INTERRUPTED, EXIT_NO_TESTS, counts, exit_code, write_junit, write_report
+from dtf.run.warm_pytest import WarmPytest
 from dtf.run.watch import TaskWatcher
 
 __all__ = ["RunConfig", "batch_pytest_args", "live_cluster", "live_workers", "run"]
@@ -169,9 +170,17 @@ class Run:
                 progress.update(bar, completed=len(execution.outcomes), counts=_progress_text(execution))
 
 
-def run(config: RunConfig, *, out: TextIO, console: Console, start: Target | Launched | None = None) -> int:
+def run(
+    config: RunConfig,
+    *,
+    out: TextIO,
+    console: Console,
+    start: Target | Launched | None = None,
+    warm: WarmPytest | None = None,
+) -> int:
     """The whole of `dtf run`; returns pytest's exit code. `start`: where the run goes when
-    the caller found it already, or the cluster it launched for the run (see `find_target`)."""
+    the caller found it already, or the cluster it launched for the run (see `find_target`).
+    `warm`: the run's warm pytest server (see `dtf.run.warm_pytest`), to collect in."""
     from dtf.client import DtfClient
 
     started = time.monotonic()
@@ -180,7 +189,9 @@ def run(config: RunConfig, *, out: TextIO, console: Console, start: Target | Lau
     key = command_key(config.cwd, config.pytest_args)
     predicted = cache.load(key) if config.predict else None
     # With a prediction, whether the client collects at all is decided once it is planned.
-    pending = PendingCollection(config.pytest_args, config.cwd, start=predicted is None)
+    if warm is None:
+        warm = WarmPytest.find(config.cwd, batch_pytest_args(config.pytest_args))
+    pending = PendingCollection(config.pytest_args, config.cwd, start=predicted is None, warm=warm)
     fresh_data_dir = start.fresh_data_dir if isinstance(start, Launched) else not config.data_dir.exists()
     target: Target | None = None
     execution: Execution | None = None
