@@ -78,9 +78,11 @@ def test_the_head_revision_the_coordinator_checks_is_the_scripts_head() -> None:
     assert migrate.head_revision() == migrate.HEAD_REVISION
 
 
-def test_a_store_at_head_is_opened_without_importing_alembic(tmp_path: Path) -> None:
+@pytest.mark.parametrize("new", [True, False], ids=["new store", "store at head"])
+def test_a_duckdb_store_is_opened_without_importing_alembic(tmp_path: Path, new: bool) -> None:
     url = f"duckdb:///{tmp_path / 'store.duckdb'}"
-    migrate.upgrade(url)
+    if not new:
+        migrate.upgrade(url)
     code = (
         "import sys; from dtf_coordinator.store import open_store\n"
         f"with open_store({url!r}) as store: store.writer.set_applied_index(1)\n"
@@ -90,6 +92,60 @@ def test_a_store_at_head_is_opened_without_importing_alembic(tmp_path: Path) -> 
     assert out.stdout.strip() == "False"
     with open_store(url) as store:
         assert store.reader.applied_index() == 1
+    engine = create_engine(url)
+    try:
+        assert migrate.current_revision(engine) == migrate.HEAD_REVISION
+    finally:
+        engine.dispose()
+
+
+def _duckdb_schema(url: str) -> dict[str, list[tuple[object, ...]]]:
+    engine = create_engine(url)
+    queries = {
+        "columns": "SELECT table_name, ordinal_position, column_name, data_type, is_nullable, column_default "
+        "FROM information_schema.columns ORDER BY table_name, ordinal_position",
+        "constraints": "SELECT table_name, constraint_type, constraint_column_names::VARCHAR, constraint_text "
+        "FROM duckdb_constraints() ORDER BY ALL",
+        "indexes": "SELECT table_name, index_name, sql FROM duckdb_indexes() ORDER BY ALL",
+        "version": "SELECT version_num FROM alembic_version",
+    }
+    try:
+        with engine.connect() as connection:
+            return {name: [tuple(row) for row in connection.execute(text(sql))] for name, sql in queries.items()}
+    finally:
+        engine.dispose()
+
+
+def test_a_new_duckdb_store_gets_the_schema_the_migrations_create(tmp_path: Path) -> None:
+    migrated, created = (f"duckdb:///{tmp_path / name}" for name in ("migrated.duckdb", "created.duckdb"))
+    engine = create_engine(migrated)
+    try:
+        with engine.begin() as connection:
+            config = migrate.alembic_config(engine.url)
+            config.attributes["connection"] = connection
+            command.upgrade(config, "head")
+    finally:
+        engine.dispose()
+    migrate.upgrade(created)  # new and empty: created at head, no migration runs
+
+    schema = _duckdb_schema(created)
+    assert {row[0] for row in schema["columns"]} == TABLES | {"alembic_version"}
+    assert schema == _duckdb_schema(migrated)
+
+
+def test_a_duckdb_store_with_tables_but_no_version_is_left_to_alembic(tmp_path: Path) -> None:
+    url = f"duckdb:///{tmp_path / 'store.duckdb'}"
+    engine = create_engine(url)
+    try:
+        with engine.begin() as connection:
+            connection.execute(text("CREATE TABLE tasks (task_id VARCHAR PRIMARY KEY)"))
+        with pytest.raises(Exception, match="tasks"):  # Alembic's CREATE TABLE tasks: it exists
+            migrate.upgrade(engine)
+        with engine.connect() as connection:  # nothing was created beside it, nor stamped
+            tables = set(connection.execute(text("SELECT table_name FROM information_schema.tables")).scalars())
+        assert tables == {"tasks"}
+    finally:
+        engine.dispose()
 
 
 def test_migrations_match_the_table_definitions(tmp_path: Path) -> None:
