@@ -44,8 +44,11 @@ def live_cluster(data_dir: Path) -> dict[str, Any] | None:
         return None
     import httpx
 
+    from dtf.client import needs_certificates
+
     try:
-        healthy = httpx.get(f"{url.rstrip('/')}/health", timeout=1.0).status_code == 200
+        health = httpx.get(f"{url.rstrip('/')}/health", timeout=1.0, verify=needs_certificates([url]))
+        healthy = health.status_code == 200
     except httpx.HTTPError:
         return None
     return info if healthy and token else None
