@@ -45,7 +45,6 @@ child's process group and exit. POSIX only (fork, sessions).
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import gc
 import json
 import os
@@ -236,6 +235,8 @@ class Server:
         origin exited): a cluster kept running still has a server to clone."""
         if self.listener is not None or self.socket_path is None or self.lock_path is None:
             return
+        import fcntl
+
         try:
             fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         except OSError:

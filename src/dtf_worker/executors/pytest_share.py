@@ -27,7 +27,6 @@ server of its own. `DTF_PYTEST_SHARE=0` switches it off.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -116,6 +115,8 @@ class SharePaths:
 
     def try_lock(self) -> int | None:
         """The lock's descriptor, held, when no one else holds it; else None."""
+        import fcntl  # POSIX, as sharing is (`share_dir` answers None without fork)
+
         try:
             fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         except OSError:
