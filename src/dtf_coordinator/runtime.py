@@ -211,7 +211,8 @@ class CoordinatorRuntime:
             self.node.export_extra = lambda: {"results": reader.export_results()}
             self.node.on_snapshot_installed = lambda state, extra: sync.adopt(state, extra.get("results", []))
         await self.node.start(self._on_effects)
-        await self.store_sync.flush()
+        if not self.store_sync.skip_stored(self.store.reader.applied_index()):
+            await self.store_sync.flush()
 
         self._grpc = grpc.aio.server(
             options=[("grpc.max_receive_message_length", 64 * 1024 * 1024), ("grpc.so_reuseport", 0)]

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from e2e_harness import FINAL, TRANSIENT, Cluster, all_pages, command_task, wait_until
+from sqlalchemy import create_engine, text
 
 from dtf.client import DtfClient
 from dtf_common import errors
@@ -227,3 +228,38 @@ def test_writes_continue_after_a_snapshot_compacts_the_log(cluster: Cluster) -> 
     cluster.start_worker("worker-a", concurrent_tasks=4)
     tasks = cluster.wait_final(ids)
     assert {t["status"] for t in tasks.values()} == {"completed"}
+
+
+def test_a_results_store_behind_the_log_is_brought_up_to_date_at_restart(cluster: Cluster) -> None:
+    """A restart skips writing again what the store holds (its applied index says how far
+    it is); a store that fell behind, or was swapped for an older copy, is rewritten."""
+    coordinator = cluster.start_coordinator()
+    cluster.start_worker("worker-a", concurrent_tasks=2)
+    client = cluster.client()
+    cluster.wait_workers("worker-a")
+    ids = client.submit([command_task(f"print({i})") for i in range(6)])
+    cluster.wait_final(ids)
+    index = client.status()["applied_index"]
+    wait_until(
+        lambda: cluster.api("GET", "/api/dashboard").json()["results"]["applied_index"] >= index,
+        30,
+        "the results store to catch up",
+    )
+    before = _snapshot(client)
+    assert coordinator.stop() == 0
+
+    # The store loses its results and forgets how far it had got, as an older copy would.
+    engine = create_engine(f"duckdb:///{coordinator.config['database']['path']}")
+    try:
+        with engine.begin() as connection:
+            connection.execute(text("DELETE FROM results"))
+            connection.execute(text("DELETE FROM test_durations"))
+            connection.execute(text("UPDATE store_meta SET value = '0' WHERE key = 'applied_index'"))
+    finally:
+        engine.dispose()
+    coordinator.start()
+
+    after = wait_until(lambda: _snapshot(client), 30, "the restarted coordinator to answer", ignore=TRANSIENT)
+    assert len(after["results"]) == len(ids)
+    assert after["results"] == before["results"]
+    assert cluster.api("GET", "/api/dashboard").json()["results"]["applied_index"] >= index

@@ -62,6 +62,19 @@ class StoreSync:
                 {**row, "timestamp": datetime.fromisoformat(stamp) if isinstance(stamp, str) else stamp}
             )
 
+    def skip_stored(self, stored_index: int) -> bool:
+        """Drop what is pending when the store already holds the log up to the state's
+        applied index (`stored_index`, its own record, written with the rows): a restart
+        re-emits the effects of every entry it replays, and writing them all again made
+        the coordinator's start grow with the log. False, keeping them, otherwise."""
+        if self.state.applied_index > stored_index:
+            return False
+        self.dirty_tasks.clear()
+        self.dirty_workers.clear()
+        self.results.clear()
+        self.flushed_index = max(self.flushed_index, stored_index)
+        return True
+
     @property
     def state(self) -> StateMachine:
         return self._state()
