@@ -246,9 +246,9 @@ def run_child(body: str, url: str) -> subprocess.Popen[str]:
     return subprocess.Popen([sys.executable, "-c", code, url], stdout=subprocess.PIPE, text=True)
 
 
-def test_a_coordinator_that_has_written_no_results_has_not_imported_pandas(tmp_path: Path) -> None:
-    # Half a second of a coordinator's start on a small machine: workers registering and
-    # the first tasks of a run are written without it.
+def test_a_coordinator_that_has_registered_workers_only_has_not_imported_pandas(tmp_path: Path) -> None:
+    # Half a second of a coordinator's start on a small machine: workers registering are
+    # written without it (the first tasks start its import in the background).
     child = run_child(
         """
         store.writer.upsert_workers([{"worker_id": "w1", "status": "online", "hardware_id": "cpu", "last_seen": T0}])

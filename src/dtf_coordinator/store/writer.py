@@ -13,8 +13,8 @@ On DuckDB a flush builds one pandas DataFrame per table and runs one
 `INSERT ... SELECT ... ON CONFLICT DO UPDATE` per table over it (bulk appends are what
 DuckDB is fast at). A flush of a few rows (`SMALL_FLUSH_ROWS`) is instead one multi-row
 `INSERT ... VALUES` upsert per table, so a coordinator that has only registered workers
-and accepted tasks has not paid half a second of its start for importing pandas; the
-first results start that import in the background. On other dialects a flush runs the
+has not paid half a second of its start for importing pandas; the first tasks start
+that import in the background, while they run. On other dialects a flush runs the
 same upsert as an executemany.
 
 Row dicts use the column names of `schema.py` as keys. Datetimes are timezone-aware
@@ -132,13 +132,19 @@ class StoreWriter:
 
     def upsert_tasks(self, rows: Iterable[Mapping[str, Any]]) -> None:
         """Buffer task rows; a later row for the same `task_id` replaces an earlier one."""
-        self._buffer(_TASKS, rows)
+        if self._buffer(_TASKS, rows):
+            self._expect_bulk()
 
     def add_results(self, rows: Iterable[Mapping[str, Any]]) -> None:
         """Buffer result rows, keyed by `result_id` (a repeated id updates, never duplicates)."""
-        if self._buffer(_RESULTS, rows) and self._dialect == "duckdb" and not self._pandas_loading:
-            # Results come in bulk, and bulk flushes need pandas (half a second to import):
-            # import it now, beside the work, rather than in the flush that needs it.
+        if self._buffer(_RESULTS, rows):
+            self._expect_bulk()
+
+    def _expect_bulk(self) -> None:
+        """Tasks mean results to come, in bulk, and bulk flushes need pandas (half a second to
+        import): import it now, beside the tasks' work, rather than in the flush that needs
+        it. That flush is what a client reading a finished task's results waits for."""
+        if self._dialect == "duckdb" and not self._pandas_loading:
             self._pandas_loading = True
             threading.Thread(target=importlib.import_module, args=("pandas",), name="dtf-pandas", daemon=True).start()
 
