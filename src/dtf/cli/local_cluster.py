@@ -139,6 +139,7 @@ class LocalCluster:
         self.coordinators: list[Child] = []
         self.workers: list[Child] = []
         self.info: dict[str, Any] = {}
+        self._grpc_addresses: list[str] = []  # where the workers find the coordinators (`launch_coordinators`)
         self.ready: dict[str, dict[str, Any]] = {}
 
     # ------------------------------------------------------------------ set-up
@@ -244,6 +245,11 @@ class LocalCluster:
         """Start the coordinators and then, without waiting for them, the workers: a worker
         imports, fingerprints the machine and warms its pytest server while the coordinators
         start, and registers as soon as they listen (`dtf_worker.daemon`)."""
+        self.launch_coordinators()
+        self.launch_workers()
+
+    def launch_coordinators(self) -> None:
+        """The first half of `launch`."""
         self.dir.mkdir(parents=True, exist_ok=True)
         secret = self._secret()
         if self.n_coordinators == 1:
@@ -276,8 +282,13 @@ class LocalCluster:
             grpc_addresses = [_grpc_address(path) for path in paths]
         for child in self.coordinators:
             child.start()
+        self._grpc_addresses = grpc_addresses
+
+    def launch_workers(self) -> None:
+        """The second half of `launch`, once `launch_coordinators` has started them."""
         from dtf_coordinator.auth import create_token  # after the coordinators are on their way
 
+        secret, grpc_addresses = self._secret(), self._grpc_addresses
         self._start_workers(grpc_addresses, create_token(secret, "worker", subject="local-workers", expires_in=0))
         self.info = {
             "api_url": "",

@@ -231,15 +231,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     # A cluster of the run's own starts first, before the imports of the run itself:
     # the coordinator's start is what the first test waits for. Its workers clone the
     # run's warm pytest server, started before them, rather than each warming its own.
-    found = locate(config)
-    warm = None
-    if found is None:
-        from dtf.run.args import batch_pytest_args
-        from dtf.run.warm_pytest import WarmPytest
-
-        warm = WarmPytest.launch(config.cwd, batch_pytest_args(config.pytest_args))
-    start = found or launch_cluster(config)
+    start = locate(config) or launch_cluster(config, share_pytest=True)
     launched = start if isinstance(start, Launched) else None
+    warm = launched.warm if launched is not None else None
     try:
         from rich.console import Console
 

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from dtf.cli.local_cluster import LocalCluster
+    from dtf.run.warm_pytest import WarmPytest
 
 # How long a warm or remote cluster may take to show a live worker.
 WORKERS_WAIT_S = 15.0
@@ -71,6 +72,7 @@ class Launched:
     cluster: LocalCluster
     fresh_data_dir: bool  # the data directory did not exist before
     claimed: bool = False  # a run took it over, and stops it (or keeps it) when it ends
+    warm: WarmPytest | None = None  # the run's warm pytest server, which the workers clone
 
 
 def locate(config: RunConfig) -> Target | None:
@@ -90,11 +92,13 @@ def locate(config: RunConfig) -> Target | None:
     return None if warm is None else Target(str(warm["api_url"]), str(warm["admin_token"]), "warm")
 
 
-def launch_cluster(config: RunConfig) -> Launched:
+def launch_cluster(config: RunConfig, *, share_pytest: bool = False) -> Launched:
     """Start a coordinator and `workers` local workers, without waiting for them.
 
     `dtf run` calls this first, before it imports what it needs itself, so the processes
-    start while it collects; `find_target` then waits for them."""
+    start while it collects; `find_target` then waits for them. With `share_pytest`, the
+    run's warm pytest server starts between the coordinator and the workers (see
+    `dtf.run.warm_pytest`): the caller collects in it, and closes it."""
     from dtf.cli.local_cluster import LocalCluster
 
     fresh = not config.data_dir.exists()
@@ -104,9 +108,17 @@ def launch_cluster(config: RunConfig) -> Launched:
     prewarm = json.dumps({"cwd": str(config.cwd), "args": batch_pytest_args(config.pytest_args)})
     before = os.environ.get(PREWARM_VARIABLE)
     os.environ[PREWARM_VARIABLE] = prewarm
+    warm = None
     try:
-        cluster.launch()
+        cluster.launch_coordinators()  # first: the coordinator's start is what the first test waits for
+        if share_pytest:
+            from dtf.run.warm_pytest import WarmPytest
+
+            warm = WarmPytest.launch(config.cwd, batch_pytest_args(config.pytest_args))
+        cluster.launch_workers()
     except BaseException:
+        if warm is not None:
+            warm.close()
         cluster.stop()
         raise
     finally:
@@ -114,7 +126,7 @@ def launch_cluster(config: RunConfig) -> Launched:
             os.environ.pop(PREWARM_VARIABLE, None)
         else:
             os.environ[PREWARM_VARIABLE] = before
-    return Launched(cluster, fresh)
+    return Launched(cluster, fresh, warm=warm)
 
 
 def find_target(config: RunConfig, console: Console, start: Target | Launched | None = None) -> Target:
