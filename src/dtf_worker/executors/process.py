@@ -192,7 +192,7 @@ async def _wait_for_exit(pid: int) -> None:
             fd = None
     if fd is None:
         while True:
-            if _has_exited(pid):
+            if has_exited(pid):
                 return
             await asyncio.sleep(SAMPLE_INTERVAL_S)
     loop = asyncio.get_running_loop()
@@ -210,7 +210,8 @@ async def _wait_for_exit(pid: int) -> None:
         os.close(fd)
 
 
-def _has_exited(pid: int) -> bool:
+def has_exited(pid: int) -> bool:
+    """Whether `pid` has exited (a zombie has)."""
     try:
         return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dtf_worker.executors.process import ProcessRun, TreeSampler, read_tail, signal_group
+from dtf_worker.executors.process import ProcessRun, TreeSampler, has_exited, read_tail, signal_group
 from dtf_worker.executors.pytest_share import (
     BATCH_VARIABLES,
     FORK_VARIABLE,
@@ -305,6 +305,8 @@ class PytestServer:
         pid = self.pid
         if self.sock is not None:
             self.sock.close()
+            if pid is not None:
+                _await_exit(pid, CLOSE_TIMEOUT_S)  # not our child: it is gone when kill finds nothing
         if self.proc is not None:
             for pipe in (self.proc.stdin, self.proc.stdout):
                 if pipe is not None:
@@ -318,6 +320,14 @@ class PytestServer:
         if self.proc is not None:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.proc.wait(REAP_TIMEOUT_S)
+
+
+def _await_exit(pid: int, timeout: float) -> None:
+    """Wait until `pid`, a process not ours to reap, has exited (a zombie counts: whether
+    its new parent reaps it is not up to us)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not has_exited(pid):
+        time.sleep(0.01)
 
 
 class PytestServerPool:

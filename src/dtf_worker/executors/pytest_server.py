@@ -31,11 +31,11 @@ descriptors at once, so nothing printed by plugins or conftest files can corrupt
 - pool: `{"run": {"argv": [...], "cwd": "...", "env": {the batch's own variables}, "stdout": "path", "stderr": "path"}}`
 - server: `{"started": PID}` or `{"stale": "why"}`, then `{"exited": PID, "exit_code": N, "cpu_time_s": S}`
 
-With `"share": {"socket": PATH, "lock": PATH, "lock_fd": N}` in its configuration, the server holds the
-lock it inherits and, once warm, also accepts on a Unix socket at PATH: each connection
-gets a clone of the server, forked from it and cut loose (a session of its own,
-reparented to init), which speaks the same protocol over the connection, `ready` first
-(see `pytest_share`). A server that finds its modules changed stops sharing; an idle
+With `"share": {"socket": PATH, "lock": PATH, "lock_fd": N}` in its configuration, the
+server holds the lock it inherits and, once warm, also accepts on a Unix socket at PATH:
+each connection gets a clone of the server, forked from it and cut loose (a session of
+its own, reparented to init), which speaks the same protocol over the connection,
+`ready` first (see `pytest_share`). A server that finds its modules changed stops sharing; an idle
 clone whose origin stopped sharing takes over within a second.
 
 End of input (the worker exited or was killed) makes the server kill the running
