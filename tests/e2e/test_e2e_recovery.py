@@ -134,6 +134,17 @@ def _snapshot(client: DtfClient) -> dict[str, Any]:
     }
 
 
+def _store_caught_up(cluster: Cluster, client: DtfClient) -> int:
+    """Wait until the results store holds the log up to the index applied now; that index."""
+    index = int(client.status()["applied_index"])
+    wait_until(
+        lambda: cluster.api("GET", "/api/dashboard").json()["results"]["applied_index"] >= index,
+        30,
+        "the results store to catch up",
+    )
+    return index
+
+
 def test_restart_replays_same_state(cluster: Cluster) -> None:
     coordinator = cluster.start_coordinator(task_scheduler={"snapshot_every": 20})
     cluster.start_worker("worker-a", concurrent_tasks=2, labels={"pool": "here"})
@@ -155,13 +166,7 @@ def test_restart_replays_same_state(cluster: Cluster) -> None:
     assert "dependency" in finished[after_flaky]["error"]
     assert client.task(stranded)["status"] == "pending"
 
-    # Let the results store catch up with the log before comparing it.
-    index = client.status()["applied_index"]
-    wait_until(
-        lambda: cluster.api("GET", "/api/dashboard").json()["results"]["applied_index"] >= index,
-        30,
-        "the results store to catch up",
-    )
+    _store_caught_up(cluster, client)  # before comparing it
     before = _snapshot(client)
     assert before["results"], "some results should have been recorded"
 
@@ -239,12 +244,7 @@ def test_a_results_store_behind_the_log_is_brought_up_to_date_at_restart(cluster
     cluster.wait_workers("worker-a")
     ids = client.submit([command_task(f"print({i})") for i in range(6)])
     cluster.wait_final(ids)
-    index = client.status()["applied_index"]
-    wait_until(
-        lambda: cluster.api("GET", "/api/dashboard").json()["results"]["applied_index"] >= index,
-        30,
-        "the results store to catch up",
-    )
+    index = _store_caught_up(cluster, client)
     before = _snapshot(client)
     assert coordinator.stop() == 0
 

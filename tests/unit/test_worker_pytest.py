@@ -227,26 +227,28 @@ def _suite(tmp_path: Path, files: dict[str, str]) -> Path:
     return suite
 
 
+# A conftest whose imports log each time they run, and a test that fails if module state
+# leaked into its process from another batch.
+COUNTED_CONFTEST = {
+    "heavy_helpers.py": """
+        from pathlib import Path
+
+        with (Path(__file__).parent / "imports.log").open("a") as log:
+            log.write("imported\\n")
+    """,
+    "conftest.py": "import heavy_helpers\n",
+    "test_state.py": """
+        SEEN = []
+
+        def test_first_in_its_process():
+            SEEN.append(1)
+            assert SEEN == [1]
+    """,
+}
+
+
 def test_batches_fork_from_one_warm_server_and_share_no_module_state(tmp_path: Path, pool: PytestServerPool) -> None:
-    suite = _suite(
-        tmp_path,
-        {
-            "heavy_helpers.py": """
-                from pathlib import Path
-
-                with (Path(__file__).parent / "imports.log").open("a") as log:
-                    log.write("imported\\n")
-            """,
-            "conftest.py": "import heavy_helpers\n",
-            "test_state.py": """
-                SEEN = []
-
-                def test_first_in_its_process():
-                    SEEN.append(1)
-                    assert SEEN == [1]
-            """,
-        },
-    )
+    suite = _suite(tmp_path, COUNTED_CONFTEST)
 
     runs = [_run_in(pool, tmp_path, ["test_state.py::test_first_in_its_process"]) for _ in range(3)]
 
@@ -415,23 +417,6 @@ def test_a_suite_that_makes_warnings_errors_runs_forked(tmp_path: Path, pool: Py
 
 
 # -- warm servers shared between processes ------------------------------------------------
-
-COUNTED_CONFTEST = {
-    "heavy_helpers.py": """
-        from pathlib import Path
-
-        with (Path(__file__).parent / "imports.log").open("a") as log:
-            log.write("imported\\n")
-    """,
-    "conftest.py": "import heavy_helpers\n",
-    "test_state.py": """
-        SEEN = []
-
-        def test_first_in_its_process():
-            SEEN.append(1)
-            assert SEEN == [1]
-    """,
-}
 
 
 def _shared_pools(tmp_path: Path, n: int) -> list[PytestServerPool]:
