@@ -126,7 +126,7 @@ class StoreWriter:
         self._flush_lock = threading.Lock()
         self._buffers: dict[str, dict[Any, tuple[Any, ...]]] = {s.table.name: {} for s in _SPECS}
         self._applied_index: int | None = None
-        self._pandas_loading = False
+        self._pandas_import: threading.Thread | None = None
 
     # -- handing rows over -------------------------------------------------
 
@@ -144,9 +144,18 @@ class StoreWriter:
         """Tasks mean results to come, in bulk, and bulk flushes need pandas (half a second to
         import): import it now, beside the tasks' work, rather than in the flush that needs
         it. That flush is what a client reading a finished task's results waits for."""
-        if self._dialect == "duckdb" and not self._pandas_loading:
-            self._pandas_loading = True
-            threading.Thread(target=importlib.import_module, args=("pandas",), name="dtf-pandas", daemon=True).start()
+        if self._dialect == "duckdb" and self._pandas_import is None:
+            self._pandas_import = threading.Thread(
+                target=importlib.import_module, args=("pandas",), name="dtf-pandas", daemon=True
+            )
+            self._pandas_import.start()
+
+    def _await_pandas(self) -> None:
+        """Let the background import finish rather than import pandas beside it: two threads
+        importing pandas (and DuckDB reaching for it) at once is asking for an import-lock
+        deadlock, which would hang every later flush."""
+        if self._pandas_import is not None:
+            self._pandas_import.join()
 
     def upsert_workers(self, rows: Iterable[Mapping[str, Any]]) -> None:
         """Buffer worker rows; a later row for the same `worker_id` replaces an earlier one."""
@@ -226,6 +235,7 @@ class StoreWriter:
             raw = connection.connection.driver_connection
             if raw is None:
                 raise RuntimeError("the DuckDB connection is closed")
+            self._await_pandas()
             views: list[str] = []
             try:
                 for spec, rows in work:
