@@ -155,3 +155,27 @@ def test_ctrl_c_stops_the_cluster_and_exits_2(tmp_path: Path) -> None:
     pids = json.loads((data_dir / "connection.json").read_text())
     started = [c["pid"] for c in pids["coordinators"]] + [w["pid"] for w in pids["workers"]]
     assert not [pid for pid in started if psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie"]
+
+
+def test_a_cold_run_warms_pytest_once_for_its_collection_and_all_its_workers(tmp_path: Path) -> None:
+    """The run's own warm pytest server is shared: its collection is a child of it and the
+    workers clone it, so what the conftest imports is imported once, not three times."""
+    (tmp_path / "counted_helpers.py").write_text(
+        "from pathlib import Path\n\n"
+        "with (Path(__file__).parent / 'imports.log').open('a') as log:\n"
+        "    log.write('imported\\n')\n"
+    )
+    (tmp_path / "conftest.py").write_text("import counted_helpers\n")
+    for name in ("test_a.py", "test_b.py"):
+        (tmp_path / name).write_text("".join(f"def test_{i}():\n    pass\n\n\n" for i in range(4)))
+    data_dir = tmp_path / ".dtf"
+
+    run = dtf_run(tmp_path, "-n", "2", "--data-dir", str(data_dir), "--", "-q")
+
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert summary_counts(run.stdout) == {"passed": 8}
+    assert (tmp_path / "imports.log").read_text() == "imported\n"
+    clones = [
+        line for w in ("worker-1", "worker-2") for line in (data_dir / "logs" / f"{w}.log").read_text().splitlines()
+    ]
+    assert sum("a clone of the warm one another process shares" in line for line in clones) == 2

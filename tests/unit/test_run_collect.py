@@ -8,8 +8,10 @@ from pathlib import Path
 import pytest
 
 from dtf.run import collect_plugin
-from dtf.run.collect import CollectionError, collect
+from dtf.run.args import batch_pytest_args
+from dtf.run.collect import CollectionError, PendingCollection, collect
 from dtf.run.collection_cache import CollectionCache, command_key
+from dtf.run.warm_pytest import WarmPytest
 
 
 @pytest.fixture(autouse=True)
@@ -214,3 +216,55 @@ def test_each_command_has_its_own_prediction(tmp_path: Path) -> None:
     assert key != command_key(tmp_path / "sub", ["-k", "x"], env)
     assert key != command_key(tmp_path, ["-k", "x"], {**env, "RUN_SLOW": "1"})
     assert CollectionCache(tmp_path).load(key) is None  # never stored
+
+
+# -- collecting in a warm pytest server ---------------------------------------------------
+
+# What the conftest imports logs each time it is imported.
+COUNTED = {
+    "counted_helpers.py": """
+        from pathlib import Path
+
+        with (Path(__file__).parent / "imports.log").open("a") as log:
+            log.write("imported\\n")
+    """,
+    "conftest.py": "import counted_helpers\n",
+}
+
+
+def _pending_in_warm_server(args: list[str], root: Path) -> tuple[PendingCollection, WarmPytest]:
+    warm = WarmPytest.launch(root, batch_pytest_args(args))
+    assert warm is not None and warm.proc is not None  # a new key: this process starts its server
+    return PendingCollection(args, root, warm=warm), warm
+
+
+def test_a_collection_in_the_warm_server_is_what_a_fresh_pytest_collects(tmp_path: Path) -> None:
+    write(tmp_path, {**SUITE, **COUNTED})
+    fresh = collect(["-k", "not two"], tmp_path)
+    pending, warm = _pending_in_warm_server(["-k", "not two"], tmp_path)
+    try:
+        warmed = pending.result(120)
+    finally:
+        warm.close()
+
+    assert warmed.node_ids == fresh.node_ids
+    assert "tests/test_plain.py::test_two" not in warmed.node_ids
+    assert (warmed.rootdir, warmed.arguments, warmed.inipath) == (fresh.rootdir, fresh.arguments, fresh.inipath)
+    assert sorted(warmed.files) == sorted(fresh.files)
+    # The fresh collection and the server's warm-up imported the conftest's imports; the
+    # warm collection, forked from the server, found them in memory.
+    assert (tmp_path / "imports.log").read_text() == "imported\n" * 2
+
+
+def test_a_collection_error_in_the_warm_server_is_reported_as_a_fresh_one(tmp_path: Path) -> None:
+    write(tmp_path, {**SUITE, "tests/test_broken.py": "def test_x(:\n    pass\n"})
+    pending, warm = _pending_in_warm_server([], tmp_path)
+    try:
+        with pytest.raises(CollectionError) as caught:
+            pending.result(120)
+    finally:
+        warm.close()
+
+    assert caught.value.exit_code == 2
+    assert "tests/test_broken.py" in caught.value.output
+    assert "SyntaxError" in caught.value.output
