@@ -284,12 +284,14 @@ class LocalCluster:
             child.start()
         self._grpc_addresses = grpc_addresses
 
-    def launch_workers(self) -> None:
-        """The second half of `launch`, once `launch_coordinators` has started them."""
+    def launch_workers(self, env: dict[str, str] | None = None) -> None:
+        """The second half of `launch`, once `launch_coordinators` has started them; `env`:
+        variables the workers get beside this process's environment."""
         from dtf_coordinator.auth import create_token  # after the coordinators are on their way
 
         secret, grpc_addresses = self._secret(), self._grpc_addresses
-        self._start_workers(grpc_addresses, create_token(secret, "worker", subject="local-workers", expires_in=0))
+        token = create_token(secret, "worker", subject="local-workers", expires_in=0)
+        self._start_workers(grpc_addresses, token, env or {})
         self.info = {
             "api_url": "",
             "grpc_address": grpc_addresses[0],
@@ -309,13 +311,14 @@ class LocalCluster:
         self._write_connection()
         return self.info
 
-    def _start_workers(self, grpc_addresses: list[str], token: str) -> None:
+    def _start_workers(self, grpc_addresses: list[str], token: str, env: dict[str, str]) -> None:
         for i in range(1, self.n_workers + 1):
             path = self._worker_config(i, grpc_addresses, token)
             child = Child(
                 f"worker-{i}",
                 [sys.executable, "-m", "dtf.cli.main", "worker", "--config", str(path)],
                 self.dir / "logs" / f"worker-{i}.log",
+                env=env,
             )
             child.start()
             self.workers.append(child)

@@ -7,7 +7,6 @@ live cluster in the data directory, else a coordinator and N workers started for
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,9 +25,6 @@ if TYPE_CHECKING:
 # How long a warm or remote cluster may take to show a live worker.
 WORKERS_WAIT_S = 15.0
 LIVE_WORKER = frozenset({"online", "busy"})
-# Read by the pytest executor of workers started for a run (dtf_worker.executors.pytest_pool):
-# the directory and options of the run's batches, so a pytest server starts with the worker.
-PREWARM_VARIABLE = "DTF_PYTEST_PREWARM"
 
 
 class WorkerLister(Protocol):
@@ -103,29 +99,24 @@ def launch_cluster(config: RunConfig, *, share_pytest: bool = False) -> Launched
 
     fresh = not config.data_dir.exists()
     cluster = LocalCluster(config.data_dir, workers=config.workers, concurrency=1, port=0, grpc_port=0)
-    # The workers inherit this process's environment: tell them where the batches will run,
-    # so each starts its pytest server while the coordinator starts and this process collects.
-    prewarm = json.dumps({"cwd": str(config.cwd), "args": batch_pytest_args(config.pytest_args)})
-    before = os.environ.get(PREWARM_VARIABLE)
-    os.environ[PREWARM_VARIABLE] = prewarm
     warm = None
     try:
         cluster.launch_coordinators()  # first: the coordinator's start is what the first test waits for
+        from dtf_worker.executors.pytest_share import PREWARM_VARIABLE
+
         if share_pytest:
             from dtf.run.warm_pytest import WarmPytest
 
             warm = WarmPytest.launch(config.cwd, batch_pytest_args(config.pytest_args))
-        cluster.launch_workers()
+        # Tell the workers where the batches will run, so each starts (or clones) its
+        # pytest server while the coordinator starts and this process collects.
+        prewarm = json.dumps({"cwd": str(config.cwd), "args": batch_pytest_args(config.pytest_args)})
+        cluster.launch_workers({PREWARM_VARIABLE: prewarm})
     except BaseException:
         if warm is not None:
             warm.close()
         cluster.stop()
         raise
-    finally:
-        if before is None:
-            os.environ.pop(PREWARM_VARIABLE, None)
-        else:
-            os.environ[PREWARM_VARIABLE] = before
     return Launched(cluster, fresh, warm=warm)
 
 

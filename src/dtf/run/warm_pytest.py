@@ -121,26 +121,13 @@ class WarmPytest:
 
     async def _clone(self, wait_s: float) -> PytestServer | None:
         """A clone of the shared server, waiting while its owner warms it up."""
-        import asyncio
+        from dtf_worker.executors.pytest_pool import clone_or_lock
 
-        from dtf_worker.executors.pytest_pool import PytestServer
-
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + min(wait_s, READY_TIMEOUT_S)
-        while loop.time() < deadline:
-            sock = self.paths.connect()
-            if sock is not None:
-                clone = PytestServer.clone(self.key, sock)
-                if await clone.wait_ready(deadline - loop.time()):
-                    return clone
-                clone.close()
-                return None
-            lock = self.paths.try_lock()
-            if lock is not None:  # no one is warming one up after all
-                os.close(lock)
-                return None
-            await asyncio.sleep(0.02)
-        return None
+        found = await clone_or_lock(self.key, self.paths, min(wait_s, READY_TIMEOUT_S))
+        if isinstance(found, int):  # no one shares one after all
+            os.close(found)
+            return None
+        return found
 
     def cancel(self) -> None:
         """Stop a `run` in progress (from another thread)."""
@@ -152,9 +139,7 @@ class WarmPytest:
 
     def close(self) -> None:
         """Stop this process's own server: it stops sharing, and its clones carry on."""
-        if self._own is not None:
-            self._own.close()
-        elif self.proc is not None:
+        if self.proc is not None:
             from dtf_worker.executors.pytest_pool import PytestServer
 
-            PytestServer.of(self.key, self.proc).close()
+            (self._own or PytestServer.of(self.key, self.proc)).close()

@@ -330,6 +330,37 @@ def _await_exit(pid: int, timeout: float) -> None:
         time.sleep(0.01)
 
 
+async def clone_or_lock(key: ServerKey, paths: SharePaths, wait_s: float) -> PytestServer | int | None:
+    """A ready clone of the server that shares `key`'s warm state, waiting while another
+    process warms it up; else, once no one holds it, the key's lock (a descriptor, held):
+    a server started now is to share in its place. None after `wait_s`, or when the
+    server that shares gives no clone while it still holds the lock."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait_s
+    while True:
+        sock = paths.connect()
+        if sock is not None:
+            server = PytestServer.clone(key, sock)
+            if await _ready(server, deadline - loop.time()):
+                return server
+        lock = paths.try_lock()
+        if lock is not None or sock is not None or loop.time() >= deadline:
+            return lock
+        await asyncio.sleep(SHARE_POLL_S)  # another process is warming it up
+
+
+async def _ready(server: PytestServer, wait_s: float) -> bool:
+    """Whether `server` became ready within `wait_s`; closed when it did not."""
+    try:
+        ready = await server.wait_ready(max(0.0, wait_s))
+    except BaseException:
+        server.close()
+        raise
+    if not ready:
+        server.close()
+    return ready
+
+
 class PytestServerPool:
     def __init__(
         self,
@@ -418,47 +449,25 @@ class PytestServerPool:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait_s
         paths = self._share_paths(key)
-        lock: int | None = None
-        while paths is not None and lock is None:
-            sock = paths.connect()
-            if sock is not None:
-                server = PytestServer.clone(key, sock)
-                if await self._ready(server, deadline - loop.time()):
-                    self.cloned += 1
-                    log.info(
-                        "pytest server %s for %s: a clone of the warm one another process shares", server.pid, key.cwd
-                    )
-                    return server
-            lock = paths.try_lock()
-            if lock is None and sock is not None:
-                paths = None  # it shares, but gave no clone: a server of our own, unshared
-            elif lock is None:
-                if loop.time() >= deadline:
-                    return None
-                await asyncio.sleep(SHARE_POLL_S)  # another process is warming it up
-            # A lock taken after a failed clone: its origin stopped sharing (its files
-            # changed) or went away, and the server started now shares in its place.
+        found = None if paths is None else await clone_or_lock(key, paths, wait_s)
+        if isinstance(found, PytestServer):
+            self.cloned += 1
+            log.info("pytest server %s for %s: a clone of the warm one another process shares", found.pid, key.cwd)
+            return found
+        if paths is not None and found is None and loop.time() >= deadline:
+            return None
+        # With the lock, the server started now shares; without it (the sharing server gave
+        # no clone), it is this pool's alone.
         try:
-            server = PytestServer.spawn(key, warm, None if paths is None or lock is None else (paths, lock))
+            server = PytestServer.spawn(key, warm, None if paths is None or found is None else (paths, found))
         except OSError as exc:  # no such directory or interpreter: the fresh process will say so
             log.debug("cannot start a pytest server for %s: %s", key.cwd, exc)
             return None
         self.started += 1
-        if await self._ready(server, deadline - loop.time()):
+        if await _ready(server, deadline - loop.time()):
             return server
         log.warning("a pytest server for %s did not start; batches there start fresh processes", key.cwd)
         return None
-
-    @staticmethod
-    async def _ready(server: PytestServer, wait_s: float) -> bool:
-        try:
-            ready = await server.wait_ready(max(0.0, wait_s))
-        except BaseException:
-            server.close()
-            raise
-        if not ready:
-            server.close()
-        return ready
 
     def _release(self, server: PytestServer) -> None:
         if not server.usable:

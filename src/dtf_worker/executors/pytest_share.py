@@ -44,8 +44,9 @@ from dtf_worker.executors.environment import inherited
 # "0" switches warm servers off altogether: every batch starts a fresh pytest.
 FORK_VARIABLE = "DTF_PYTEST_FORK"
 SHARE_VARIABLE = "DTF_PYTEST_SHARE"
-# Set by `dtf run` for the workers it starts (see `pytest_batch`): an announcement, not
-# something pytest reads.
+# Set by `dtf run` for the workers it starts: the directory and options of its batches,
+# so a worker starts (or clones) their pytest server at once (`task_runner` takes it out
+# of the environment its tasks inherit).
 PREWARM_VARIABLE = "DTF_PYTEST_PREWARM"
 # Variables the worker sets for each batch: they do not name a server (its warm-up runs
 # without them), and each batch's child gets its own.
@@ -77,8 +78,7 @@ class ServerKey:
     def of(cls, cwd: Path, args: Sequence[str], env: Mapping[str, str], python: str | None = None) -> ServerKey:
         import sys
 
-        ignored = BATCH_VARIABLES | {PREWARM_VARIABLE}
-        stable = sorted((k, v) for k, v in env.items() if k not in ignored)
+        stable = sorted((k, v) for k, v in env.items() if k not in BATCH_VARIABLES)
         return cls(python or sys.executable, str(cwd), tuple(args), tuple(stable))
 
     def digest(self) -> str:
