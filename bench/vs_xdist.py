@@ -19,6 +19,13 @@ The suites:
 - C: 40 CPU-bound tests, each a pure-Python loop calibrated once at start to ~0.2 s on
   this machine (serial total ~8 s).
 
+For suite B (the one with a lower bound) each run also reports its makespan: from the
+first test's start to the last test's end, as the test processes themselves saw it. A
+conftest in the generated suite appends each test's start and end (setup to teardown,
+wall clock) to a file named by BENCH_SPANS_FILE, in whichever process runs it (pytest's,
+an xdist worker's, a dtf worker's), so every tool is measured by the same code. It leaves
+out what only the command adds: interpreter and tool start-up, planning, reporting.
+
 Every tool runs with Python's bytecode cache on, as on a developer's machine
 (PYTHONDONTWRITEBYTECODE is removed from the environment of the timed commands).
 
@@ -90,6 +97,7 @@ class Suite:
     path: Path
     size: int
     lower_bound_s: float | None = None
+    spans_file: Path | None = None  # where its conftest writes test spans, for the makespan
 
 
 @dataclass
@@ -101,6 +109,7 @@ class Tool:
 @dataclass
 class Samples:
     times: list[float] = field(default_factory=list)
+    makespans: list[float] = field(default_factory=list)
     wrong: list[str] = field(default_factory=list)
 
 
@@ -145,9 +154,45 @@ def suite_b_durations() -> list[list[float]]:
     return files
 
 
+# Appends each test's start and end (setup to teardown) to BENCH_SPANS_FILE, one line per
+# test, from whichever process runs it. One short append per test costs every tool alike.
+SPANS_CONFTEST = """\
+import os
+import time
+
+import pytest
+
+SPANS_FILE = os.environ.get("BENCH_SPANS_FILE")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    start = time.time()
+    yield
+    if SPANS_FILE:
+        with open(SPANS_FILE, "a") as spans:
+            spans.write(f"{start} {time.time()}\\n")
+"""
+SPANS_VARIABLE = "BENCH_SPANS_FILE"
+
+
+def makespan(spans_file: Path, size: int) -> float | None:
+    """First test's start to last test's end, from the spans of one run; None unless every
+    one of the suite's tests left its span (a rerun or a lost line would skew it)."""
+    try:
+        lines = spans_file.read_text().split()
+    except FileNotFoundError:
+        return None
+    starts, ends = lines[0::2], lines[1::2]
+    if len(starts) != size or len(ends) != size:
+        return None
+    return max(map(float, ends)) - min(map(float, starts))
+
+
 def make_suite_b(root: Path) -> Suite:
     path = root / "suite_b"
     write_ini(path)
+    (path / "conftest.py").write_text(SPANS_CONFTEST)
     files = suite_b_durations()
     total = sum(sum(f) for f in files)
     longest = max(max(f) for f in files)
@@ -157,7 +202,8 @@ def make_suite_b(root: Path) -> Suite:
         )
         (path / f"test_b{f:02d}.py").write_text(body)
     bound = max(total / WORKERS, longest)
-    return Suite("B", f"200 sleeping tests, {total:.0f} s, long tail", path, B_TESTS, bound)
+    spans = Path(ENV[SPANS_VARIABLE])
+    return Suite("B", f"200 sleeping tests, {total:.0f} s, long tail", path, B_TESTS, bound, spans)
 
 
 def spin(n: int) -> int:
@@ -228,7 +274,11 @@ def check(output: str, returncode: int, size: int) -> str | None:
     return None
 
 
-def run_once(command: list[str], suite: Suite) -> tuple[float, str | None]:
+def run_once(command: list[str], suite: Suite) -> tuple[float, float | None, str | None]:
+    """The command's wall clock, the makespan its tests reported (suites with spans) and,
+    for a wrong run, why it is wrong."""
+    if suite.spans_file:
+        suite.spans_file.write_text("")
     start = time.perf_counter()
     try:
         proc = subprocess.run(
@@ -241,15 +291,18 @@ def run_once(command: list[str], suite: Suite) -> tuple[float, str | None]:
             env=ENV,
         )
     except subprocess.TimeoutExpired:
-        return time.perf_counter() - start, f"timed out after {RUN_TIMEOUT_S:.0f} s"
+        return time.perf_counter() - start, None, f"timed out after {RUN_TIMEOUT_S:.0f} s"
     elapsed = time.perf_counter() - start
     wrong = check(proc.stdout + "\n" + proc.stderr, proc.returncode, suite.size)
+    span = makespan(suite.spans_file, suite.size) if suite.spans_file else None
+    if suite.spans_file and span is None and not wrong:
+        wrong = "the tests' spans do not cover the suite"
     if wrong:
         tail = (proc.stdout + proc.stderr).strip().splitlines()[-5:]
         console.print(f"[red]{' '.join(command[:6])}... on suite {suite.name}: {wrong}[/red]")
         for line in tail:
             console.print(f"    {line}", markup=False)
-    return elapsed, wrong
+    return elapsed, span, wrong
 
 
 def dtf_command(data_dir: Path) -> Callable[[Suite], list[str]]:
@@ -290,13 +343,17 @@ def bench_suite(suite: Suite, repetitions: int, root: Path, warm: bool) -> dict[
     recorded = dtf_command(first_dir(0))  # the durations of the first repetition's first run
 
     def record(name: str, command: list[str], label: str) -> None:
-        elapsed, wrong = run_once(command, suite)
+        elapsed, span, wrong = run_once(command, suite)
         if wrong:
             results[name].wrong.append(wrong)
             console.print(f"  {label:<40} [red]WRONG[/red] ({wrong})")
-        else:
-            results[name].times.append(elapsed)
+            return
+        results[name].times.append(elapsed)
+        if span is None:
             console.print(f"  {label:<40} {elapsed:7.2f} s")
+        else:
+            results[name].makespans.append(span)
+            console.print(f"  {label:<40} {elapsed:7.2f} s  (makespan {span:.2f} s)")
 
     console.rule(f"suite {suite.name}: {suite.description} (load average {_load()})")
     warm_dir = root / f"dtf-warm-{suite.name}"
@@ -304,7 +361,7 @@ def bench_suite(suite: Suite, repetitions: int, root: Path, warm: bool) -> dict[
         # Untimed: start the cluster that the timed runs reuse, and record durations.
         command = dtf_command(warm_dir)(suite)
         command.insert(command.index("--"), "--keep")
-        elapsed, wrong = run_once(command, suite)
+        elapsed, _, wrong = run_once(command, suite)
         console.print(f"  {'(untimed) dtf run --keep, warm-up':<40} {elapsed:7.2f} s {wrong or ''}")
     try:
         for rep in range(repetitions):
@@ -363,24 +420,25 @@ def report(suite: Suite, results: dict[str, Samples]) -> Table:
     table.add_column("vs serial", justify="right")
     table.add_column("vs best xdist", justify="right")
     table.add_column("vs bound", justify="right")
+    spans = suite.spans_file is not None
+    if spans:
+        table.add_column("makespan s (min-max)", justify="right")
+        table.add_column("makespan vs bound", justify="right")
     for name, samples in results.items():
         m = median(samples)
         runs = str(len(samples.times))
         if samples.wrong:
             runs += f" (+{len(samples.wrong)} WRONG)"
         if m is None:
-            table.add_row(name, runs, "[red]WRONG[/red]", "-", "-", "-", "-")
+            table.add_row(name, runs, "[red]WRONG[/red]", *["-"] * (6 if spans else 4))
             continue
         spread = f"{min(samples.times):.2f}-{max(samples.times):.2f}"
-        table.add_row(
-            name,
-            runs,
-            f"{m:.2f}",
-            spread,
-            ratio(m, serial),
-            ratio(m, xdist),
-            ratio(m, suite.lower_bound_s),
-        )
+        row = [name, runs, f"{m:.2f}", spread, ratio(m, serial), ratio(m, xdist), ratio(m, suite.lower_bound_s)]
+        if spans:
+            spans_s = samples.makespans
+            span = statistics.median(spans_s)
+            row += [f"{span:.2f} ({min(spans_s):.2f}-{max(spans_s):.2f})", ratio(span, suite.lower_bound_s)]
+        table.add_row(*row)
     return table
 
 
@@ -407,6 +465,9 @@ def main() -> int:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="dtf-vs-xdist-") as tmp:
         root = Path(tmp)
+        # One path for the whole run: a warm cluster's workers keep the environment they
+        # started with, and a pytest server is shared only between equal environments.
+        ENV[SPANS_VARIABLE] = str(root / "spans.txt")
         for name in names:
             suite = SUITE_MAKERS[name](root)
             results = bench_suite(suite, repetitions, root, warm)
@@ -417,7 +478,8 @@ def main() -> int:
         console.print(table)
     console.print(
         "Wall clock of the whole command, start-up included; median and min-max over the "
-        "runs. 'vs best xdist' divides by the faster xdist mode's median."
+        "runs. 'vs best xdist' divides by the faster xdist mode's median. Makespan: first "
+        "test's start to last test's end, as the processes running them recorded it."
     )
     if wrong:
         console.print(f"[red]{wrong} runs were wrong and are not timed[/red]")
