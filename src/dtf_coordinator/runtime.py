@@ -37,6 +37,7 @@ from dtf_coordinator.service.dispatch import Dispatcher
 from dtf_coordinator.service.events import EventHub
 from dtf_coordinator.service.loops import HealthMonitor, LoopService
 from dtf_coordinator.service.store_sync import StoreSync
+from dtf_coordinator.shutdown import STOP_DEADLINE_S, stop_within
 from dtf_coordinator.state import Effect, StateParams
 from dtf_coordinator.store import Store, open_store
 
@@ -340,7 +341,7 @@ async def serve(config: CoordinatorConfig) -> None:
     try:
         await stop.wait()
     finally:
-        await runtime.stop()
+        await stop_within(runtime.stop, STOP_DEADLINE_S)
 
 
 def main(config_path: str | None) -> None:
