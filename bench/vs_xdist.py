@@ -399,10 +399,10 @@ def median(samples: Samples) -> float | None:
     return statistics.median(samples.times) if samples.times else None
 
 
-def ratio(value: float | None, reference: float | None) -> str:
+def ratio(value: float | None, reference: float | None, digits: int = 2) -> str:
     if value is None or reference is None:
         return "-"
-    return f"{value / reference:.2f}x"
+    return f"{value / reference:.{digits}f}x"
 
 
 def report(suite: Suite, results: dict[str, Samples]) -> Table:
@@ -437,7 +437,7 @@ def report(suite: Suite, results: dict[str, Samples]) -> Table:
         if spans:
             spans_s = samples.makespans
             span = statistics.median(spans_s)
-            row += [f"{span:.2f} ({min(spans_s):.2f}-{max(spans_s):.2f})", ratio(span, suite.lower_bound_s)]
+            row += [f"{span:.2f} ({min(spans_s):.2f}-{max(spans_s):.2f})", ratio(span, suite.lower_bound_s, 3)]
         table.add_row(*row)
     return table
 
