@@ -17,7 +17,9 @@ log = logging.getLogger("dtf.coordinator")
 STOP_DEADLINE_S = 20.0
 
 
-async def stop_within(stop: Callable[[], Coroutine[Any, Any, None]], deadline_s: float, backstop_s: float = 5.0) -> None:
+async def stop_within(
+    stop: Callable[[], Coroutine[Any, Any, None]], deadline_s: float, backstop_s: float = 5.0
+) -> None:
     """Stop cleanly, or show where the stop hangs and exit 1.
 
     A coordinator that never exits after SIGTERM holds its ports and its store's lock, and
