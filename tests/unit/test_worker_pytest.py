@@ -20,7 +20,8 @@ from dtf_worker.executors.base import ExecutionResult
 from dtf_worker.executors.junit import node_id, parse_junit_xml, parse_progress, progress_rootdir
 from dtf_worker.executors.process import ProcessRun
 from dtf_worker.executors.pytest_batch import PytestExecutor, summarize_failure
-from dtf_worker.executors.pytest_pool import ENV_SWITCH, BatchSpec, PytestServer, PytestServerPool, ServerKey
+from dtf_worker.executors.pytest_pool import BatchSpec, PytestServer, PytestServerPool, ServerKey
+from dtf_worker.executors.pytest_share import FORK_VARIABLE
 
 SUITE = textwrap.dedent(
     """
@@ -317,7 +318,7 @@ def test_without_fork_each_batch_starts_a_fresh_pytest(
     tmp_path: Path, pool: PytestServerPool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _suite(tmp_path, {"test_ok.py": "def test_ok():\n    pass\n"})
-    monkeypatch.setenv(ENV_SWITCH, "0")
+    monkeypatch.setenv(FORK_VARIABLE, "0")
 
     result = _run_in(pool, tmp_path, ["test_ok.py"])
 

@@ -139,7 +139,10 @@ class LocalCluster:
         self.coordinators: list[Child] = []
         self.workers: list[Child] = []
         self.info: dict[str, Any] = {}
-        self._grpc_addresses: list[str] = []  # where the workers find the coordinators (`launch_coordinators`)
+        # Set by `launch_coordinators` for `launch_workers`: the cluster's secret, and where
+        # the workers find the coordinators.
+        self._secret_value = ""
+        self._grpc_addresses: list[str] = []
         self.ready: dict[str, dict[str, Any]] = {}
 
     # ------------------------------------------------------------------ set-up
@@ -282,14 +285,14 @@ class LocalCluster:
             grpc_addresses = [_grpc_address(path) for path in paths]
         for child in self.coordinators:
             child.start()
-        self._grpc_addresses = grpc_addresses
+        self._secret_value, self._grpc_addresses = secret, grpc_addresses
 
     def launch_workers(self, env: dict[str, str] | None = None) -> None:
         """The second half of `launch`, once `launch_coordinators` has started them; `env`:
         variables the workers get beside this process's environment."""
         from dtf_coordinator.auth import create_token  # after the coordinators are on their way
 
-        secret, grpc_addresses = self._secret(), self._grpc_addresses
+        secret, grpc_addresses = self._secret_value, self._grpc_addresses
         token = create_token(secret, "worker", subject="local-workers", expires_in=0)
         self._start_workers(grpc_addresses, token, env or {})
         self.info = {

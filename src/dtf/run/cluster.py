@@ -104,13 +104,14 @@ def launch_cluster(config: RunConfig, *, share_pytest: bool = False) -> Launched
         cluster.launch_coordinators()  # first: the coordinator's start is what the first test waits for
         from dtf_worker.executors.pytest_share import PREWARM_VARIABLE
 
+        batch_args = batch_pytest_args(config.pytest_args)
         if share_pytest:
             from dtf.run.warm_pytest import WarmPytest
 
-            warm = WarmPytest.launch(config.cwd, batch_pytest_args(config.pytest_args))
+            warm = WarmPytest.launch(config.cwd, batch_args)
         # Tell the workers where the batches will run, so each starts (or clones) its
         # pytest server while the coordinator starts and this process collects.
-        prewarm = json.dumps({"cwd": str(config.cwd), "args": batch_pytest_args(config.pytest_args)})
+        prewarm = json.dumps({"cwd": str(config.cwd), "args": batch_args})
         cluster.launch_workers({PREWARM_VARIABLE: prewarm})
     except BaseException:
         if warm is not None:

@@ -37,7 +37,6 @@ from typing import Any
 from dtf_worker.executors.process import ProcessRun, TreeSampler, has_exited, read_tail, signal_group
 from dtf_worker.executors.pytest_share import (
     BATCH_VARIABLES,
-    FORK_VARIABLE,
     ServerKey,
     SharePaths,
     forking,
@@ -48,7 +47,6 @@ __all__ = ["BatchSpec", "PytestServer", "PytestServerPool", "ServerKey", "warm_p
 
 log = logging.getLogger("dtf.worker")
 
-ENV_SWITCH = FORK_VARIABLE
 # How long a new server may take to import pytest and its plugins.
 READY_TIMEOUT_S = 300.0
 # How long a server may take to check its modules and fork.

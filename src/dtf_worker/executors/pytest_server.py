@@ -235,17 +235,9 @@ class Server:
         origin exited): a cluster kept running still has a server to clone."""
         if self.listener is not None or self.socket_path is None or self.lock_path is None:
             return
-        import fcntl
-
-        try:
-            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        except OSError:
-            return
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(fd)  # it still shares, or another clone took over first
-            return
+        fd = try_lock(self.lock_path)
+        if fd is None:
+            return  # it still shares, or another clone took over first
         self.lock_fd = fd
         if self.changed():
             self.stop_sharing()  # stale: the next process starts a fresh server
@@ -348,6 +340,22 @@ class Server:
             if _stamp(path) != stamp:
                 return f"{path} changed"
         return None
+
+
+def try_lock(path: str) -> int | None:
+    """The lock file at `path`, opened and held (flock), when no one else holds it; else None."""
+    import fcntl
+
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
 
 
 def warm_up(argv: list[str]) -> tuple[int, str]:

@@ -33,6 +33,7 @@ import os
 import socket
 import stat
 import subprocess
+import sys
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import astuple, dataclass
@@ -76,8 +77,6 @@ class ServerKey:
 
     @classmethod
     def of(cls, cwd: Path, args: Sequence[str], env: Mapping[str, str], python: str | None = None) -> ServerKey:
-        import sys
-
         stable = sorted((k, v) for k, v in env.items() if k not in BATCH_VARIABLES)
         return cls(python or sys.executable, str(cwd), tuple(args), tuple(stable))
 
@@ -114,19 +113,9 @@ class SharePaths:
         return paths if len(os.fsencode(paths.socket_path)) <= _MAX_SOCKET_PATH else None
 
     def try_lock(self) -> int | None:
-        """The lock's descriptor, held, when no one else holds it; else None."""
-        import fcntl  # POSIX, as sharing is (`share_dir` answers None without fork)
-
-        try:
-            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        except OSError:
-            return None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(fd)
-            return None
-        return fd
+        """The lock's descriptor, held, when no one else holds it; else None. (The server
+        takes the lock over in the same way, and must run without dtf importable.)"""
+        return pytest_server.try_lock(str(self.lock_path))
 
     def connect(self) -> socket.socket | None:
         """A connection to the warm server, which forks a clone for it; None when none listens."""
