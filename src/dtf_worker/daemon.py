@@ -82,6 +82,7 @@ class WorkerDaemon:
             default_timeout=config.execution.timeout,
             spool=self.spool,
             on_spooled=self._wake_sender,
+            slots=config.execution.concurrent_tasks,
         )
         self._registered = asyncio.Event()
         self._register_lock = asyncio.Lock()

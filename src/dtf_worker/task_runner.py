@@ -30,29 +30,43 @@ from dtf_worker.spool import Spool
 log = logging.getLogger("dtf.worker")
 Outcome = types_pb2.TaskOutcome
 _REMEMBERED_LEASES = 10_000
-# Well under the coordinator's 64 MiB message limit, so that any outcome can be sent.
+# The worker's place among the workers of one machine (`dtf up` and `dtf run` number them
+# from 0): with its slot, it names a task's slot machine-wide (`ExecutionContext.slot_index`).
+INDEX_VARIABLE = "DTF_WORKER_INDEX"
+# Well under the coordinator's 64 MiB message limit: a larger outcome goes in pieces.
 MAX_OUTCOME_BYTES = 8 * 1024 * 1024
 
 
-def fit_outcome(outcome: types_pb2.TaskOutcome, limit: int = MAX_OUTCOME_BYTES) -> types_pb2.TaskOutcome:
-    """Shrink an outcome too large to send: first drop the records' raw data (output tails,
-    failure texts), then records from the end. Returns the outcome, changed in place."""
+def split_outcome(outcome: types_pb2.TaskOutcome, limit: int = MAX_OUTCOME_BYTES) -> list[types_pb2.TaskOutcome]:
+    """An outcome as messages of at most about `limit` bytes each: its records, in order,
+    in PROGRESS outcomes of the same lease, and the outcome itself with the last of them.
+    Nothing is dropped: a single record too large on its own keeps its identity and
+    status, and says that its raw data was cut."""
     if outcome.ByteSize() <= limit:
-        return outcome
-    for record in outcome.results:
-        record.raw_data_json = '{"truncated":true}'
-    if outcome.ByteSize() <= limit:
-        return outcome
-    target = limit - 200  # room for the note below
-    sizes = [_field_size(record.ByteSize()) for record in outcome.results]
-    total, dropped = outcome.ByteSize(), 0
-    while total > target and sizes:
-        total -= sizes.pop()
-        dropped += 1
-    del outcome.results[len(sizes) :]
-    note = f"{dropped} results dropped: the outcome exceeded {limit} bytes"
-    outcome.error = f"{outcome.error}; {note}" if outcome.error else note
-    return outcome
+        return [outcome]
+    records = list(outcome.results)
+    del outcome.results[:]
+    base = outcome.ByteSize()
+    pieces: list[list[types_pb2.ResultRecord]] = [[]]
+    size = 0
+    for record in records:
+        if _field_size(record.ByteSize()) > limit - base:
+            record.raw_data_json = json.dumps({"truncated": True, "bytes": len(record.raw_data_json)})
+        cost = _field_size(record.ByteSize())
+        if pieces[-1] and size + cost > limit - base:
+            pieces.append([])
+            size = 0
+        pieces[-1].append(record)
+        size += cost
+    out = []
+    for piece in pieces[:-1]:
+        progress = Outcome(task_id=outcome.task_id, lease_id=outcome.lease_id, worker_id=outcome.worker_id)
+        progress.kind = Outcome.PROGRESS
+        progress.results.extend(piece)
+        out.append(progress)
+    outcome.results.extend(pieces[-1])
+    out.append(outcome)
+    return out
 
 
 def _field_size(message_bytes: int) -> int:
@@ -80,8 +94,14 @@ class TaskRunner:
         default_timeout: float,
         spool: Spool,
         on_spooled: Callable[[], None],
+        slots: int = 1,
     ) -> None:
         self.worker_id = worker_id
+        self.slots = max(1, slots)
+        try:
+            self.first_slot = int(os.environ.get(INDEX_VARIABLE, "0")) * self.slots
+        except ValueError:
+            self.first_slot = 0
         self.hardware_id = ""
         self.runs_dir = runs_dir
         self.cache_dir = cache_dir
@@ -123,10 +143,16 @@ class TaskRunner:
             task_id=task.task_id,
             cache_dir=self.cache_dir,
             materialize=self.materialize,
+            slot_index=self.first_slot + self._free_slot(),
         )
         running = RunningTask(task=task, ctx=ctx, started=time.monotonic())
         self.running[task.lease_id] = running
         running.job = asyncio.create_task(self._execute(running), name=f"dtf-task-{task.task_id}")
+
+    def _free_slot(self) -> int:
+        """The lowest slot no running task holds."""
+        taken = {r.ctx.slot_index - self.first_slot for r in self.running.values()}
+        return next(i for i in range(len(taken) + 1) if i not in taken)
 
     def revoke(self, lease_id: str) -> None:
         running = self.running.get(lease_id)
@@ -138,7 +164,7 @@ class TaskRunner:
 
     def acknowledged(self, outcomes: list[types_pb2.TaskOutcome]) -> None:
         for outcome in outcomes:
-            if outcome.kind != Outcome.STARTED:
+            if outcome.kind in (Outcome.COMPLETED, Outcome.FAILED):
                 self._reporting.discard(outcome.lease_id)
 
     async def finish(self, grace_s: float) -> list[str]:
@@ -211,7 +237,8 @@ class TaskRunner:
             outcome.results.extend(result.records)
             outcome.non_retryable = result.non_retryable
         try:
-            self.spool.put(fit_outcome(outcome))
+            for piece in split_outcome(outcome):
+                self.spool.put(piece)
         except OSError:
             # Without the spool the outcome cannot be made durable; the lease will expire and
             # the coordinator requeue the task, which is the at-least-once path anyway.

@@ -108,10 +108,18 @@ def plain_pytest(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def summary_counts(output: str) -> dict[str, int]:
-    """The counts in pytest's (or dtf's) last summary line: {"failed": 3, "passed": 120, ...}."""
+    """The counts in pytest's last summary line: {"failed": 3, "passed": 120, "warning": 2, ...}
+    (plurals made singular: "2 errors" counts as "error")."""
     line = [x for x in output.splitlines() if re.search(r" in [\d.]+s", x)][-1]
     counts = {
-        word.rstrip("s") if word.startswith("error") else word: int(n)
-        for n, word in re.findall(r"(\d+) (failed|passed|skipped|errors?|missing)", line)
+        re.sub(r"(error|warning)s$", r"\1", word): int(n)
+        for n, word in re.findall(r"(\d+) ((?:subtests )?[a-z]+)", line.split(" in ")[0])
     }
     return counts
+
+
+def verbose_outcomes(output: str) -> list[tuple[str, str]]:
+    """Every (test id, word) line of pytest's `-v` output, sorted: `a.py::t PASSED [ 50%]`."""
+    words = "PASSED|FAILED|SKIPPED|XFAIL|XPASS|ERROR|RERUN|SUBPASSED|SUBFAILED|SUBSKIPPED"
+    found = re.findall(rf"^(\S.*?::.*?) ({words})(?: |$)", output, re.M)
+    return sorted(found)

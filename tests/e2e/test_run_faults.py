@@ -91,5 +91,6 @@ def test_a_test_the_workers_never_report_fails_the_run(tmp_path: Path) -> None:
     run = dtf_run(tmp_path, "-n", "1", "--data-dir", str(tmp_path / ".dtf"), "--", "suite")
 
     assert run.returncode == 1, run.stdout + run.stderr
-    assert "MISSING suite/test_ok.py::test_square[5] - collected but no result was recorded" in run.stdout
-    assert re.search(r"^=+ 7 passed, 1 missing in [\d.]+s =+$", run.stdout, re.M), run.stdout
+    assert "FAILED suite/test_ok.py::test_square[5] - dtf: no result" in run.stdout
+    assert "dtf: no result was recorded: the worker's pytest did not collect it" in run.stdout
+    assert re.search(r"^=+ 1 failed, 7 passed in [\d.]+s =+$", run.stdout, re.M), run.stdout

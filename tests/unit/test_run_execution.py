@@ -1,10 +1,10 @@
-"""Following a run's batches against an in-memory coordinator: crashes, yields, and a
-prediction meeting its collection."""
+"""Following a run's batches against an in-memory coordinator: crashes, yields, reruns,
+tests a batch did not collect."""
 
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -13,9 +13,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from dtf.run.config import RunConfig
-from dtf.run.execution import PRIORITY, PRIORITY_REMAINDER, Execution, split_evenly
+from dtf.run.execution import PRIORITY, PRIORITY_REMAINDER, Attempt, Execution, split_evenly
+from dtf.run.history import recorded_durations
 from dtf.run.plan import Batch
-from dtf.run.runner import recorded_durations
 
 
 @dataclass
@@ -58,41 +58,79 @@ class InMemoryCoordinator:
 
     # -- what a worker does --------------------------------------------------------
 
-    def finish(self, task_id: str, outcomes: dict[str, str], *, status: str = "completed", **summary: Any) -> None:
+    def finish(
+        self, task_id: str, outcomes: dict[str, str], *, status: str = "completed", worker: str = "w1", **summary: Any
+    ) -> None:
         """End a task with one result per test (`outcome` by node id)."""
         self.results[task_id] = [
             {
                 "test_id": node_id,
                 "status": {"passed": "success", "failed": "failure", "skipped": "partial"}[outcome],
                 "execution_time": 0.01,
-                "worker_id": "w1",
+                "worker_id": worker,
                 "raw_data": {"outcome": outcome},
             }
             for node_id, outcome in outcomes.items()
         ]
         counted = {k: sum(o == v for o in outcomes.values()) for k, v in (("passed", "passed"), ("failed", "failed"))}
-        self.tasks[task_id].update(status=status, worker_id="w1", results={**counted, **summary})
+        self.tasks[task_id].update(status=status, worker_id=worker, results={**counted, **summary})
 
     def open_ids(self) -> list[str]:
         return [t for t, body in self.tasks.items() if body["status"] == "pending"]
 
     def node_ids(self, task_id: str) -> list[str]:
-        return list(self.tasks[task_id]["parameters"]["node_ids"])
+        return list(self.tasks[task_id]["parameters"]["select"])
 
 
 IDS = [f"t/test_{f}.py::test_{i}" for f in "ab" for i in range(4)]
 
 
-def execution(coordinator: InMemoryCoordinator, ids: list[str] = IDS, **fields: Any) -> Execution:
-    config = RunConfig(workers=2, pytest_args=[], cwd=Path("/p"), data_dir=Path("/p/.dtf"))
-    return Execution(
-        coordinator, config, {n: i for i, n in enumerate(ids)}, dict.fromkeys(ids, 0.05), n_workers=2, **fields
+def execution(
+    coordinator: InMemoryCoordinator, ids: list[str] = IDS, *, reruns: int = 0, **fields: Any
+) -> tuple[Execution, list[Attempt]]:
+    """An execution of `ids`, and the attempts it hands on, in order."""
+    config = RunConfig(workers=2, pytest_args=[], cwd=Path("/p"), data_dir=Path("/p/.dtf"), reruns=reruns)
+    seen: list[Attempt] = []
+    run = Execution(
+        coordinator,
+        config,
+        {n: i for i, n in enumerate(ids)},
+        dict.fromkeys(ids, 0.05),
+        seen.append,
+        parameters={"args": ["tests"], "cwd": "/p"},
+        n_workers=2,
+        **fields,
     )
+    return run, seen
+
+
+def test_every_batch_runs_the_runs_arguments_and_selects_its_tests_in_collection_order() -> None:
+    coordinator = InMemoryCoordinator()
+    run, _ = execution(coordinator)
+    [task] = run.submit([Batch((IDS[3], IDS[0], IDS[5]), 0.15)])
+
+    assert coordinator.tasks[task]["parameters"] == {"args": ["tests"], "cwd": "/p", "select": [IDS[0], IDS[3], IDS[5]]}
+
+
+def test_results_are_handed_on_in_the_order_the_batch_ran_them() -> None:
+    coordinator = InMemoryCoordinator()
+    run, seen = execution(coordinator)
+    [task] = run.submit([Batch(tuple(IDS[:3]), 0.15)])
+
+    coordinator.finish(task, {IDS[2]: "failed", IDS[0]: "passed", IDS[1]: "skipped"})
+    run.poll_once()
+
+    assert [(a.node_id, a.outcome, a.final) for a in seen] == [
+        (IDS[0], "passed", True),
+        (IDS[1], "skipped", True),
+        (IDS[2], "failed", True),
+    ]
+    assert run.done and not run.missing().keys() & set(IDS[:3])
 
 
 def test_a_crashed_batch_blames_its_first_missing_test_and_runs_the_rest_again() -> None:
     coordinator = InMemoryCoordinator()
-    run = execution(coordinator)
+    run, seen = execution(coordinator)
     [task] = run.submit([Batch(tuple(IDS[:4]), 0.2)])
 
     coordinator.finish(task, {IDS[0]: "passed"}, status="failed", exit_code=-11, stderr_tail="Segmentation fault")
@@ -100,15 +138,17 @@ def test_a_crashed_batch_blames_its_first_missing_test_and_runs_the_rest_again()
 
     assert run.outcomes[IDS[0]].outcome == "passed"
     crashed = run.outcomes[IDS[1]]
-    assert crashed.failed and crashed.message == "crashed: pytest exited with code -11 while this test was running"
+    assert crashed.failed and crashed.row is None
+    assert crashed.crash == "crashed: pytest exited with code -11 while this test was running"
     assert "Segmentation fault" in crashed.details
+    assert [a.node_id for a in seen] == IDS[:2]
     [again] = coordinator.open_ids()
     assert coordinator.node_ids(again) == IDS[2:4]
 
 
 def test_a_yielded_batch_shares_its_remaining_tests_ahead_of_the_queue() -> None:
     coordinator = InMemoryCoordinator()
-    run = execution(coordinator, guessed=set(IDS))
+    run, _ = execution(coordinator, guessed=set(IDS))
     first, queued = run.submit([Batch(tuple(IDS[:6]), 0.3), Batch(tuple(IDS[6:]), 0.1)])
     assert "yield_after" in coordinator.tasks[first]["parameters"]
 
@@ -125,7 +165,7 @@ def test_a_yielded_batch_shares_its_remaining_tests_ahead_of_the_queue() -> None
 
 def test_only_batches_of_several_tests_holding_a_guess_may_yield() -> None:
     coordinator = InMemoryCoordinator()
-    run = execution(coordinator, guessed={IDS[4], IDS[7]})
+    run, _ = execution(coordinator, guessed={IDS[4], IDS[7]})
     batches = [Batch(tuple(IDS[:4]), 0.2), Batch(tuple(IDS[4:]), 0.2), Batch((IDS[7],), 1)]
     recorded, guessed, few = run.submit(batches)
 
@@ -134,139 +174,75 @@ def test_only_batches_of_several_tests_holding_a_guess_may_yield() -> None:
     assert "yield_after" not in coordinator.tasks[few]["parameters"]  # too few tests to share
 
 
-def test_results_named_by_their_pytest_argument_count_for_their_node_id() -> None:
+def test_a_failing_test_runs_again_away_from_its_worker_and_a_pass_ends_it_flaky() -> None:
     coordinator = InMemoryCoordinator()
-    node_id = "sub/test_x.py::test_a"  # rootdir above the run's directory
-    run = execution(coordinator, [node_id, "sub/test_x.py::test_b"], arguments={node_id: "test_x.py::test_a"})
-    [task] = run.submit([Batch((node_id,), 0.1)])
-    assert coordinator.node_ids(task) == ["test_x.py::test_a"]
+    run, seen = execution(coordinator, reruns=2)
+    [task] = run.submit([Batch(tuple(IDS[:2]), 0.1)])
 
-    coordinator.finish(task, {"test_x.py::test_a": "passed"})
+    coordinator.finish(task, {IDS[0]: "passed", IDS[1]: "failed"}, worker="w1")
+    run.poll_once()
+    [rerun] = coordinator.open_ids()
+    assert coordinator.node_ids(rerun) == [IDS[1]]
+    assert coordinator.tasks[rerun]["requirements"] == {"exclude_workers": ["w1"]}
+    assert coordinator.tasks[rerun]["metadata"]["attempt"] == 2
+    assert not run.done  # its rerun is open
+
+    coordinator.finish(rerun, {IDS[1]: "passed"}, worker="w2")
     run.poll_once()
 
-    assert run.outcomes[node_id].node_id == node_id and run.done
+    assert [(a.node_id, a.outcome, a.final) for a in seen] == [
+        (IDS[0], "passed", True),
+        (IDS[1], "failed", False),
+        (IDS[1], "passed", True),
+    ]
+    [(final, history)] = run.flaky()
+    assert final.node_id == IDS[1] and [a.worker_id for a in history] == ["w1"]
 
 
-@pytest.mark.parametrize(
-    ("args", "named"),
-    [
-        ([], ["t/test_a.py", IDS[4], IDS[5]]),
-        (["-q", "--tb=short"], ["t/test_a.py", IDS[4], IDS[5]]),
-        (["-k", "not slow"], IDS[:6]),
-        (["-mslow"], IDS[:6]),
-        (["t/test_a.py::test_1"], IDS[:6]),
-    ],
-)
-def test_a_batch_holding_every_test_of_a_file_names_the_file(args: list[str], named: list[str]) -> None:
-    """Unless the user's arguments may select fewer of a file's tests than it holds."""
+def test_a_test_that_fails_every_attempt_is_a_failure() -> None:
     coordinator = InMemoryCoordinator()
-    run = execution(coordinator)
-    run.config = replace(run.config, pytest_args=args)
+    run, seen = execution(coordinator, reruns=1)
+    [task] = run.submit([Batch((IDS[0],), 0.1)])
+    coordinator.finish(task, {IDS[0]: "failed"})
+    run.poll_once()
+    [rerun] = coordinator.open_ids()
+    coordinator.finish(rerun, {IDS[0]: "failed"})
+    run.poll_once()
 
-    [task] = run.submit([Batch(tuple(IDS[:6]), 0.3)])
-
-    assert coordinator.node_ids(task) == named
-
-
-# -- a prediction meeting its collection ---------------------------------------------
+    assert [a.final for a in seen] == [False, True]
+    assert run.outcomes[IDS[0]].failed and not run.flaky()
 
 
-def test_a_failed_batch_of_a_prediction_waits_for_the_collection() -> None:
+def test_tests_a_batch_did_not_collect_are_missing_with_the_workers_reason() -> None:
     coordinator = InMemoryCoordinator()
-    run = execution(coordinator, verified=False)
+    run, _ = execution(coordinator)
     [task] = run.submit([Batch(tuple(IDS[:3]), 0.15)])
-    coordinator.finish(task, {IDS[0]: "passed"}, status="failed", exit_code=4)
-    run.poll_once()
-
-    assert IDS[1] not in run.outcomes and not coordinator.open_ids()  # not judged yet
-    assert not run.done
-
-    assert run.verify(IDS, {}) == []  # the prediction holds: judged now, as any crash
-
-    assert run.outcomes[IDS[1]].message.startswith("crashed: pytest exited with code 4")
-    [again] = coordinator.open_ids()
-    assert coordinator.node_ids(again) == [IDS[2]]
-
-
-def test_batches_of_whole_files_confirm_a_prediction_without_a_collection() -> None:
-    coordinator = InMemoryCoordinator()
-    run = execution(coordinator, verified=False)
-    a, b = IDS[:4], IDS[4:]
-    assert run.names_whole_files([Batch(tuple(a), 0.2), Batch(tuple(b), 0.2)])
-    run.confirming = True
-    first, second = run.submit([Batch(tuple(a), 0.2), Batch(tuple(b), 0.2)])
-    assert coordinator.node_ids(first) == ["t/test_a.py"]  # named whole: its pytest collects the file
-
-    coordinator.finish(first, dict.fromkeys(a, "passed"), exit_code=0, collected=4)
-    run.poll_once()
-    assert not run.verified  # test_b.py is not seen yet
     coordinator.finish(
-        second, {**dict.fromkeys(b[:3], "passed"), b[3]: "failed"}, status="failed", exit_code=1, collected=4
+        task,
+        {IDS[0]: "passed"},
+        missing=[IDS[1], IDS[2]],
+        collect_errors=[{"longrepr": "ImportError while importing test module\nE   ModuleNotFoundError: x"}],
     )
+
     run.poll_once()
 
-    assert run.verified and not run.needs_collection and run.done
-    assert len(run.outcomes) == 8
+    assert run.done and not coordinator.open_ids()  # nothing crashed, nothing runs again
+    assert run.missing() == {
+        **{n: "the worker's pytest did not collect it: E   ModuleNotFoundError: x" for n in IDS[1:3]},
+        **{n: "no result was recorded" for n in IDS[3:]},
+    }
 
 
-@pytest.mark.parametrize(
-    ("reported", "summary"),
-    [
-        ([*IDS[:4], "t/test_a.py::test_new"], {"exit_code": 0, "collected": 5}),  # the file holds a new test
-        (IDS[:3], {"exit_code": 0, "collected": 3}),  # one test is gone
-        (IDS[:2], {"exit_code": -11, "collected": 4}),  # the batch crashed
-        (IDS[:2], {"exit_code": 0, "collected": 4, "yielded": True}),  # it yielded
-        (IDS[:4], {"exit_code": 0}),  # a worker that does not say what it collected
-    ],
-)
-def test_a_batch_that_cannot_confirm_its_files_sends_the_run_to_its_collection(
-    reported: list[str], summary: dict[str, Any]
-) -> None:
+def test_a_cancelled_batch_blames_no_test() -> None:
     coordinator = InMemoryCoordinator()
-    run = execution(coordinator, verified=False, confirming=True)
-    first, _ = run.submit([Batch(tuple(IDS[:4]), 0.2), Batch(tuple(IDS[4:]), 0.2)])
+    run, seen = execution(coordinator)
+    [task] = run.submit([Batch(tuple(IDS[:2]), 0.1)])
+    run.cancel_open()
 
-    coordinator.finish(first, dict.fromkeys(reported, "passed"), **summary)
     run.poll_once()
 
-    assert run.needs_collection and not run.verified
-
-
-def test_a_batch_of_part_of_a_file_does_not_confirm_it() -> None:
-    coordinator = InMemoryCoordinator()
-    run = execution(coordinator, verified=False, confirming=True)
-    assert not run.names_whole_files([Batch(tuple(IDS[:2]), 0.1), Batch(tuple(IDS[2:]), 0.3)])
-    part, _ = run.submit([Batch(tuple(IDS[:2]), 0.1), Batch(tuple(IDS[2:]), 0.3)])
-
-    coordinator.finish(part, dict.fromkeys(IDS[:2], "passed"), exit_code=0, collected=2)
-    run.poll_once()
-
-    assert not run.verified and not run.needs_collection  # neither confirmed nor refuted
-
-
-def test_a_prediction_that_holds_in_another_order_changes_nothing() -> None:
-    coordinator = InMemoryCoordinator()
-    run = execution(coordinator, verified=False)
-    run.submit([Batch(tuple(IDS), 0.4)])
-
-    assert run.verify(list(reversed(IDS)), {}) == []
-    assert run.verified and coordinator.cancelled == [] and len(run.open) == 1
-
-
-def test_a_prediction_that_differs_is_replaced_by_the_collection() -> None:
-    coordinator = InMemoryCoordinator()
-    run = execution(coordinator, verified=False)
-    done, running = run.submit([Batch((IDS[0], IDS[1]), 0.1), Batch(tuple(IDS[2:]), 0.3)])
-    coordinator.finish(done, {IDS[0]: "passed", IDS[1]: "failed"})
-    run.poll_once()
-    collected = [IDS[0], *IDS[2:], "t/test_c.py::test_new"]  # IDS[1] is gone, test_new is new
-
-    todo = run.verify(collected, {})
-
-    assert todo == [*IDS[2:], "t/test_c.py::test_new"]  # IDS[0] keeps its result
-    assert set(run.outcomes) == {IDS[0]}
-    assert coordinator.cancelled == [running] and not run.open
-    assert list(run.order) == collected
+    assert coordinator.cancelled == [task] and not seen and run.done
+    assert run.missing()[IDS[0]] == "its batch was cancelled"
 
 
 @given(st.lists(st.floats(0, 5), max_size=30), st.integers(1, 8))
@@ -300,7 +276,7 @@ def test_durations_come_from_the_runs_hardware_classes_first() -> None:
 
 def test_a_batch_whose_pytest_ran_nothing_leaves_its_tests_missing_not_crashed() -> None:
     coordinator = InMemoryCoordinator()
-    run = execution(coordinator)
+    run, _ = execution(coordinator)
     [task] = run.submit([Batch(tuple(IDS[:2]), 0.1)])
     coordinator.finish(task, {}, status="failed", exit_code=5)
     coordinator.tasks[task]["error"] = "pytest exit code 5 (no tests collected)"

@@ -8,6 +8,7 @@ from itertools import pairwise
 import pytest
 from commands import (
     Driver,
+    Kind,
     assign,
     cancel,
     completed,
@@ -16,14 +17,16 @@ from commands import (
     failed,
     heartbeat,
     offline,
+    outcome,
     register,
+    report,
     spec,
     started,
     submit,
 )
 
 from dtf_common.errors import Conflict, InvalidArgument, NotFound, QueueFull
-from dtf_common.pb.dtf.v1 import commands_pb2
+from dtf_common.pb.dtf.v1 import commands_pb2, types_pb2
 from dtf_common.schemas import TaskStatus, WorkerStatus
 from dtf_coordinator.scheduling import Planner
 from dtf_coordinator.state import (
@@ -32,6 +35,7 @@ from dtf_coordinator.state import (
     LeasesReleased,
     Rejected,
     ReportAcks,
+    ResultsRecorded,
     StateMachine,
     StateParams,
     Submitted,
@@ -314,6 +318,29 @@ def test_stale_report_changes_nothing() -> None:
     snap = d.sm.snapshot()
     snap["applied_index"] -= 1
     assert StateMachine.restore(snap).fingerprint() == before
+
+
+def test_progress_records_results_of_a_running_task_and_changes_nothing_else() -> None:
+    d = Driver()
+    d.apply(register("w"))
+    d.apply(submit(spec("a")))
+    d.apply(assign(("a", "w", "L"), at=10))
+    d.sm.drain_effects()
+    records = [types_pb2.ResultRecord(result_id=f"r{i}", task_id="a", test_id=f"t{i}") for i in range(3)]
+
+    out = d.apply(report(outcome("a", "L", Kind.PROGRESS, results=records[:2]), at=20))
+
+    assert out == ReportAcks([("a", "L", True, "")])
+    assert status(d, "a") is TaskStatus.RUNNING and d.sm.tasks["a"].lease_id == "L"
+    [recorded] = [e for e in d.sm.drain_effects() if isinstance(e, ResultsRecorded)]
+    assert [r.test_id for r in recorded.records] == ["t0", "t1"]
+    d.apply(report(outcome("a", "L", Kind.COMPLETED, results=records[2:]), at=30))
+    assert status(d, "a") is TaskStatus.COMPLETED
+    # A late piece of a lease that is no longer current records nothing.
+    d.sm.drain_effects()
+    out = d.apply(report(outcome("a", "L", Kind.PROGRESS, results=records[:1]), at=40))
+    assert out == ReportAcks([("a", "L", False, "lease is not current")])
+    assert not [e for e in d.sm.drain_effects() if isinstance(e, ResultsRecorded)]
 
 
 def test_report_for_unknown_task_is_refused() -> None:

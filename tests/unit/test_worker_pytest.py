@@ -1,8 +1,9 @@
-"""The pytest executor on a real suite, and the parsers it relies on."""
+"""The pytest executor on real suites, and the reading of its plugin's lines."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import signal
@@ -17,9 +18,9 @@ import pytest
 from test_worker_executors import context, is_gone, leased, run
 
 from dtf_worker.executors.base import ExecutionResult
-from dtf_worker.executors.junit import node_id, parse_junit_xml, parse_progress, progress_rootdir
 from dtf_worker.executors.process import ProcessRun
 from dtf_worker.executors.pytest_batch import PytestExecutor, summarize_failure
+from dtf_worker.executors.pytest_cases import outcome_of, read_lines
 from dtf_worker.executors.pytest_pool import BatchSpec, PytestServer, PytestServerPool, ServerKey
 from dtf_worker.executors.pytest_share import FORK_VARIABLE
 
@@ -44,65 +45,8 @@ SUITE = textwrap.dedent(
     """
 )
 
-JUNIT_SAMPLE = """<?xml version="1.0" encoding="utf-8"?>
-<testsuites name="pytest tests"><testsuite name="pytest" errors="1" failures="1" skipped="1" tests="5">
-<testcase classname="tests.sub.test_a" name="test_ok" file="tests/sub/test_a.py" line="1" time="0.010"/>
-<testcase classname="tests.sub.test_a" name="test_fail" file="tests/sub/test_a.py" line="2" time="0.002">
-<failure message="AssertionError: one is not two">assert 1 == 2</failure></testcase>
-<testcase classname="tests.sub.test_a" name="test_skip" file="tests/sub/test_a.py" line="3" time="0.000">
-<skipped type="pytest.skip" message="not today">tests/sub/test_a.py:4: not today</skipped></testcase>
-<testcase classname="tests.sub.test_a.TestK.TestInner" name="test_p[1.5-a.b]" file="tests/sub/test_a.py" time="0"/>
-<testcase classname="" name="tests.test_bad" file="tests/test_bad.py" time="0.000">
-<error message="collection failure">ModuleNotFoundError</error></testcase>
-</testsuite></testsuites>
-"""
 
-
-def test_node_ids_are_rebuilt_from_xunit1_attributes() -> None:
-    assert node_id("tests.test_x", "test_a", "tests/test_x.py") == "tests/test_x.py::test_a"
-    assert node_id("tests.test_x.TestA", "test_b", "tests/test_x.py") == "tests/test_x.py::TestA::test_b"
-    assert node_id("test_x.A.B", "test_c[1.5]", "test_x.py") == "test_x.py::A::B::test_c[1.5]"
-    assert node_id("", "tests.test_bad", "tests/test_bad.py") == "tests/test_bad.py"
-    assert node_id("pkg.mod", "test_d", "") == "pkg.mod::test_d"
-
-
-def test_parse_junit_xml_sample() -> None:
-    cases = {case.node_id: case for case in parse_junit_xml(JUNIT_SAMPLE)}
-    assert list(cases) == [
-        "tests/sub/test_a.py::test_ok",
-        "tests/sub/test_a.py::test_fail",
-        "tests/sub/test_a.py::test_skip",
-        "tests/sub/test_a.py::TestK::TestInner::test_p[1.5-a.b]",
-        "tests/test_bad.py",
-    ]
-    assert cases["tests/sub/test_a.py::test_ok"].status == "success"
-    assert cases["tests/sub/test_a.py::test_ok"].duration == 0.01
-    failed = cases["tests/sub/test_a.py::test_fail"]
-    assert (failed.outcome, failed.status, failed.message) == ("failed", "failure", "AssertionError: one is not two")
-    skipped = cases["tests/sub/test_a.py::test_skip"]
-    assert (skipped.status, skipped.message, skipped.kind) == ("partial", "not today", "pytest.skip")
-    assert cases["tests/test_bad.py"].outcome == "error"
-
-
-def test_parse_progress_keeps_only_finished_tests() -> None:
-    lines = [
-        {"nodeid": "t.py::a", "when": "setup", "outcome": "passed", "duration": 0.1},
-        {"nodeid": "t.py::a", "when": "call", "outcome": "failed", "duration": 0.2, "message": "E  boom\nt.py:3: E"},
-        {"nodeid": "t.py::a", "when": "teardown", "outcome": "passed", "duration": 0.0},
-        {"nodeid": "t.py::b", "when": "setup", "outcome": "skipped", "duration": 0.0, "message": "Skipped: later"},
-        {"nodeid": "t.py::b", "when": "teardown", "outcome": "passed", "duration": 0.0},
-        {"nodeid": "t.py::c", "when": "setup", "outcome": "failed", "duration": 0.0, "message": "fixture"},
-        {"nodeid": "t.py::c", "when": "teardown", "outcome": "passed", "duration": 0.0},
-        {"nodeid": "t.py::d", "when": "setup", "outcome": "passed", "duration": 0.0},
-    ]
-    text = [json.dumps(line) for line in lines] + ['{"nodeid": "t.py::e", "wh']
-    cases = {case.node_id: case for case in parse_progress(text)}
-    assert {k: v.outcome for k, v in cases.items()} == {"t.py::a": "failed", "t.py::b": "skipped", "t.py::c": "error"}
-    assert abs(cases["t.py::a"].duration - 0.3) < 1e-9
-    assert cases["t.py::a"].message == "t.py:3: E"
-
-
-def test_pytest_batch_reports_one_result_per_test(tmp_path: Path) -> None:
+def test_pytest_batch_reports_one_result_per_test_with_pytests_own_reports(tmp_path: Path) -> None:
     suite = tmp_path / "suite"
     (suite / "tests").mkdir(parents=True)
     (suite / "tests" / "test_demo.py").write_text(SUITE)
@@ -110,15 +54,14 @@ def test_pytest_batch_reports_one_result_per_test(tmp_path: Path) -> None:
     result = run(task, context(tmp_path))
 
     assert not result.ok and result.error == "1 failed"
-    keys = ("exit_code", "passed", "failed", "skipped", "errors", "collected", "source")
+    keys = ("exit_code", "passed", "failed", "skipped", "errors", "collected")
     assert {k: result.results[k] for k in keys} == {
         "exit_code": 1,
         "passed": 3,
         "failed": 1,
         "skipped": 1,
         "errors": 0,
-        "collected": 5,  # what `dtf run` checks a prediction against
-        "source": "junit",
+        "collected": 5,
     }
     records = {record.test_id: record for record in result.records}
     assert {k: v.status for k, v in records.items()} == {
@@ -128,8 +71,132 @@ def test_pytest_batch_reports_one_result_per_test(tmp_path: Path) -> None:
         "tests/test_demo.py::TestGroup::test_param[1]": "success",
         "tests/test_demo.py::TestGroup::test_param[2]": "success",
     }
-    assert "one is not two" in json.loads(records["tests/test_demo.py::test_fails"].raw_data_json)["message"]
-    assert json.loads(records["tests/test_demo.py::test_skipped"].raw_data_json)["message"] == "not today"
+    failed = json.loads(records["tests/test_demo.py::test_fails"].raw_data_json)
+    assert failed["outcome"] == "failed" and "one is not two" in failed["message"]
+    # pytest's own reports, one per phase, ready for the collecting session to replay.
+    assert [(r["when"], r["outcome"]) for r in failed["reports"]] == [
+        ("setup", "passed"),
+        ("call", "failed"),
+        ("teardown", "passed"),
+    ]
+    assert failed["reports"][1]["longrepr"]["reprcrash"]["message"].startswith("AssertionError: one is not two")
+    skipped = json.loads(records["tests/test_demo.py::test_skipped"].raw_data_json)
+    assert skipped["message"] == "Skipped: not today"
+
+
+OUTCOMES_SUITE = """
+    import warnings
+
+    import pytest
+
+    @pytest.mark.xfail(reason="known bug")
+    def test_xfail():
+        assert 0
+
+    @pytest.mark.xfail(reason="fixed since")
+    def test_xpass():
+        pass
+
+    @pytest.mark.xfail(strict=True, reason="must fail")
+    def test_xpass_strict():
+        pass
+
+    @pytest.fixture
+    def broken_teardown():
+        yield
+        raise RuntimeError("teardown broke")
+
+    def test_teardown_error(broken_teardown):
+        pass
+
+    def test_warns():
+        warnings.warn("mind this", UserWarning)
+"""
+
+
+def test_each_test_gets_pytests_word_for_its_outcome_and_its_warnings(tmp_path: Path) -> None:
+    suite = _suite(tmp_path, {"test_outcomes.py": OUTCOMES_SUITE})
+    task = leased("pytest", {"args": ["test_outcomes.py"], "cwd": str(suite)})
+    result = run(task, context(tmp_path))
+
+    raw = {r.test_id.split("::")[1]: json.loads(r.raw_data_json) for r in result.records}
+    assert {name: data["outcome"] for name, data in raw.items()} == {
+        "test_xfail": "xfailed",
+        "test_xpass": "xpassed",
+        "test_xpass_strict": "failed",
+        "test_teardown_error": "error",
+        "test_warns": "passed",
+    }
+    assert raw["test_xfail"]["message"] == "known bug"
+    [warning] = raw["test_warns"]["warnings"]
+    assert (warning["message"], warning["category"]) == ("mind this", "builtins:UserWarning")
+
+
+def test_select_runs_exactly_the_named_tests_in_that_order_and_names_those_not_collected(tmp_path: Path) -> None:
+    suite = _suite(
+        tmp_path,
+        {
+            "test_a.py": "def test_one(): pass\ndef test_two(): pass\ndef test_three(): pass\n",
+            "test_b.py": "raise ImportError('never imported: none of its tests is selected')\n",
+        },
+    )
+    select = ["test_a.py::test_three", "test_a.py::test_one", "test_a.py::test_gone"]
+    task = leased("pytest", {"args": ["."], "select": select, "cwd": str(suite)})
+    result = run(task, context(tmp_path))
+
+    assert [r.test_id for r in result.records] == ["test_a.py::test_three", "test_a.py::test_one"]
+    assert result.results["collected"] == 2 and result.results["missing"] == ["test_a.py::test_gone"]
+    assert "collect_errors" not in result.results  # test_b.py was never imported
+
+
+def test_a_batch_playing_an_xdist_worker_gets_its_id_and_the_runs(tmp_path: Path) -> None:
+    suite = _suite(
+        tmp_path,
+        {
+            "test_xdist.py": """
+                import os
+
+                def test_ids(worker_id, testrun_uid, request):
+                    assert worker_id == "gw3" == os.environ["PYTEST_XDIST_WORKER"]
+                    assert testrun_uid == "run-1" == os.environ["PYTEST_XDIST_TESTRUNUID"]
+                    assert os.environ["PYTEST_XDIST_WORKER_COUNT"] == "4"
+                    assert request.config.workerinput["workerid"] == "gw3"
+            """
+        },
+    )
+    workerinput = {"workercount": 4, "testrunuid": "run-1"}
+    task = leased("pytest", {"args": ["test_xdist.py"], "workerinput": workerinput, "cwd": str(suite)})
+    ctx = context(tmp_path)
+    result = run(task, dataclasses.replace(ctx, slot_index=3))
+
+    assert result.ok, result.results["stdout_tail"]
+
+
+def test_report_lines_are_read_up_to_a_torn_last_line() -> None:
+    lines = [
+        '{"collected": 2, "missing": []}',
+        '{"id": "t.py::a", "reports": [{"when": "call", "outcome": "failed"}]}',
+        '{"id": "t.py::b", "reports": [{"when": "setup", "outcome": "skipped", "wasxfail": "x"}]}',
+        '{"yielded": true}',
+        '{"id": "t.py::c", "repo',
+    ]
+    batch = read_lines(lines)
+    assert [(c.node_id, c.outcome) for c in batch.cases] == [("t.py::a", "failed"), ("t.py::b", "xfailed")]
+    assert batch.collected == 2 and batch.yielded
+
+
+@pytest.mark.parametrize(
+    ("phases", "word"),
+    [
+        ([("setup", "passed"), ("call", "passed"), ("teardown", "passed")], "passed"),
+        ([("setup", "failed")], "error"),
+        ([("setup", "passed"), ("call", "failed"), ("teardown", "failed")], "failed"),
+        ([("setup", "passed"), ("call", "passed"), ("teardown", "failed")], "error"),
+        ([("setup", "skipped")], "skipped"),
+    ],
+)
+def test_outcome_words_follow_pytest(phases: list[tuple[str, str]], word: str) -> None:
+    assert outcome_of([{"when": w, "outcome": o} for w, o in phases]) == word
 
 
 def test_pytest_killed_by_its_time_limit_still_reports_finished_tests(tmp_path: Path) -> None:
@@ -154,7 +221,6 @@ def test_pytest_killed_by_its_time_limit_still_reports_finished_tests(tmp_path: 
     result = run(task, context(tmp_path))
     assert not result.ok
     assert result.error == "pytest timed out after 6.0s; 1 tests completed"
-    assert result.results["source"] == "progress"
     assert [(r.test_id, r.status) for r in result.records] == [("test_slow.py::test_quick", "success")]
     # The whole process group went: what the test started as well.
     assert is_gone(int((tmp_path / "grandchild.pid").read_text()))
@@ -182,24 +248,6 @@ def test_failure_summaries() -> None:
     )
     assert summarize_failure(ran(5), Counter(), 0) == "pytest exit code 5 (no tests collected)"
     assert summarize_failure(ran(-9), Counter(failed=1), 3) == "pytest killed by SIGKILL; 3 tests completed; 1 failed"
-
-
-def test_node_ids_are_rebased_onto_the_task_cwd() -> None:
-    case = parse_junit_xml(JUNIT_SAMPLE)[3]
-    assert case.rebased("/repo", "/repo/tests").node_id == "sub/test_a.py::TestK::TestInner::test_p[1.5-a.b]"
-    assert case.rebased("/repo", "/repo").node_id == case.node_id
-    assert case.rebased("/repo", "/elsewhere").node_id == case.node_id  # outside cwd: left as pytest named it
-    assert progress_rootdir(['{"rootdir": "/repo"}', '{"nodeid": "x"}']) == "/repo"
-
-
-def test_reported_ids_work_as_node_ids_from_the_task_cwd(tmp_path: Path) -> None:
-    (tmp_path / "pytest.ini").write_text("[pytest]\n")  # rootdir is tmp_path, above the cwd
-    (tmp_path / "suite").mkdir()
-    (tmp_path / "suite" / "test_one.py").write_text("def test_a():\n    pass\n")
-    task = leased("pytest", {"node_ids": ["test_one.py::test_a"], "cwd": str(tmp_path / "suite")})
-    result = run(task, context(tmp_path))
-    assert result.ok, result.error
-    assert [r.test_id for r in result.records] == ["test_one.py::test_a"]
 
 
 # -- batches forked from a long-lived pytest process ------------------------------------
@@ -352,7 +400,7 @@ def test_a_server_whose_worker_goes_away_kills_its_batch(tmp_path: Path) -> None
 
     async def scenario() -> tuple[int, int]:
         key = ServerKey.of(suite, ["-q"], {"PATH": os.environ["PATH"]})
-        server = PytestServer.spawn(key, ["."])
+        server = PytestServer.spawn(key)
         assert await server.wait_ready(60)
         assert server.proc is not None and server.proc.stdin is not None
         server.proc.stdin.write(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -12,7 +13,7 @@ from pathlib import Path
 from dtf_common.pb.dtf.v1 import types_pb2
 from dtf_worker.reporter import fit_batch
 from dtf_worker.spool import Spool
-from dtf_worker.task_runner import fit_outcome
+from dtf_worker.task_runner import split_outcome
 
 
 def outcome(task_id: str, kind: int = types_pb2.TaskOutcome.COMPLETED) -> types_pb2.TaskOutcome:
@@ -111,16 +112,35 @@ def test_outcome_survives_kill_9_right_after_sync(tmp_path: Path) -> None:
     assert (got.task_id, got.lease_id, got.kind, got.error) == ("t-9", "l-9", types_pb2.TaskOutcome.FAILED, "x")
 
 
-def test_oversized_outcomes_shed_raw_data_then_records() -> None:
+def test_an_outcome_too_large_for_one_message_goes_in_pieces_and_loses_nothing() -> None:
     big = outcome("t")
-    for i in range(50):
-        big.results.add(test_id=f"test_{i}", raw_data_json="x" * 1000)
-    assert fit_outcome(big, limit=1_000_000) is big and len(big.results) == 50
-    fit_outcome(big, limit=10_000)
-    assert all(r.raw_data_json == '{"truncated":true}' for r in big.results) and len(big.results) == 50
-    fit_outcome(big, limit=500)
-    assert big.ByteSize() <= 500 and len(big.results) < 50
-    assert "results dropped" in big.error
+    big.results_json = '{"passed": 2000}'
+    for i in range(2000):
+        big.results.add(test_id=f"tests/test_mod.py::test_case_{i}", status="success", raw_data_json="x" * 100)
+    assert split_outcome(big, limit=10_000_000) == [big]
+
+    pieces = split_outcome(big, limit=20_000)
+
+    assert all(p.ByteSize() <= 20_000 for p in pieces) and len(pieces) > 10
+    assert [p.kind for p in pieces] == [types_pb2.TaskOutcome.PROGRESS] * (len(pieces) - 1) + [
+        types_pb2.TaskOutcome.COMPLETED
+    ]
+    assert {(p.task_id, p.lease_id) for p in pieces} == {("t", "lease-t")}
+    assert [r.test_id for p in pieces for r in p.results] == [f"tests/test_mod.py::test_case_{i}" for i in range(2000)]
+    assert pieces[-1].results_json == '{"passed": 2000}' and not any(p.results_json for p in pieces[:-1])
+    assert all(r.raw_data_json == "x" * 100 for p in pieces for r in p.results)  # nothing cut
+
+
+def test_a_record_too_large_on_its_own_keeps_its_test_and_says_it_was_cut() -> None:
+    big = outcome("t")
+    big.results.add(test_id="t.py::huge", status="failure", raw_data_json="x" * 50_000)
+    big.results.add(test_id="t.py::small", status="success", raw_data_json="{}")
+
+    pieces = split_outcome(big, limit=10_000)
+
+    records = [r for p in pieces for r in p.results]
+    assert [(r.test_id, r.status) for r in records] == [("t.py::huge", "failure"), ("t.py::small", "success")]
+    assert json.loads(records[0].raw_data_json) == {"truncated": True, "bytes": 50_000}
 
 
 def test_batches_stay_under_the_message_limit() -> None:
@@ -129,26 +149,3 @@ def test_batches_stay_under_the_message_limit() -> None:
     assert len(fit_batch(batch, limit=size * 3)) == 3
     assert len(fit_batch(batch, limit=1)) == 1  # never empty
     assert len(fit_batch(batch)) == 10
-
-
-def test_shedding_records_lands_just_under_the_limit() -> None:
-    big = outcome("t")
-    for i in range(2000):
-        big.results.add(test_id=f"tests/test_mod.py::test_case_{i}", status="success", metrics_json='{"d":0.1}')
-    fit_outcome(big, limit=20_000)
-    assert 19_000 < big.ByteSize() <= 20_000
-
-
-def test_a_start_is_not_sent_when_the_end_travels_with_it() -> None:
-    from dtf_worker.reporter import without_superseded_starts
-
-    batch = [
-        outcome("quick", types_pb2.TaskOutcome.STARTED),
-        outcome("slow", types_pb2.TaskOutcome.STARTED),
-        outcome("quick", types_pb2.TaskOutcome.COMPLETED),
-    ]
-    kept = without_superseded_starts(batch)
-    assert [(o.task_id, o.kind) for o in kept] == [
-        ("slow", types_pb2.TaskOutcome.STARTED),
-        ("quick", types_pb2.TaskOutcome.COMPLETED),
-    ]

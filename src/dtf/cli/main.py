@@ -202,56 +202,41 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from dtf.run.cluster import Launched, launch_cluster, locate
-    from dtf.run.config import RunConfig
+    """`dtf run` is `pytest --dtf`: this process becomes that pytest session (exec), so
+    that pytest's own signals, output and exit code are the run's."""
+    argv = [sys.executable, "-m", "pytest", *run_pytest_options(args), *(args.pytest_args or [])]
+    from dtf.run.pytest_plugin import RUN_LOG_VARIABLE
 
-    config = RunConfig(
-        workers=args.workers,
-        pytest_args=list(args.pytest_args or []),
-        cwd=Path.cwd(),
-        data_dir=Path(args.data_dir),
-        junitxml=Path(args.junitxml) if args.junitxml else None,
-        timeout=args.timeout,
-        keep=args.keep,
-        coordinator=args.coordinator or os.environ.get("DTF_COORDINATOR"),
-        token=args.token or os.environ.get("DTF_TOKEN"),
-        connection=Path(args.connection) if args.connection else None,
-        reruns=args.reruns,
-        snapshot=False if args.no_snapshot else None,
-    )
+    env = dict(os.environ)
     if args.verbose:
-        _logging(True)
-        for noisy in ("httpx", "httpcore"):
-            logging.getLogger(noisy).setLevel(logging.WARNING)
+        env[RUN_LOG_VARIABLE] = "1"
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, argv, env)
+    return 2  # not reached
 
-    def on_term(_sig: int, _frame: Any) -> None:
-        raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, on_term)  # stop the cluster as on Ctrl-C
-    # A cluster of the run's own starts first, before the imports of the run itself:
-    # the coordinator's start is what the first test waits for. Its workers clone the
-    # run's warm pytest server, started before them, rather than each warming its own.
-    start = locate(config) or launch_cluster(config, share_pytest=True)
-    launched = start if isinstance(start, Launched) else None
-    warm = launched.warm if launched is not None else None
-    try:
-        from rich.console import Console
-
-        from dtf.run.runner import run
-
-        return run(config, out=sys.stdout, console=Console(stderr=True), start=start, warm=warm)
-    except KeyboardInterrupt:
-        print("dtf run: interrupted", file=sys.stderr)
-        return 2  # pytest's "interrupted"
-    finally:
-        if warm is not None:
-            warm.close()
-        if launched is not None and not launched.claimed:  # the run ended before it used it
-            launched.cluster.stop()
-            if launched.fresh_data_dir:
-                import shutil
-
-                shutil.rmtree(config.data_dir, ignore_errors=True)
+def run_pytest_options(args: argparse.Namespace) -> list[str]:
+    """The `--dtf` options of the pytest session `dtf run` starts."""
+    coordinator = args.coordinator or os.environ.get("DTF_COORDINATOR")
+    target = coordinator or ("" if args.workers is None else str(args.workers))
+    options = [f"--dtf={target}", f"--dtf-data-dir={args.data_dir}"]
+    token = args.token or os.environ.get("DTF_TOKEN")
+    if token:
+        options.append(f"--dtf-token={token}")
+    if args.connection:
+        options.append(f"--dtf-connection={args.connection}")
+    if args.reruns:
+        options.append(f"--dtf-reruns={args.reruns}")
+    if args.timeout is not None:
+        options.append(f"--dtf-timeout={args.timeout}")
+    if args.keep:
+        options.append("--dtf-keep")
+    if args.no_snapshot:
+        options.append("--dtf-no-snapshot")
+    if args.junitxml:
+        options.append(f"--junitxml={args.junitxml}")
+    return options
 
 
 def _our_process(pid: int) -> Any:
@@ -406,7 +391,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_submit)
 
     p = sub.add_parser("run", help="run a pytest suite across workers, like `pytest -n N`")
-    p.add_argument("-n", "--workers", type=int, default=2, help="local workers to start (default 2)")
+    p.add_argument(
+        "-n",
+        "--workers",
+        help="local workers to start: a number, or auto (one per CPU); default: pytest-xdist's -n where the "
+        "project's pytest configuration gives one, else 2",
+    )
     p.add_argument(
         "--data-dir", default=".dtf", help="cluster data; a cluster running there is used (durations accumulate)"
     )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -17,10 +18,7 @@ from dtf.run.config import RunConfig
 from dtf_common.errors import Unavailable
 
 if TYPE_CHECKING:
-    from rich.console import Console
-
     from dtf.cli.local_cluster import LocalCluster
-    from dtf.run.warm_pytest import WarmPytest
 
 # How long a warm or remote cluster may take to show a live worker.
 WORKERS_WAIT_S = 15.0
@@ -59,6 +57,7 @@ class Target:
     token: str
     kind: str  # "remote", "warm" or "started"
     cluster: LocalCluster | None = None
+    fresh_data_dir: bool = False  # the run started its cluster in a data directory it created
 
 
 @dataclass
@@ -68,7 +67,6 @@ class Launched:
     cluster: LocalCluster
     fresh_data_dir: bool  # the data directory did not exist before
     claimed: bool = False  # a run took it over, and stops it (or keeps it) when it ends
-    warm: WarmPytest | None = None  # the run's warm pytest server, which the workers clone
 
 
 def locate(config: RunConfig) -> Target | None:
@@ -88,40 +86,28 @@ def locate(config: RunConfig) -> Target | None:
     return None if warm is None else Target(str(warm["api_url"]), str(warm["admin_token"]), "warm")
 
 
-def launch_cluster(config: RunConfig, *, share_pytest: bool = False) -> Launched:
-    """Start a coordinator and `workers` local workers, without waiting for them.
-
-    `dtf run` calls this first, before it imports what it needs itself, so the processes
-    start while it collects; `find_target` then waits for them. With `share_pytest`, the
-    run's warm pytest server starts between the coordinator and the workers (see
-    `dtf.run.warm_pytest`): the caller collects in it, and closes it."""
+def launch_cluster(config: RunConfig) -> Launched:
+    """Start a coordinator and `workers` local workers, without waiting for them, so they
+    start while pytest collects; `find_target` then waits for them. The workers are told
+    where the batches will run and with which arguments, so each starts (or clones) its
+    pytest server at once."""
     from dtf.cli.local_cluster import LocalCluster
 
     fresh = not config.data_dir.exists()
     cluster = LocalCluster(config.data_dir, workers=config.workers, concurrency=1, port=0, grpc_port=0)
-    warm = None
     try:
         cluster.launch_coordinators()  # first: the coordinator's start is what the first test waits for
         from dtf_worker.executors.pytest_share import PREWARM_VARIABLE
 
-        batch_args = batch_pytest_args(config.pytest_args)
-        if share_pytest:
-            from dtf.run.warm_pytest import WarmPytest
-
-            warm = WarmPytest.launch(config.cwd, batch_args)
-        # Tell the workers where the batches will run, so each starts (or clones) its
-        # pytest server while the coordinator starts and this process collects.
-        prewarm = json.dumps({"cwd": str(config.cwd), "args": batch_args})
+        prewarm = json.dumps({"cwd": str(config.cwd), "args": batch_pytest_args(config.pytest_args), "xdist": True})
         cluster.launch_workers({PREWARM_VARIABLE: prewarm})
     except BaseException:
-        if warm is not None:
-            warm.close()
         cluster.stop()
         raise
-    return Launched(cluster, fresh, warm=warm)
+    return Launched(cluster, fresh)
 
 
-def find_target(config: RunConfig, console: Console, start: Target | Launched | None = None) -> Target:
+def find_target(config: RunConfig, start: Target | Launched | None = None) -> Target:
     """Where the run goes: `start` when the caller has found it (`locate`) or launched it
     (`launch_cluster`), else what `locate` finds, else a cluster started now. A cluster
     of the run's own is returned once its coordinators are ready."""
@@ -131,12 +117,11 @@ def find_target(config: RunConfig, console: Console, start: Target | Launched | 
         return start
     start.claimed = True
     try:
-        with console.status(f"starting a coordinator and {config.workers} workers"):
-            info = start.cluster.await_ready()
+        info = start.cluster.await_ready()
     except BaseException:
         start.cluster.stop()
         raise
-    return Target(str(info["api_url"]), str(info["admin_token"]), "started", start.cluster)
+    return Target(str(info["api_url"]), str(info["admin_token"]), "started", start.cluster, start.fresh_data_dir)
 
 
 def project_root(cwd: Path) -> Path:
@@ -152,7 +137,7 @@ def project_root(cwd: Path) -> Path:
     return Path(top.stdout.strip()) if top.returncode == 0 and top.stdout.strip() else cwd
 
 
-def ship_snapshot(config: RunConfig, client: Any, console: Console) -> dict[str, str] | None:
+def ship_snapshot(config: RunConfig, client: Any, say: Callable[[str], None]) -> dict[str, str] | None:
     """Build (or reuse) the project's snapshot and upload it unless the coordinator has it;
     the task parameter `snapshot`. None when snapshots are not available in this install."""
     try:
@@ -163,15 +148,13 @@ def ship_snapshot(config: RunConfig, client: Any, console: Console) -> dict[str,
         return None
     cwd = config.cwd.resolve()
     root = project_root(cwd).resolve()
-    with console.status("packing the project"):
-        snapshot = build_snapshot(root, cache_dir=config.data_dir / "snapshots")
-        sent = client.upload_blob(snapshot.sha256, snapshot.archive)
+    say("packing the project")
+    snapshot = build_snapshot(root, cache_dir=config.data_dir / "snapshots")
+    sent = client.upload_blob(snapshot.sha256, snapshot.archive)
     subdir = cwd.relative_to(root).as_posix() if cwd != root else ""
-    console.print(
-        f"dtf run: project snapshot {snapshot.sha256[:12]} ({snapshot.files} files, {snapshot.bytes / 1e6:.1f} MB"
-        + (", uploaded)" if sent else ", already on the coordinator)"),
-        highlight=False,
-        soft_wrap=True,
+    say(
+        f"project snapshot {snapshot.sha256[:12]} ({snapshot.files} files, {snapshot.bytes / 1e6:.1f} MB"
+        + (", uploaded)" if sent else ", already on the coordinator)")
     )
     return {"sha256": snapshot.sha256, "subdir": subdir}
 

@@ -12,7 +12,6 @@ class RunConfig:
     pytest_args: list[str]
     cwd: Path
     data_dir: Path
-    junitxml: Path | None = None
     timeout: float | None = None
     poll_s: float = 0.05
     keep: bool = False
@@ -23,15 +22,16 @@ class RunConfig:
     # Ship a snapshot of the project to the workers: None = on a remote cluster, when
     # snapshots are available; False = workers share this filesystem (batches get `cwd`).
     snapshot: bool | None = None
+    # pytest-xdist's `--dist` (load, loadscope, loadfile, loadgroup, worksteal; "no" when not given).
+    dist: str = "no"
+    # This run's id: pytest-xdist's `testrun_uid`.
+    run_id: str = ""
     # What one batch costs before its first test runs. Workers fork each batch from a pytest
     # process that has loaded pytest, its plugins and the conftest files, which costs about
     # 0.1 s on a 2-core machine (a fresh pytest process costs about 1.4 s; a worker's first
     # batch pays that once).
     batch_startup_s: float = 0.15
-    # What pytest spends on each test besides the test itself (collection, reports, the
-    # JUnit XML): about 1 ms on a 2-core machine. It decides the batches of a suite of
-    # thousands of trivial tests, whose recorded durations are near zero.
+    # What pytest spends on each test besides the test itself (collection, reports): about
+    # 1 ms on a 2-core machine. It decides the batches of a suite of thousands of trivial
+    # tests, whose recorded durations are near zero.
     per_test_s: float = 0.001
-    # Run the batches of the last collection of the same command while this run collects
-    # (see dtf.run.collection_cache); False waits for the collection first.
-    predict: bool = True

@@ -1,101 +1,113 @@
-"""`pytest --dtf N` / `pytest --dtf URL`: run the suite with `dtf run` from inside pytest.
+"""`pytest --dtf N` / `pytest --dtf URL`: this pytest session runs its tests on dtf workers.
 
 Registered through the `pytest11` entry point, so it loads in every pytest run of an
 environment where dtf is installed, including the pytest processes that workers start
 for batches. It is inert unless `--dtf` is given: it adds its options and nothing else.
-With `--dtf`, `pytest_cmdline_main` hands the remaining arguments to the runner (which
-collects them again in a subprocess and runs the batches on the cluster) and returns its
-exit code, so this pytest process collects and runs nothing itself.
+With `--dtf`, the session collects as usual and `dtf.run.session` runs the collected
+tests on the cluster, reporting them here. `dtf run -n N -- ARGS` is this.
+
+`--dtf` takes a number of local workers, `auto` (one per CPU), a coordinator's URL, or
+nothing (`--dtf=`): then pytest-xdist's `-n` where the session has one (in `addopts`,
+say), else 2. pytest-xdist's own `-n` and `--dist` never start xdist's workers in a
+session run with `--dtf`.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import signal
 import sys
+import threading
+import uuid
+from collections.abc import Generator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-# Options of this plugin, and whether each takes a value; removed from the arguments
-# handed on to the runner (which must not see `--dtf` again).
-_OPTIONS = {
-    "--dtf": True,
-    "--dtf-data-dir": True,
-    "--dtf-token": True,
-    "--dtf-reruns": True,
-    "--dtf-timeout": True,
-    "--dtf-keep": False,
-}
+DEFAULT_WORKERS = 2
+RUN_LOG_VARIABLE = "DTF_RUN_LOG"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("dtf", "run the suite on dtf workers")
     group.addoption(
         "--dtf",
-        metavar="N|URL",
+        metavar="N|auto|URL",
         default=None,
-        help="run on N local dtf workers, or on the dtf coordinator at URL (token from --dtf-token or DTF_TOKEN)",
+        help="run on N local dtf workers (auto: one per CPU), or on the dtf coordinator at URL "
+        "(token from --dtf-token or DTF_TOKEN)",
     )
     group.addoption("--dtf-data-dir", default=".dtf", help="local cluster data directory (default .dtf)")
     group.addoption("--dtf-token", default=None, help="bearer token for --dtf URL (env DTF_TOKEN)")
+    group.addoption("--dtf-connection", default=None, help="run on the cluster of this connection.json")
     group.addoption("--dtf-reruns", type=int, default=0, help="run a failing test up to N more times")
     group.addoption("--dtf-timeout", type=float, default=None, help="seconds each batch may run")
     group.addoption("--dtf-keep", action="store_true", help="leave the local cluster running (`dtf down`)")
+    group.addoption(
+        "--dtf-no-snapshot",
+        action="store_true",
+        help="on a remote cluster, do not ship the project: the workers share this filesystem",
+    )
 
 
-def remaining_args(args: list[str] | tuple[str, ...]) -> list[str]:
-    """The invocation's arguments without this plugin's options and their values."""
-    out: list[str] = []
-    i = 0
-    while i < len(args):
-        arg = args[i]
-        i += 1
-        if arg == "--":
-            out.extend(args[i - 1 :])
-            break
-        name = arg.partition("=")[0]
-        if name in _OPTIONS:
-            if _OPTIONS[name] and "=" not in arg:
-                i += 1  # its value
-            continue
-        out.append(arg)
-    return out
-
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_cmdline_main(config: pytest.Config) -> int | None:
+@pytest.hookimpl(wrapper=True)
+def pytest_cmdline_main(config: pytest.Config) -> Generator[None, Any, Any]:
     target = config.getoption("dtf", None)
-    if target is None:
-        return None  # a plain pytest run: nothing to do
+    if target is not None:
+        failed = _activate(config, str(target))
+        if failed is not None:
+            return failed
+    return (yield)
 
-    from rich.console import Console
 
-    from dtf.run.runner import RunConfig, run
-    from dtf_common.errors import DtfError
+def _activate(config: pytest.Config, target: str) -> int | None:
+    """Register the session plugin; pytest's exit code when the options are wrong."""
+    from dtf.run.config import RunConfig
+    from dtf.run.session import DtfSession
+    from dtf_common.xdist import disable_xdist, xdist_request
 
-    remote = "://" in str(target)
-    if not remote and not str(target).isdigit():
-        sys.stderr.write(f"pytest --dtf: expected a number of workers or a coordinator URL, got {target!r}\n")
-        return int(pytest.ExitCode.USAGE_ERROR)
-    xmlpath = config.getoption("xmlpath", None)
+    numprocesses, dist = xdist_request(config.option)
+    disable_xdist(config.option)  # before xdist's own hook turns `-n` into its workers
+    remote = "://" in target
+    if remote:
+        workers = 0
+    elif target == "auto" or (not target and numprocesses in ("auto", "logical")):
+        workers = os.cpu_count() or 1
+    elif not target:
+        workers = int(numprocesses) if numprocesses else DEFAULT_WORKERS
+    elif target.isdigit() and int(target) > 0:
+        workers = int(target)
+    else:
+        raise pytest.UsageError(f"--dtf: expected a number of workers, auto, or a coordinator URL, got {target!r}")
     invocation = config.invocation_params
-    run_config = RunConfig(
-        workers=int(target) if not remote else 0,
-        pytest_args=remaining_args(invocation.args),
+    connection = config.getoption("dtf_connection")
+    run = RunConfig(
+        workers=workers,
+        pytest_args=list(invocation.args),
         cwd=Path(invocation.dir),
         data_dir=Path(invocation.dir) / config.getoption("dtf_data_dir"),
-        junitxml=Path(xmlpath) if xmlpath else None,
         timeout=config.getoption("dtf_timeout"),
         keep=config.getoption("dtf_keep"),
-        coordinator=str(target) if remote else None,
+        coordinator=target if remote else None,
         token=config.getoption("dtf_token") or os.environ.get("DTF_TOKEN"),
+        connection=Path(connection) if connection else None,
         reruns=config.getoption("dtf_reruns"),
+        snapshot=False if config.getoption("dtf_no_snapshot") else None,
+        dist=dist,
+        run_id=uuid.uuid4().hex,
     )
-    try:
-        return run(run_config, out=sys.stdout, console=Console(stderr=True))
-    except DtfError as exc:
-        sys.stderr.write(f"pytest --dtf: {exc.message}\n")
-        return int(pytest.ExitCode.INTERRUPTED)
-    except KeyboardInterrupt:
-        sys.stderr.write("pytest --dtf: interrupted\n")
-        return int(pytest.ExitCode.INTERRUPTED)
+    config.pluginmanager.register(DtfSession(config, run), "dtf-session")
+    if os.environ.get(RUN_LOG_VARIABLE):  # `dtf -v run`: say what the run does, on stderr
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        logging.getLogger("dtf").addHandler(handler)
+        logging.getLogger("dtf").setLevel(logging.INFO)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _interrupt)  # stop the workers and the cluster as on Ctrl-C
+    return None
+
+
+def _interrupt(_signum: int, _frame: Any) -> None:
+    raise KeyboardInterrupt

@@ -38,6 +38,7 @@ SNAPSHOT_VERSION = 1
 # Plain ints: attribute access through the protobuf enum wrapper is slow on the hot path.
 STARTED = int(types_pb2.TaskOutcome.STARTED)
 COMPLETED = int(types_pb2.TaskOutcome.COMPLETED)
+PROGRESS = int(types_pb2.TaskOutcome.PROGRESS)
 FAILED = int(types_pb2.TaskOutcome.FAILED)
 _LEASED = frozenset({TaskStatus.ASSIGNED, TaskStatus.RUNNING})
 
@@ -304,10 +305,12 @@ class StateMachine:
                 acks.append((o.task_id, o.lease_id, False, "lease is not current"))
                 continue
             worker = self.workers.get(task.worker_id or "")
-            if o.kind == STARTED:
+            if o.kind in (STARTED, PROGRESS):
                 if task.status is TaskStatus.ASSIGNED:
                     self._transition(task, TaskStatus.RUNNING, now)
                     task.start_ms = now
+                if o.kind == PROGRESS and o.results:
+                    self._effects.append(ResultsRecorded(list(o.results), worker.hardware_id if worker else ""))
                 acks.append((o.task_id, o.lease_id, True, ""))
                 continue
             if o.kind not in (COMPLETED, FAILED):

@@ -25,6 +25,8 @@ class ExecutionContext:
     task: its process group is killed and the executor returns promptly.
     `materialize(sha256)` returns a project snapshot's directory, fetching it when
     needed (set by the worker daemon; None where snapshots cannot be fetched).
+    `slot_index` tells apart the tasks running at the same time on this machine's
+    workers (see `TaskRunner`): a batch that plays an xdist worker is `gw<slot_index>`.
     """
 
     worker_id: str
@@ -36,6 +38,7 @@ class ExecutionContext:
     task_id: str = ""
     cache_dir: Path | None = None
     materialize: Callable[[str], Awaitable[Path]] | None = None
+    slot_index: int = 0
 
     @property
     def files_dir(self) -> Path:

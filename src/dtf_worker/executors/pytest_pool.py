@@ -29,7 +29,7 @@ import socket
 import subprocess
 import time
 from collections import Counter, OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,7 +43,7 @@ from dtf_worker.executors.pytest_share import (
     spawn_server,
 )
 
-__all__ = ["BatchSpec", "PytestServer", "PytestServerPool", "ServerKey", "warm_paths"]
+__all__ = ["BatchSpec", "PytestServer", "PytestServerPool", "ServerKey"]
 
 log = logging.getLogger("dtf.worker")
 
@@ -85,12 +85,6 @@ class BatchSpec:
                 "stderr": str(self.log_dir / "stderr.log"),
             }
         }
-
-
-def warm_paths(node_ids: Sequence[str]) -> list[str]:
-    """The directories of the batch's tests: the warm-up loads their conftest files."""
-    dirs = {os.path.dirname(n.split("::", 1)[0]) or "." for n in node_ids}
-    return sorted(dirs)
 
 
 class _Lines:
@@ -171,9 +165,9 @@ class PytestServer:
         self.broken = False
 
     @classmethod
-    def spawn(cls, key: ServerKey, warm: Sequence[str], share: tuple[SharePaths, int] | None = None) -> PytestServer:
+    def spawn(cls, key: ServerKey, share: tuple[SharePaths, int] | None = None) -> PytestServer:
         """Start a server (see `pytest_share.spawn_server`)."""
-        return cls.of(key, spawn_server(key, warm, share))
+        return cls.of(key, spawn_server(key, share))
 
     @classmethod
     def of(cls, key: ServerKey, proc: subprocess.Popen[bytes]) -> PytestServer:
@@ -390,7 +384,6 @@ class PytestServerPool:
         key: ServerKey,
         spec: BatchSpec,
         *,
-        warm: Sequence[str],
         time_limit: float,
         cancel: asyncio.Event,
         kill_grace_s: float,
@@ -402,7 +395,7 @@ class PytestServerPool:
         if failed is not None and time.monotonic() - failed < RETRY_AFTER_S:
             return None
         for _ in range(2):  # a stale server is replaced once
-            server = await self._acquire(key, warm, min(READY_TIMEOUT_S, time_limit))
+            server = await self._acquire(key, min(READY_TIMEOUT_S, time_limit))
             if server is None:
                 self.failed_at[key] = time.monotonic()
                 return None
@@ -417,14 +410,14 @@ class PytestServerPool:
             self.drop(key)  # its other servers imported the same files
         return None
 
-    def prewarm(self, key: ServerKey, warm: Sequence[str]) -> None:
+    def prewarm(self, key: ServerKey) -> None:
         """Start a server for `key` now; the first batch for that key waits for it."""
         if not self.available() or key in self.starting or self.idle.get(key):
             return
-        self.starting[key] = asyncio.ensure_future(self._start(key, warm, READY_TIMEOUT_S))
+        self.starting[key] = asyncio.ensure_future(self._start(key, READY_TIMEOUT_S))
         log.info("starting a pytest server for %s ahead of its batches", key.cwd)
 
-    async def _acquire(self, key: ServerKey, warm: Sequence[str], wait_s: float) -> PytestServer | None:
+    async def _acquire(self, key: ServerKey, wait_s: float) -> PytestServer | None:
         servers = self.idle.get(key, [])
         while servers:
             server = servers.pop()
@@ -434,14 +427,14 @@ class PytestServerPool:
         starting = self.starting.pop(key, None)
         if starting is not None:
             return await starting
-        return await self._start(key, warm, wait_s)
+        return await self._start(key, wait_s)
 
     def _share_paths(self, key: ServerKey) -> SharePaths | None:
         if self.share is False:
             return None
         return SharePaths.of(key, None if self.share is True else self.share)
 
-    async def _start(self, key: ServerKey, warm: Sequence[str], wait_s: float) -> PytestServer | None:
+    async def _start(self, key: ServerKey, wait_s: float) -> PytestServer | None:
         """A ready server for `key`: a clone of the shared one where another process has
         started it (waiting while it warms up), else one of this pool's own, shared in turn."""
         loop = asyncio.get_running_loop()
@@ -457,7 +450,7 @@ class PytestServerPool:
         # With the lock, the server started now shares; without it (the sharing server gave
         # no clone), it is this pool's alone.
         try:
-            server = PytestServer.spawn(key, warm, None if paths is None or found is None else (paths, found))
+            server = PytestServer.spawn(key, None if paths is None or found is None else (paths, found))
         except OSError as exc:  # no such directory or interpreter: the fresh process will say so
             log.debug("cannot start a pytest server for %s: %s", key.cwd, exc)
             return None

@@ -6,11 +6,11 @@ package, and imports nothing but the standard library before pytest: pytest warn
 (and under `filterwarnings = error` fails on) a module of a plugin's distribution that is
 imported before it can rewrite its asserts, and dtf is such a distribution.
 
-The server imports pytest and runs a warm-up session once: `--collect-only
---ignore-glob=*` with the batches' own options over the directories of the first
-batch's tests, which loads the plugins, runs their `pytest_configure` and imports the
-conftest files of those directories, but imports no test module (so editing a test
-file leaves the server usable). Then it waits for batches.
+The server imports pytest and runs a warm-up session once: `--collect-only` with the
+batches' own arguments and a selection of nothing (the pool's `warm_env`), which loads
+the plugins, runs their `pytest_configure` and imports the conftest files of the
+directories the batches walk, but imports no test module (so editing a test file leaves
+the server usable). Then it waits for batches.
 
 Each batch is a `fork()` of this process: the child gets a process group of its
 own, points stdout and stderr at the batch's log files, adds the batch's own variables
@@ -73,7 +73,7 @@ def main(argv: list[str]) -> int:
     share = config.get("share")
     if isinstance(share, dict):
         server.share_as(str(share["socket"]), str(share["lock"]), int(share["lock_fd"]))
-    return server.serve(list(config["warm_argv"]))
+    return server.serve(list(config["warm_argv"]), dict(config.get("warm_env") or {}))
 
 
 def _take_protocol_fds() -> tuple[int, int]:
@@ -103,9 +103,9 @@ class Server:
         os.set_inheritable(lock_fd, False)  # nothing this server starts may hold it
         self.socket_path, self.lock_path, self.lock_fd = path, lock_path, lock_fd
 
-    def serve(self, warm_argv: list[str]) -> int:
+    def serve(self, warm_argv: list[str], warm_env: dict[str, str]) -> int:
         started = time.monotonic()
-        code, output = warm_up(warm_argv)
+        code, output = warm_up(warm_argv, warm_env)
         self.warm_exit = code
         self.stamps = stamps(project_dirs())
         # What the warm-up built is shared by every batch: out of the collector's reach, a
@@ -358,8 +358,18 @@ def try_lock(path: str) -> int | None:
     return fd
 
 
-def warm_up(argv: list[str]) -> tuple[int, str]:
-    """Run the warm-up session; its exit code and the end of what it printed."""
+def warm_up(argv: list[str], env: dict[str, str]) -> tuple[int, str]:
+    """Run the warm-up session, with `env` set for it alone; its exit code and the end of
+    what it printed."""
+    os.environ.update(env)
+    try:
+        return _warm_up(argv)
+    finally:
+        for name in env:
+            os.environ.pop(name, None)
+
+
+def _warm_up(argv: list[str]) -> tuple[int, str]:
     with tempfile.TemporaryFile() as sink:
         saved = os.dup(1), os.dup(2)
         os.dup2(sink.fileno(), 1)

@@ -39,7 +39,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import astuple, dataclass
 from pathlib import Path
 
-from dtf_worker.executors import pytest_progress, pytest_server
+from dtf_worker.executors import pytest_reports, pytest_server
 from dtf_worker.executors.environment import inherited
 
 # "0" switches warm servers off altogether: every batch starts a fresh pytest.
@@ -57,11 +57,12 @@ BATCH_VARIABLES = frozenset(
         "DTF_WORKER_ID",
         "DTF_HARDWARE_ID",
         "DTF_CACHE_DIR",
-        pytest_progress.ENV_VAR,
-        pytest_progress.YIELD_VAR,
-        "DTF_COLLECT_OUTPUT",  # where `dtf run`'s collection writes the ids (`dtf.run.collect_plugin`)
+        pytest_reports.BATCH_VAR,
+        pytest_reports.REPORTS_VAR,
     }
 )
+# The warm-up's selection: nothing (its collection only loads plugins and conftest files).
+WARM_UP_ENV = {pytest_reports.BATCH_VAR: json.dumps({"select": []})}
 # sockaddr_un's limit on a socket's path, less its terminating NUL.
 _MAX_SOCKET_PATH = 107
 
@@ -84,17 +85,20 @@ class ServerKey:
         return hashlib.sha256(json.dumps(astuple(self)).encode()).hexdigest()[:24]
 
 
-def batch_options(args: Sequence[str]) -> tuple[list[str], list[str]]:
-    """The options every pytest batch gets around the user's, before and after its
-    --junitxml. Ours come first, so that a user's own --junitxml or -p wins."""
-    return ["-p", "no:cacheprovider", "-p", pytest_progress.__name__], ["-o", "junit_family=xunit1", "-q", *args]
+def batch_options(args: Sequence[str], *, xdist: bool) -> list[str]:
+    """A batch's pytest arguments: the reports plugin, then the task's own, unchanged (a
+    test's failure text depends on options such as -v and --tb, so they must be the
+    collecting session's). A batch that plays an xdist worker (`dtf run`'s) keeps pytest's
+    cache plugin, which leaves writing to the collecting session; others run without it,
+    so that batches never write the cache of the directory they run in."""
+    own = ["-p", pytest_reports.__name__]
+    return [*own, *args] if xdist else [*own, "-p", "no:cacheprovider", *args]
 
 
-def batch_key(cwd: Path, args: Sequence[str], env: Mapping[str, str] | None = None) -> ServerKey:
-    """The server for batches of a suite in `cwd` with the user's pytest options `args`,
-    run by a worker whose environment is `env` (this process's by default)."""
-    head, tail = batch_options(args)
-    return ServerKey.of(cwd, [*head, *tail], inherited(os.environ if env is None else env))
+def batch_key(cwd: Path, args: Sequence[str], env: Mapping[str, str] | None = None, *, xdist: bool) -> ServerKey:
+    """The server for batches of a suite in `cwd` with the pytest arguments `args`, run by
+    a worker whose environment is `env` (this process's by default)."""
+    return ServerKey.of(cwd, batch_options(args, xdist=xdist), inherited(os.environ if env is None else env))
 
 
 @dataclass(frozen=True)
@@ -152,13 +156,13 @@ def share_dir(env: Mapping[str, str] | None = None) -> Path | None:
     return directory
 
 
-def spawn_server(
-    key: ServerKey, warm: Sequence[str], share: tuple[SharePaths, int] | None = None
-) -> subprocess.Popen[bytes]:
-    """Start a `pytest_server` for `key`, warming up over the directories `warm`. With
-    `share` (where, and the lock held for it), it takes the lock over and shares itself
-    once warm; the lock is released here either way."""
-    config: dict[str, object] = {"warm_argv": [*key.args, "--collect-only", "--ignore-glob=*", *warm]}
+def spawn_server(key: ServerKey, share: tuple[SharePaths, int] | None = None) -> subprocess.Popen[bytes]:
+    """Start a `pytest_server` for `key`. Its warm-up is a collection of the batches' own
+    arguments that selects nothing (`pytest_reports`): it walks the directories the
+    batches will, loading their conftest files, and imports no test module. With `share`
+    (where, and the lock held for it), it takes the lock over and shares itself once
+    warm; the lock is released here either way."""
+    config: dict[str, object] = {"warm_argv": [*key.args, "--collect-only", "-q"], "warm_env": WARM_UP_ENV}
     if share is not None:
         paths, lock_fd = share
         config["share"] = {"socket": str(paths.socket_path), "lock": str(paths.lock_path), "lock_fd": lock_fd}

@@ -111,10 +111,12 @@ class TaskOutcome(_message.Message):
         STARTED: _ClassVar[TaskOutcome.Kind]
         COMPLETED: _ClassVar[TaskOutcome.Kind]
         FAILED: _ClassVar[TaskOutcome.Kind]
+        PROGRESS: _ClassVar[TaskOutcome.Kind]
     KIND_UNSPECIFIED: TaskOutcome.Kind
     STARTED: TaskOutcome.Kind
     COMPLETED: TaskOutcome.Kind
     FAILED: TaskOutcome.Kind
+    PROGRESS: TaskOutcome.Kind
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     LEASE_ID_FIELD_NUMBER: _ClassVar[int]
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]

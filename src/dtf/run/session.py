@@ -1,0 +1,260 @@
+"""The run's own pytest session: it collects, the cluster's workers run, it reports.
+
+`dtf run -n N -- ARGS` is `pytest --dtf N ARGS`: a plain pytest session in which this
+plugin replaces the loop that runs the tests (`pytest_runtestloop`), as pytest-xdist's
+controller does. Everything before and after is pytest's own: collection (with its
+errors, `-k`, `-m`, `--lf`, conftest hooks that reorder or deselect), the terminal's
+reporting, the summary line, `--junitxml`, the cache, the exit status.
+
+The loop: wait for the cluster (found, or started, while pytest collected), ask it for
+the tests' recorded durations, plan batches (`dtf.run.plan`), submit each as a `pytest`
+task that runs this session's arguments from this directory and selects its tests by
+node id, follow the tasks, and play each test's reports into this session as they come
+back (`dtf.run.replay`). A stop that pytest asks for (`-x`, `--maxfail`, Ctrl-C)
+cancels the open batches at once. Every collected test ends with a report: a test whose
+batch never reported it fails with the reason (`no result was recorded: ...`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import shutil
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from dtf.run.args import batch_pytest_args
+from dtf.run.cluster import Launched, Target, find_target, ship_snapshot, wait_for_workers
+from dtf.run.config import RunConfig
+from dtf.run.execution import Attempt, Execution
+from dtf.run.history import hardware_classes, recorded_durations
+from dtf.run.plan import estimate_durations, plan
+from dtf.run.replay import RERUN, failure_report, replay, reports_of
+from dtf_common.errors import DtfError
+
+if TYPE_CHECKING:
+    from dtf.client import DtfClient
+    from dtf.run.watch import TaskWatcher
+
+log = logging.getLogger("dtf.run")
+
+# With task updates pushed by the coordinator, every open task is still read this often.
+FULL_POLL_S = 1.0
+
+
+class DtfSession:
+    """Registered as a plugin by `--dtf`; one per pytest session."""
+
+    def __init__(self, config: pytest.Config, run: RunConfig, start: Target | Launched | None = None) -> None:
+        self.config = config
+        self.run = run
+        self.start = start
+        self.started = time.monotonic()
+        self.items: dict[str, pytest.Item] = {}
+        self.execution: Execution | None = None
+        self.target: Target | None = None
+        self._finding: Future[Target] | None = None
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="dtf-run-cluster")
+        self.xdist: dict[str, Any] = {}
+
+    # -- the cluster, found while pytest collects ------------------------------------
+
+    def pytest_sessionstart(self, session: pytest.Session) -> None:
+        if not self.config.option.collectonly:
+            self._finding = self._pool.submit(find_target, self.run, self.start)
+
+    def _target(self) -> Target:
+        assert self._finding is not None
+        if not self._finding.done():
+            self._say(f"waiting for the cluster in {self.run.data_dir}" if self.run.coordinator is None else "")
+        self.target = self._finding.result()
+        return self.target
+
+    def _say(self, text: str) -> None:
+        if not text:
+            return
+        reporter = self.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line(f"dtf: {text}")
+
+    # -- the loop -------------------------------------------------------------------
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtestloop(self, session: pytest.Session) -> bool:
+        if session.testsfailed and not session.config.option.continue_on_collection_errors:
+            errors = session.testsfailed
+            raise session.Interrupted(f"{errors} error{'s' if errors != 1 else ''} during collection")
+        if session.config.option.collectonly or not session.items:
+            return True
+        for item in session.items:
+            self.items.setdefault(item.nodeid, item)
+        from dtf.client import DtfClient
+        from dtf.run.watch import TaskWatcher
+
+        try:
+            target = self._target()
+        except DtfError as exc:
+            raise session.Interrupted(f"dtf: {exc.message}") from None
+        log.info("%s cluster at %s, %.2fs after start", target.kind, target.api_url, time.monotonic() - self.started)
+        try:
+            with (
+                DtfClient(target.api_url, target.token) as client,
+                contextlib.closing(TaskWatcher(target.api_url, target.token)) as watcher,
+            ):
+                self._run(session, client, watcher, target)
+        except DtfError as exc:  # the cluster went away, or refused the run
+            raise session.Interrupted(f"dtf: {exc.message}") from None
+        return True
+
+    def _run(self, session: pytest.Session, client: DtfClient, watcher: TaskWatcher, target: Target) -> None:
+        n_workers = self.run.workers if target.kind == "started" else wait_for_workers(client)
+        shipped = self.run.snapshot if self.run.snapshot is not None else target.kind == "remote"
+        snapshot = ship_snapshot(self.run, client, self._say) if shipped else None
+        node_ids = list(self.items)
+        known = recorded_durations(client, node_ids, hardware_classes(client))
+        where = {"started": "", "warm": " (running cluster)", "remote": f" at {target.api_url}"}[target.kind]
+        self._say(
+            f"{len(node_ids)} tests, {len(known)} with recorded durations, "
+            f"{len(node_ids) - len(known)} estimated; {n_workers} workers{where}"
+        )
+        estimates = estimate_durations(node_ids, known)
+        batches = plan(
+            estimates,
+            n_workers,
+            startup_s=self.run.batch_startup_s,
+            per_test_s=self.run.per_test_s,
+            recorded=known.keys(),
+        )
+        where_params: dict[str, Any] = {"snapshot": snapshot} if snapshot else {"cwd": str(self.run.cwd)}
+        execution = self.execution = Execution(
+            client,
+            self.run,
+            {n: i for i, n in enumerate(node_ids)},
+            estimates,
+            self._on_attempt,
+            parameters={
+                "args": batch_pytest_args(self.run.pytest_args),
+                "workerinput": self._workerinput(n_workers),
+                **where_params,
+            },
+            guessed={n for n in node_ids if n not in known},
+            started=self.started,
+            n_workers=n_workers,
+        )
+        reader = ThreadPoolExecutor(4, thread_name_prefix="dtf-run-results")
+        execution.reader, execution.on_read = reader, watcher.wake
+        try:
+            execution.submit(batches)
+            self._follow(session, execution, watcher)
+        finally:
+            reader.shutdown(wait=False, cancel_futures=True)
+            if not execution.done:
+                execution.cancel_open()  # pytest stops (-x, Ctrl-C): so do the workers
+        log.info(
+            "first batch leased %s, first test started %s, all finished %.2fs after start",
+            _seconds(execution.first_leased_s),
+            _seconds(execution.first_test_s),
+            time.monotonic() - self.started,
+        )
+        if session.shouldfail or session.shouldstop:
+            return
+        for node_id, why in execution.missing().items():
+            item = self.items[node_id]
+            replay(item, [failure_report(item, f"dtf: no result was recorded: {why}")])
+
+    def _follow(self, session: pytest.Session, execution: Execution, watcher: TaskWatcher) -> None:
+        """Until every batch has ended or pytest asks to stop: read the tasks the coordinator
+        says changed, and every open task each FULL_POLL_S; without task updates, every open
+        task each `poll_s`."""
+        polled_all = time.monotonic()
+        watched = False  # whether the last pass already had task updates (else: read every task)
+        while not execution.done:
+            execution.take_results()
+            if session.shouldfail or session.shouldstop:
+                return
+            if execution.done:
+                return
+            if watcher.connected:
+                changed = watcher.wait(self.run.poll_s)
+                if time.monotonic() - polled_all >= FULL_POLL_S or not watched:
+                    execution.poll_once()
+                    polled_all = time.monotonic()
+                elif changed:
+                    execution.poll_once(only=changed)
+                watched = True
+            else:
+                execution.poll_once()
+                watched = False
+                time.sleep(self.run.poll_s)
+
+    def _workerinput(self, n_workers: int) -> dict[str, Any]:
+        """What pytest-xdist's controller gives its workers, less the worker's own id (each
+        batch's worker adds `gwN`); plugins that seed per run read their seed from it."""
+        workerinput: dict[str, Any] = {
+            "workercount": n_workers,
+            "testrunuid": self.run.run_id,
+            "mainargv": list(self.config.invocation_params.args),
+        }
+        seed = getattr(self.config.option, "randomly_seed", None)
+        if isinstance(seed, int):  # pytest-randomly: every batch reseeds as this session does
+            workerinput["randomly_seed"] = seed
+        return workerinput
+
+    def _on_attempt(self, attempt: Attempt) -> None:
+        item = self.items[attempt.node_id]
+        if attempt.row is not None:
+            raw = attempt.row.get("raw_data") or {}
+            replay(item, reports_of(item, raw, rerun=not attempt.final), raw.get("warnings") or ())
+            return
+        report = failure_report(item, attempt.crash, attempt.details)
+        if not attempt.final:
+            report.outcome = RERUN  # type: ignore[assignment]
+        replay(item, [report])
+
+    # -- reporting ------------------------------------------------------------------
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_report_teststatus(self, report: pytest.TestReport, config: pytest.Config) -> Any:
+        if report.outcome == RERUN:
+            return RERUN, "R", ("RERUN", {"yellow": True})
+        return None
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        if self.target is not None and self.target.cluster is not None and self.run.keep:
+            terminalreporter.write_line(
+                f"dtf: the cluster keeps running; stop it with `dtf down --data-dir {self.run.data_dir}`"
+            )
+        if self.execution is None:
+            return
+        flaky = self.execution.flaky()
+        if not flaky:
+            return
+        terminalreporter.write_sep("=", "flaky tests (passed when run again)", yellow=True)
+        for final, history in flaky:
+            first = history[0]
+            why = first.crash or str((first.row or {}).get("raw_data", {}).get("message") or first.outcome)
+            terminalreporter.write_line(
+                f"FLAKY {final.node_id} - passed on attempt {len(history) + 1} after {len(history)} failed: {why}"
+            )
+
+    # -- the end --------------------------------------------------------------------
+
+    def pytest_unconfigure(self, config: pytest.Config) -> None:
+        finding = self._finding
+        target: Target | None = self.target
+        if finding is not None and target is None:
+            with contextlib.suppress(BaseException):
+                target = finding.result()
+        self._pool.shutdown(wait=False)
+        if target is None or target.cluster is None or self.run.keep:
+            return
+        target.cluster.stop()
+        if self.execution is None and target.fresh_data_dir:
+            shutil.rmtree(self.run.data_dir, ignore_errors=True)  # nothing ran: leave nothing behind
+
+
+def _seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}s"
