@@ -422,3 +422,99 @@ def test_pyargs_from_another_directory(tmp_path: Path) -> None:
 
     assert_same(plain, run)
     assert summary_counts(run.stdout) == {"failed": 1, "passed": 1}
+
+
+XDIST_SUITE = {
+    "conftest.py": """
+        import os
+        from pathlib import Path
+
+
+        def pytest_configure(config):
+            # The per-worker resource suites build from worker_id: a file per worker here.
+            config.worker_log = Path(__file__).parent / "workers"
+            config.worker_log.mkdir(exist_ok=True)
+    """,
+    "test_db_a.py": """
+        import os
+
+        import pytest
+
+
+        @pytest.mark.xdist_group("db")
+        def test_writes(worker_id, testrun_uid, request):
+            (request.config.worker_log / f"db-{os.getpid()}").write_text(worker_id + " " + testrun_uid)
+
+
+        @pytest.mark.parametrize("n", range(6))
+        def test_free(n, worker_id):
+            assert worker_id.startswith("gw") and os.environ["PYTEST_XDIST_WORKER"] == worker_id
+    """,
+    "test_db_b.py": """
+        import os
+
+        import pytest
+
+
+        @pytest.mark.xdist_group("db")
+        def test_reads(request):
+            (request.config.worker_log / f"db-{os.getpid()}").write_text("read")
+
+
+        @pytest.mark.parametrize("n", range(6))
+        def test_free_too(n):
+            assert os.environ["PYTEST_XDIST_WORKER_COUNT"] == "2"
+    """,
+}
+
+
+def test_xdist_groups_worker_ids_and_dist_mode_as_pytest_xdist_runs_them(tmp_path: Path, cluster_dir: Path) -> None:
+    _write(tmp_path, XDIST_SUITE)
+    args = ["-p", "no:cacheprovider", "-n", "2", "--dist", "loadgroup", "."]
+
+    xdist = subprocess.run(
+        [sys.executable, "-m", "pytest", "-v", *args], cwd=tmp_path, capture_output=True, text=True, check=False
+    )
+    for marker in (tmp_path / "workers").iterdir():
+        marker.unlink()
+    run = dtf_run(tmp_path, "--data-dir", str(cluster_dir), "--", "-v", *args)
+
+    assert run.returncode == xdist.returncode == 0, run.stdout + run.stderr
+    assert summary_counts(run.stdout) == summary_counts(xdist.stdout) == {"passed": 14}
+    # The group's two tests ran in one process, as under xdist; -n 2 was the run's worker count.
+    assert len(list((tmp_path / "workers").iterdir())) == 1, run.stdout
+    assert "2 workers (running cluster)" in run.stdout
+    assert "[gw" not in run.stdout  # no xdist worker of its own was started
+
+
+def test_x_stops_every_worker_at_the_first_failure(tmp_path: Path, cluster_dir: Path) -> None:
+    _write(
+        tmp_path,
+        {
+            "test_early.py": "def test_fails():\n    assert False\n",
+            "test_slow_a.py": "".join(f"def test_a{i}():\n    __import__('time').sleep(1)\n\n\n" for i in range(15)),
+            "test_slow_b.py": "".join(f"def test_b{i}():\n    __import__('time').sleep(1)\n\n\n" for i in range(15)),
+        },
+    )
+
+    run = dtf_run(tmp_path, "--data-dir", str(cluster_dir), "--", "-p", "no:cacheprovider", "-x", ".")
+
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert "stopping after 1 failures" in run.stdout
+    counts = summary_counts(run.stdout)
+    assert counts["failed"] == 1 and counts.get("passed", 0) < 20, run.stdout  # of 30 one-second tests
+
+
+def test_lf_after_a_run_reruns_what_failed_in_it(tmp_path: Path, cluster_dir: Path) -> None:
+    _write(tmp_path, {"test_some.py": "def test_ok():\n    pass\n\n\ndef test_bad():\n    assert False\n"})
+
+    run = dtf_run(tmp_path, "--data-dir", str(cluster_dir), "--", ".")
+    last_failed = subprocess.run(
+        [sys.executable, "-m", "pytest", "-v", "--lf", "."], cwd=tmp_path, capture_output=True, text=True, check=False
+    )
+    again = dtf_run(tmp_path, "--data-dir", str(cluster_dir), "--", "-v", "--lf", ".")
+
+    assert run.returncode == 1
+    assert last_failed.returncode == 1 and summary_counts(last_failed.stdout) == {"failed": 1}
+    assert "run-last-failure: rerun previous 1 failure" in last_failed.stdout
+    assert summary_counts(again.stdout) == {"failed": 1}, again.stdout

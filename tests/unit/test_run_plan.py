@@ -1,5 +1,5 @@
-"""Packing a collected suite into batches: coverage, order, and makespan under simulated
-greedy list scheduling with a per-batch start-up."""
+"""Packing a collected suite into batches: coverage, order within files, atomic groups,
+and makespan under simulated greedy list scheduling with a per-batch start-up."""
 
 from __future__ import annotations
 
@@ -12,15 +12,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dtf.run.plan import (
+    BIG_SHARE,
     DEFAULT_ESTIMATE_S,
     Batch,
+    dist_groups,
     estimate_durations,
     eta_seconds,
     file_of,
     function_of,
     makespan_lower_bound,
-    plan,
     plan_batches,
+    scope_of,
     simulate_makespan,
 )
 
@@ -67,14 +69,34 @@ def test_every_node_id_is_in_exactly_one_batch(durations: dict[str, float], work
 
 @settings(max_examples=200, deadline=None)
 @given(durations_st, st.integers(1, 16), st.floats(0, 2))
-def test_the_longest_test_starts_at_time_zero(durations: dict[str, float], workers: int, startup: float) -> None:
+def test_the_longest_test_starts_in_the_first_round(durations: dict[str, float], workers: int, startup: float) -> None:
     if not durations:
         return
-    batches = plan_batches(durations, workers, startup_s=startup)
+    share = sum(durations.values()) / workers
     longest = min(durations, key=lambda n: (-durations[n], n))
-    first = next(b for b in batches if longest in b.node_ids)
-    assert batches.index(first) < workers
-    assert first.node_ids[0] == longest
+    batches = plan_batches(durations, workers, startup_s=startup)
+    if durations[longest] > BIG_SHARE * share:
+        first = next(b for b in batches if longest in b.node_ids)
+        assert batches.index(first) < workers
+
+
+@settings(max_examples=200, deadline=None)
+@given(durations_st, st.integers(1, 16), st.floats(0, 2))
+def test_a_batch_holds_each_files_tests_as_one_contiguous_run(
+    durations: dict[str, float], workers: int, startup: float
+) -> None:
+    """Among the tests short enough to be dealt out, in collection order: a batch never
+    holds two tests of a file without the ones between them."""
+    share = sum(durations.values()) / workers
+    by_file: dict[str, list[str]] = {}
+    for n, seconds in durations.items():
+        if seconds <= BIG_SHARE * share:
+            by_file.setdefault(file_of(n), []).append(n)
+    for batch in plan_batches(durations, workers, startup_s=startup):
+        held = set(batch.node_ids)
+        for tests in by_file.values():
+            places = [i for i, n in enumerate(tests) if n in held]
+            assert places == list(range(places[0], places[0] + len(places))) if places else True
 
 
 @settings(max_examples=200, deadline=None)
@@ -160,10 +182,12 @@ def test_suite_b_on_two_workers_is_within_two_percent_of_the_bound() -> None:
 @pytest.mark.parametrize("workers", [1, 2, 4, 8, 16])
 @pytest.mark.parametrize("seed", range(5))
 def test_suite_b_shapes_stay_near_the_bound(seed: int, workers: int) -> None:
+    """Within 3%: the short tests are dealt out in collection order (files stay whole
+    and in order), so a lane ends up to half a short test from the mean."""
     durations = suite_b(seed)
     batches = plan_batches(durations, workers, startup_s=STARTUP)
     makespan = simulate_makespan(batches, workers, STARTUP)
-    assert makespan <= 1.02 * work_bound(durations, workers) + 2 * STARTUP
+    assert makespan <= 1.03 * work_bound(durations, workers) + 2 * STARTUP
 
 
 @pytest.mark.parametrize("workers", [1, 2, 4, 8, 16])
@@ -176,30 +200,49 @@ def test_suite_a_of_trivial_tests_needs_few_batches(workers: int) -> None:
 
 
 @pytest.mark.parametrize("workers", [2, 3, 4])
-def test_trivial_tests_are_planned_as_whole_files_when_that_costs_nothing(workers: int) -> None:
-    durations = dict(sorted(suite_a().items(), key=lambda kv: file_of(kv[0])))  # collection order
-    batches = plan(durations, workers, startup_s=STARTUP, per_test_s=0.001, recorded=durations.keys())
+def test_files_stay_whole_when_cutting_one_saves_little(workers: int) -> None:
+    durations = {f"tests/test_{f:02}.py::test_{i}": 0.002 for f in range(20) for i in range(100)}
+    batches = plan_batches(durations, workers, startup_s=STARTUP, recorded=durations.keys())
 
     holders = {
         f: {i for i, b in enumerate(batches) if any(file_of(n) == f for n in b.node_ids)}
         for f in map(file_of, durations)
     }
-    assert all(len(held) == 1 for held in holders.values())
-    assert sorted(n for b in batches for n in b.node_ids) == sorted(durations)
-    best = plan_batches(durations, workers, startup_s=STARTUP, per_test_s=0.001, recorded=durations.keys())
-    assert simulate_makespan(batches, workers, STARTUP) <= simulate_makespan(best, workers, STARTUP) + 0.1
+    assert len([f for f, held in holders.items() if len(held) > 1]) <= workers - 1  # where a lane fills up
+    bound = makespan_lower_bound(durations, workers, STARTUP)
+    assert simulate_makespan(batches, workers, STARTUP) <= bound * 1.03
 
 
-def test_a_plan_built_on_guesses_keeps_its_fine_tail_whatever_the_files() -> None:
-    durations = dict.fromkeys(suite_a(), DEFAULT_ESTIMATE_S)  # nothing recorded yet
-    assert plan(durations, 2, startup_s=STARTUP, recorded=set()) == plan_batches(durations, 2, startup_s=STARTUP)
+def test_a_file_whose_module_fixture_is_expensive_is_not_cut_to_save_a_little() -> None:
+    """The first test of tests/test_db.py pays 2 s for a module fixture; cutting the file
+    would pay that again, to save less."""
+    durations = {"tests/test_db.py::test_0": 2.0} | {f"tests/test_db.py::test_{i}": 0.05 for i in range(1, 60)}
+    durations |= {f"tests/test_other.py::test_{i}": 0.05 for i in range(40)}
+
+    batches = plan_batches(durations, 2, startup_s=0.1, recorded=durations.keys())
+
+    [holder] = [b for b in batches if "tests/test_db.py::test_0" in b.node_ids]
+    assert all(n in holder.node_ids for n in durations if file_of(n) == "tests/test_db.py")
 
 
-def test_files_of_long_tests_are_split_when_whole_files_would_end_later() -> None:
-    durations = suite_b()
-    assert plan(durations, 2, startup_s=STARTUP, recorded=durations.keys()) == plan_batches(
-        durations, 2, startup_s=STARTUP, recorded=durations.keys()
-    )
+def test_an_xdist_group_runs_whole_in_one_batch_that_does_not_yield() -> None:
+    durations = {f"tests/test_{f}.py::test_{i}": 0.05 for f in "abcd" for i in range(20)}
+    group = [f"tests/test_{f}.py::test_{i}" for f in "ad" for i in range(0, 20, 5)]
+
+    batches = plan_batches(durations, 2, startup_s=0.05, groups=[group])
+
+    [holder] = [b for b in batches if group[0] in b.node_ids]
+    assert set(group) <= set(holder.node_ids) and not holder.splittable
+    assert all(b.splittable for b in batches if b is not holder)
+
+
+def test_dist_modes_name_their_atomic_units() -> None:
+    ids = ["t/a.py::test_x", "t/a.py::TestK::test_y[1]", "t/a.py::TestK::test_y[2]", "t/b.py::test_z"]
+    assert dist_groups(ids, "loadfile") == [ids[:3], ids[3:]]
+    assert dist_groups(ids, "loadscope") == [[ids[0]], ids[1:3], [ids[3]]]
+    assert dist_groups(ids, "loadgroup", {ids[0]: "db", ids[3]: "db"}) == [[ids[0], ids[3]]]
+    assert dist_groups(ids, "load") == [] == dist_groups(ids, "worksteal")
+    assert scope_of("t/a.py::TestK::test_y[a::b]") == "t/a.py::TestK"
 
 
 def test_a_long_suite_gets_more_batches_but_little_start_up() -> None:
@@ -209,7 +252,7 @@ def test_a_long_suite_gets_more_batches_but_little_start_up() -> None:
     assert 2 * 8 < len(batches) < 20 * 8
     makespan = simulate_makespan(batches, 8, STARTUP)
     assert makespan <= 1.01 * work_bound(durations, 8) + 2 * STARTUP
-    assert all(b.estimate_s <= STARTUP for b in batches[-8:])
+    assert all(b.estimate_s <= STARTUP or len(b.node_ids) == 1 for b in batches[-8:])  # as fine as tests allow
 
 
 def test_one_long_test_takes_a_worker_while_the_others_share_the_rest() -> None:
@@ -293,7 +336,8 @@ def test_per_test_overhead_spreads_trivial_tests_by_their_count() -> None:
     batches = plan_batches(durations, 2, startup_s=0.15, per_test_s=0.001, recorded=durations.keys())
 
     sizes = sorted(len(b.node_ids) for b in batches)
-    assert len(batches) == 2 and sizes[1] - sizes[0] < 100
+    assert len(batches) == 2 and sizes[0] > 0.4 * 2000
+    assert abs(batches[0].estimate_s - batches[1].estimate_s) <= 0.05
     assert sum(b.estimate_s for b in batches) == pytest.approx(sum(durations.values()) + 2000 * 0.001)
 
 

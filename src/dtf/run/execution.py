@@ -158,7 +158,7 @@ class Execution:
         bodies: list[dict[str, Any]] = []
         for b, ids in zip(batches, ordered, strict=True):
             parameters: dict[str, Any] = {**self.parameters, "select": list(ids)}
-            if may_yield and len(ids) >= YIELD_MIN_TESTS and not self.guessed.isdisjoint(ids):
+            if may_yield and b.splittable and len(ids) >= YIELD_MIN_TESTS and not self.guessed.isdisjoint(ids):
                 parameters["yield_after"] = round(self.yield_after(b.estimate_s), 3)
             body: dict[str, Any] = {
                 "type": "pytest",
@@ -258,7 +258,9 @@ class Execution:
             why = _not_collected_reason(summary)
             self.why_missing.update({n: why for n in missing if n in not_collected})
             missing = [n for n in missing if n not in not_collected]
-        if missing and summary.get("yielded"):
+        if missing and summary.get("stopped"):  # -x, --maxfail: the run stops too
+            self.why_missing.update(dict.fromkeys(missing, f"its batch stopped: {summary['stopped']}"))
+        elif missing and summary.get("yielded"):
             self._share(missing)
         elif missing and task["status"] != "completed":
             self._settle_crash(missing, task)

@@ -22,6 +22,7 @@ import logging
 import shutil
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -31,7 +32,7 @@ from dtf.run.cluster import Launched, Target, find_target, ship_snapshot, wait_f
 from dtf.run.config import RunConfig
 from dtf.run.execution import Attempt, Execution
 from dtf.run.history import hardware_classes, recorded_durations
-from dtf.run.plan import estimate_durations, plan
+from dtf.run.plan import dist_groups, estimate_durations, plan_batches
 from dtf.run.replay import RERUN, failure_report, replay, reports_of
 from dtf_common.errors import DtfError
 
@@ -43,6 +44,8 @@ log = logging.getLogger("dtf.run")
 
 # With task updates pushed by the coordinator, every open task is still read this often.
 FULL_POLL_S = 1.0
+# A cluster not found by then gets a line saying the run waits for it.
+SAY_WAITING_AFTER_S = 0.5
 
 
 class DtfSession:
@@ -68,9 +71,11 @@ class DtfSession:
 
     def _target(self) -> Target:
         assert self._finding is not None
-        if not self._finding.done():
+        try:
+            self.target = self._finding.result(timeout=SAY_WAITING_AFTER_S)
+        except FutureTimeout:
             self._say(f"waiting for the cluster in {self.run.data_dir}" if self.run.coordinator is None else "")
-        self.target = self._finding.result()
+            self.target = self._finding.result()
         return self.target
 
     def _say(self, text: str) -> None:
@@ -121,12 +126,13 @@ class DtfSession:
             f"{len(node_ids) - len(known)} estimated; {n_workers} workers{where}"
         )
         estimates = estimate_durations(node_ids, known)
-        batches = plan(
+        batches = plan_batches(
             estimates,
             n_workers,
             startup_s=self.run.batch_startup_s,
             per_test_s=self.run.per_test_s,
             recorded=known.keys(),
+            groups=dist_groups(node_ids, self.run.dist, self._xdist_groups()),
         )
         where_params: dict[str, Any] = {"snapshot": snapshot} if snapshot else {"cwd": str(self.run.cwd)}
         execution = self.execution = Execution(
@@ -189,6 +195,16 @@ class DtfSession:
                 execution.poll_once()
                 watched = False
                 time.sleep(self.run.poll_s)
+
+    def _xdist_groups(self) -> dict[str, str]:
+        """Node id -> its `@pytest.mark.xdist_group` name, for `--dist loadgroup`."""
+        groups: dict[str, str] = {}
+        for node_id, item in self.items.items():
+            mark = item.get_closest_marker("xdist_group")
+            if mark is not None:
+                name = mark.args[0] if mark.args else mark.kwargs.get("name", "default")
+                groups[node_id] = str(name)
+        return groups
 
     def _workerinput(self, n_workers: int) -> dict[str, Any]:
         """What pytest-xdist's controller gives its workers, less the worker's own id (each

@@ -122,6 +122,7 @@ class PytestExecutor:
             **run.measurements(),
             "process": process,
             "yielded": report.yielded,
+            **({"stopped": report.stopped} if report.stopped else {}),
             **({"collected": report.collected} if report.collected is not None else {}),
             **({"missing": report.missing} if report.missing else {}),
             **({"collect_errors": report.collect_errors} if report.collect_errors else {}),

@@ -73,6 +73,7 @@ class BatchReport:
     collect_errors: list[dict[str, Any]] = field(default_factory=list)
     warnings: list[dict[str, Any]] = field(default_factory=list)
     yielded: bool = False
+    stopped: str = ""  # why the session stopped early (-x, --maxfail), when it did
     exitstatus: int | None = None
 
 
@@ -99,6 +100,8 @@ def read_lines(lines: Iterable[str]) -> BatchReport:
             batch.warnings.extend(entry["warnings"])
         elif entry.get("yielded"):
             batch.yielded = True
+        elif "stopped" in entry:
+            batch.stopped = str(entry["stopped"])
         elif "exitstatus" in entry:
             batch.exitstatus = int(entry["exitstatus"])
     return batch

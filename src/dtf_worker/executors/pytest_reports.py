@@ -33,7 +33,8 @@ passed since its first test started, it stops after the running test and writes
 The lines: `{"collected": N, "missing": [...]}` once collection ends, `{"collect_error":
 {report}}` for a file that failed to collect, `{"id": nodeid, "reports": [...],
 "warnings": [...]}` per test, `{"warnings": [...]}` for warnings outside any test,
-`{"yielded": true}`, and `{"exitstatus": N}` at the end.
+`{"yielded": true}`, `{"stopped": reason}` when `-x` or `--maxfail` ended the session,
+and `{"exitstatus": N}` at the end.
 """
 
 from __future__ import annotations
@@ -275,6 +276,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     _flush_pending()
     if _state.yielded:
         _write({"yielded": True})
+    elif session.shouldfail:  # -x or --maxfail: the tests not run were not lost
+        _write({"stopped": str(session.shouldfail)})
     _write({"exitstatus": int(exitstatus)}, flush=True)
     if _state.sink is not None:
         _state.sink.close()
