@@ -315,13 +315,17 @@ class LocalCluster:
         return self.info
 
     def _start_workers(self, grpc_addresses: list[str], token: str, env: dict[str, str]) -> None:
+        from dtf_worker.task_runner import INDEX_VARIABLE
+
         for i in range(1, self.n_workers + 1):
             path = self._worker_config(i, grpc_addresses, token)
             child = Child(
                 f"worker-{i}",
                 [sys.executable, "-m", "dtf.cli.main", "worker", "--config", str(path)],
                 self.dir / "logs" / f"worker-{i}.log",
-                env=env,
+                # Its place among this machine's workers: batches that play xdist workers get
+                # ids (gwN) that no two running at once share.
+                env={**env, INDEX_VARIABLE: str(i - 1)},
             )
             child.start()
             self.workers.append(child)
