@@ -35,6 +35,12 @@ class ServerConfig(Section):
     workers_port: int = Field(default=8081, ge=0, le=65535, description="gRPC worker service")
     dashboard_port: int | None = Field(default=8082, ge=0, le=65535, description="dashboard (reserved)")
     data_dir: str = Field(default="./dtf-data", description="command log, snapshots, coordinator.json")
+    idle_shutdown: float = Field(
+        default=0,
+        ge=0,
+        description="stop after this many seconds without an API request, a WebSocket client or an unfinished "
+        "task (0 = never; the clusters `dtf run` starts use it)",
+    )
 
 
 class DatabaseConfig(Section):
@@ -207,6 +213,12 @@ class CoordinatorEndpoint(Section):
     )
     api_key: str = ""
     tls_ca: str | None = None
+    exit_when_lost: float = Field(
+        default=0,
+        ge=0,
+        description="exit after failing to reach a coordinator it had registered with for this many seconds "
+        "(0 = keep trying; the workers of the clusters `dtf run` starts use it)",
+    )
 
 
 class ExecutionConfig(Section):

@@ -35,6 +35,7 @@ from dtf_coordinator.scheduling import Planner
 from dtf_coordinator.service.coordinator import Coordinator, iso_time
 from dtf_coordinator.service.dispatch import Dispatcher
 from dtf_coordinator.service.events import EventHub
+from dtf_coordinator.service.idle import Activity, IdleShutdown
 from dtf_coordinator.service.loops import HealthMonitor, LoopService
 from dtf_coordinator.service.store_sync import StoreSync
 from dtf_coordinator.shutdown import STOP_DEADLINE_S, stop_within
@@ -165,6 +166,9 @@ class CoordinatorRuntime:
             lease_ttl_ms=int(config.task_scheduler.lease_timeout * 1000),
         )
         self.blobs: BlobStore | None = None
+        # Set to stop the coordinator (by `serve`'s signal handlers, or once idle).
+        self.stopping = asyncio.Event()
+        self.activity = Activity()
         self.ports: dict[str, int] = {}
         self._grpc: grpc.aio.Server | None = None
         self._http: uvicorn.Server | None = None
@@ -234,6 +238,7 @@ class CoordinatorRuntime:
             secret=cfg.security.jwt_secret,
             blobs=self.blobs,
             catch_up_store=self.store_sync.catch_up,
+            activity=self.activity if cfg.server.idle_shutdown > 0 else None,
         )
         app = create_app(ctx)
         self._http = uvicorn.Server(
@@ -268,6 +273,9 @@ class CoordinatorRuntime:
             asyncio.create_task(self.monitor.run(), name="dtf-health-monitor"),
             asyncio.create_task(snapshotter.run(), name="dtf-snapshotter"),
         ]
+        if cfg.server.idle_shutdown > 0:
+            idle = IdleShutdown(cfg.server.idle_shutdown, self.activity, lambda: self.node.state, self.stopping)
+            self._tasks.append(asyncio.create_task(idle.run(), name="dtf-idle-shutdown"))
         # The monitor's grace period starts once workers can reach us again.
         self.monitor.leader_since_ms = self.monitor.clock()
         self._write_ready_file()
@@ -331,15 +339,14 @@ class CoordinatorRuntime:
 
 
 async def serve(config: CoordinatorConfig) -> None:
-    """Run until SIGTERM or SIGINT, then stop cleanly."""
+    """Run until SIGTERM or SIGINT (or, with `server.idle_shutdown`, until idle), then stop cleanly."""
     runtime = CoordinatorRuntime(config)
-    stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, runtime.stopping.set)
     await runtime.start()
     try:
-        await stop.wait()
+        await runtime.stopping.wait()
     finally:
         await stop_within(runtime.stop, STOP_DEADLINE_S)
 

@@ -92,6 +92,9 @@ class WorkerDaemon:
         self._stopping = False
         self._lock: IO[bytes] | None = None
         self._prompt_until = 0.0
+        # Set when the coordinator has been out of reach for `coordinator.exit_when_lost`.
+        self.lost = asyncio.Event()
+        self._last_contact: float | None = None
 
     @property
     def client(self) -> CoordinatorClient:
@@ -141,6 +144,8 @@ class WorkerDaemon:
             "lease": asyncio.create_task(self._lease_loop(), name="dtf-worker-lease"),
             "report": asyncio.create_task(self._report_loop(), name="dtf-worker-report"),
         }
+        if self.config.coordinator.exit_when_lost > 0:
+            self._loops["lost"] = asyncio.create_task(self._lost_loop(), name="dtf-worker-lost")
 
     async def wait_registered(self) -> None:
         await self._registered.wait()
@@ -152,14 +157,17 @@ class WorkerDaemon:
             return
         self._stopping = True
         log.info("worker %s stopping", self.worker_id)
+        await self._cancel_loop("lost")
         await self._cancel_loop("lease")
         returned = await self.tasks.finish(self.grace_s)
         await self._cancel_loop("report")
-        if self._sender is not None:
+        reachable = not self.lost.is_set()  # else: what is spooled waits for the next start
+        if self._sender is not None and reachable:
             await self._flush()
         await self._cancel_loop("heartbeat")
         if self._client is not None:
-            await self._deregister(returned)
+            if reachable:
+                await self._deregister(returned)
             await self._client.close()
         self.spool.close()  # whatever is still spooled is durable for the next start
         if self._lock is not None:
@@ -218,6 +226,7 @@ class WorkerDaemon:
                     await asyncio.sleep(delay)
                     continue
                 self._heartbeat_interval = response.heartbeat_interval_s or DEFAULT_HEARTBEAT_S
+                self._last_contact = time.monotonic()
                 self._registered.set()
                 log.info(
                     "registered as %s with coordinator %s; heartbeat every %.1fs",
@@ -253,8 +262,21 @@ class WorkerDaemon:
                 # Never fall silent for longer than a heartbeat interval while reconnecting.
                 await self._after_failure("heartbeat", exc, backoff, cap=self._heartbeat_interval)
                 continue
+            self._last_contact = time.monotonic()
             backoff.reset()
             await asyncio.sleep(self._heartbeat_interval)
+
+    async def _lost_loop(self) -> None:
+        """Set `lost` once a coordinator this worker had reached has been out of reach for
+        `coordinator.exit_when_lost` seconds: the workers of a cluster that stops itself
+        when idle go with it."""
+        limit = self.config.coordinator.exit_when_lost
+        while True:
+            await asyncio.sleep(min(1.0, limit / 4))
+            if self._last_contact is not None and time.monotonic() - self._last_contact >= limit:
+                log.warning("the coordinator has been out of reach for %.0fs: exiting", limit)
+                self.lost.set()
+                return
 
     async def heartbeat_once(self) -> None:
         health = ""
@@ -341,7 +363,12 @@ async def run_worker(
     daemon = WorkerDaemon(config, grace_s=grace)
     try:
         await daemon.start()
-        await stop.wait()
+        stopped, lost = asyncio.create_task(stop.wait()), asyncio.create_task(daemon.lost.wait())
+        try:
+            await asyncio.wait({stopped, lost}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopped.cancel()
+            lost.cancel()
     finally:
         await daemon.stop()
         for sig in handled:

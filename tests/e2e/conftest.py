@@ -7,6 +7,7 @@ the tail of each process's log is added to the report.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Generator, Iterator
 from pathlib import Path
 
@@ -14,6 +15,10 @@ import pytest
 from e2e_harness import Cluster
 
 CLUSTER_KEY = pytest.StashKey[Cluster]()
+
+# A cluster that `dtf run` starts stops with the run in these tests (none is left to idle
+# for 15 minutes); the idle timeout has a test of its own.
+os.environ.setdefault("DTF_IDLE_TIMEOUT", "0")
 
 
 @pytest.fixture

@@ -167,3 +167,21 @@ def test_plain_pytest_is_untouched_by_the_plugin() -> None:
     assert plain.returncode == 0, plain.stdout + plain.stderr
     assert re.search(r"^\d+ tests collected", plain.stdout, re.M), plain.stdout
     assert "dtf run" not in plain.stdout + plain.stderr
+
+
+def test_a_run_leaves_its_cluster_for_the_next_until_it_is_idle(tmp_path: Path) -> None:
+    write_suite(tmp_path, {"test_ok.py": PASSING})
+    data_dir = tmp_path / ".dtf"
+    argv = ["run", "-n", "2", "--idle-timeout", "4", "--data-dir", str(data_dir), "--", "suite"]
+
+    first = _dtf(tmp_path, *argv)
+    pids = _pids(data_dir)
+    second = _dtf(tmp_path, *argv)
+
+    assert first.returncode == 0 and second.returncode == 0, first.stdout + second.stdout
+    assert f"the cluster in {data_dir} keeps running for" in first.stdout and "once idle" in first.stdout
+    assert all(_running(pid) for pid in pids)  # the run is over, the cluster is not
+    assert "2 workers (running cluster)" in second.stdout and _pids(data_dir) == pids
+    # Idle for 4 s: the coordinator stops, and its workers follow it.
+    wait_until(lambda: not any(_running(pid) for pid in pids), 60, lambda: str([_running(p) for p in pids]))
+    assert live_cluster(data_dir) is None

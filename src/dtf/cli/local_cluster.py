@@ -9,6 +9,7 @@ A process that dies is restarted, as a Kubernetes StatefulSet would.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -28,6 +29,8 @@ from dtf_common.errors import Unavailable
 READY_TIMEOUT_S = 60.0
 # What every local coordinator shares: the secret from the environment, and quick
 # detection of a lost worker (a local one restarts within a second or two).
+# How long the workers of a cluster that stops itself once idle outlive its coordinator.
+WORKER_EXIT_WHEN_LOST_S = 10.0
 LOCAL_SETTINGS: dict[str, Any] = {
     "security": {"jwt_secret": "${DTF_JWT_SECRET}"},
     "health_monitor": {"heartbeat_interval": 1.0, "failure_threshold": 5, "check_interval": 1.0},
@@ -125,7 +128,13 @@ class LocalCluster:
         grpc_port: int = 8081,
         labels: dict[str, str] | None = None,
         coordinators: int = 1,
+        idle_shutdown: float = 0.0,
+        announce: bool = False,
     ) -> None:
+        """`idle_shutdown`: seconds after which an idle coordinator stops itself, and its
+        workers follow (0 = never; `dtf run`'s clusters). `announce`: write connection.json
+        as the processes start, marked not ready, for another process to wait on (`dtf
+        run`); else only once the coordinators are ready (`dtf up`)."""
         if coordinators < 1 or coordinators % 2 == 0:
             raise ValueError("--coordinators must be 1 or an odd number (3, 5): Raft needs a majority")
         self.dir = data_dir.resolve()
@@ -136,6 +145,8 @@ class LocalCluster:
         self.port = port
         self.grpc_port = grpc_port
         self.labels = labels or {}
+        self.idle_shutdown = idle_shutdown
+        self.announce = announce
         self.coordinators: list[Child] = []
         self.workers: list[Child] = []
         self.info: dict[str, Any] = {}
@@ -156,9 +167,11 @@ class LocalCluster:
         return secret
 
     def _choose_ports(self) -> None:
-        if not _port_free(self.host, self.port):
+        """Concrete ports (0 or a taken one: a free one), so that the connection can be
+        written before the coordinator listens."""
+        if self.port == 0 or not _port_free(self.host, self.port):
             self.port = _free_port(self.host)
-        if self.grpc_port == self.port or not _port_free(self.host, self.grpc_port):
+        if self.grpc_port in (0, self.port) or not _port_free(self.host, self.grpc_port):
             self.grpc_port = _free_port(self.host)
 
     def _coordinator_config(self) -> Path:
@@ -230,6 +243,8 @@ class LocalCluster:
                 "url": f"http://{first}",
                 "api_key": token,
                 "fallback_urls": [f"http://{a}" for a in others],
+                # A coordinator that stops itself once idle takes its workers with it.
+                "exit_when_lost": WORKER_EXIT_WHEN_LOST_S if self.idle_shutdown > 0 else 0,
             },
             "execution": {"concurrent_tasks": self.concurrency, "working_dir": str(self.dir / "workers" / str(i))},
             "health": {"report_interval": 5},
@@ -267,6 +282,7 @@ class LocalCluster:
                         "DTF_JWT_SECRET": secret,
                         "DTF_SERVER__PORT": str(self.port),
                         "DTF_SERVER__WORKERS_PORT": str(self.grpc_port),
+                        "DTF_SERVER__IDLE_SHUTDOWN": str(self.idle_shutdown),
                     },
                 )
             ]
@@ -296,11 +312,16 @@ class LocalCluster:
         token = create_token(secret, "worker", subject="local-workers", expires_in=0)
         self._start_workers(grpc_addresses, token, env or {})
         self.info = {
-            "api_url": "",
+            "api_url": f"http://{self.host}:{self.port}" if self.n_coordinators == 1 else "",
             "grpc_address": grpc_addresses[0],
             "admin_token": create_token(secret, "admin", subject="local-admin", expires_in=0),
             "data_dir": str(self.dir),
         }
+        if self.announce and self.n_coordinators == 1:
+            # Written at once, marked not ready: another process (the pytest session that
+            # `dtf run` becomes) finds the cluster starting here, and waits for it.
+            self.ready = {"coordinator": {"api_url": self.info["api_url"], "grpc_address": grpc_addresses[0]}}
+            self._write_connection(ready=False)
 
     def await_ready(self) -> dict[str, Any]:
         """Wait for every coordinator launched to be ready; write and return the connection."""
@@ -311,7 +332,7 @@ class LocalCluster:
             raise
         self.ready = {child.name: info for child, info in zip(self.coordinators, ready, strict=True)}
         self.info |= {"api_url": ready[0]["api_url"], "grpc_address": ready[0]["grpc_address"]}
-        self._write_connection()
+        self._write_connection(ready=True)
         return self.info
 
     def _start_workers(self, grpc_addresses: list[str], token: str, env: dict[str, str]) -> None:
@@ -350,9 +371,10 @@ class LocalCluster:
             time.sleep(0.05)
         raise Unavailable(f"{child.name} did not become ready in {READY_TIMEOUT_S:.0f}s (see {child.log_path})")
 
-    def _write_connection(self) -> None:
+    def _write_connection(self, *, ready: bool) -> None:
         info = {
             **self.info,
+            "ready": ready,
             "coordinators": [
                 {
                     "id": self.ready[child.name].get("node_id", "coordinator-1"),
@@ -380,7 +402,7 @@ class LocalCluster:
                 child.start()
                 restarted.append(child.name)
         if restarted:
-            self._write_connection()
+            self._write_connection(ready=True)
         return restarted
 
     def stop(self) -> None:
@@ -394,3 +416,54 @@ class LocalCluster:
                 child.process.send_signal(signal.SIGTERM)
         for child in self.coordinators:
             child.stop()
+
+
+def _our_process(pid: int) -> Any:
+    """The psutil.Process of `pid` when it is a dtf process (not a reused pid), else None."""
+    import psutil
+
+    try:
+        proc = psutil.Process(pid)
+        return proc if any("dtf" in part for part in proc.cmdline()) else None
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        return None
+
+
+def stop_data_dir(data_dir: Path, timeout: float = 30.0) -> int | None:
+    """Stop the cluster of a data directory (`dtf down`): SIGTERM to a `dtf up` supervising
+    it (which would restart what it loses, and stops its children in order), else to the
+    workers and then to the coordinators (while a worker stops, its coordinator still
+    tells it which tasks were cancelled); SIGKILL to what is left after `timeout` seconds.
+    How many processes were stopped; None when the directory has no readable
+    connection.json."""
+    import psutil
+
+    try:
+        info = json.loads((data_dir / "connection.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+    def ours(entries: list[dict[str, Any]]) -> list[Any]:
+        pids = [int(c["pid"]) for c in entries if c.get("pid")]
+        return [p for p in (_our_process(pid) for pid in pids) if p is not None]
+
+    workers, coordinators = ours(info.get("workers", [])), ours(info.get("coordinators", []))
+    supervisors: dict[int, Any] = {}
+    for proc in workers + coordinators:
+        try:
+            parent = proc.parent()
+            if parent is not None and "up" in parent.cmdline() and _our_process(parent.pid) is not None:
+                supervisors[parent.pid] = parent
+        except psutil.Error:
+            pass
+    stages = [list(supervisors.values()), workers, coordinators]
+    for stage in stages:
+        for proc in stage:
+            with contextlib.suppress(psutil.Error):
+                proc.terminate()
+        _gone, alive = psutil.wait_procs(stage, timeout=timeout)
+        for proc in alive:
+            with contextlib.suppress(psutil.Error):
+                proc.kill()
+        psutil.wait_procs(alive, timeout=5)
+    return len({p.pid for stage in stages for p in stage})

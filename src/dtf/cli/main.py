@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import logging
 import os
@@ -201,6 +200,12 @@ def cmd_submit(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- run
 
 
+def _worker_count(value: str) -> str:
+    if value != "auto" and not (value.isdigit() and int(value) > 0):
+        raise argparse.ArgumentTypeError(f"expected a number of workers or auto, got {value!r}")
+    return value
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     """`dtf run` is `pytest --dtf`: this process becomes that pytest session (exec), so
     that pytest's own signals, output and exit code are the run's."""
@@ -210,10 +215,41 @@ def cmd_run(args: argparse.Namespace) -> int:
     env = dict(os.environ)
     if args.verbose:
         env[RUN_LOG_VARIABLE] = "1"
+    try:
+        env.update(_start_cluster_first(args))
+    except DtfError as exc:
+        print(f"dtf run: {exc.message}", file=sys.stderr)
+        return 2
     sys.stdout.flush()
     sys.stderr.flush()
     os.execve(sys.executable, argv, env)
     return 2  # not reached
+
+
+def _start_cluster_first(args: argparse.Namespace) -> dict[str, str]:
+    """Start the run's local cluster now, before this process becomes the pytest session,
+    so that the coordinator starts while pytest imports its plugins and collects: when the
+    run needs one and `-n` says how many workers (else the session reads xdist's `-n` from
+    pytest's configuration first). The variables that tell the session it was started."""
+    from dtf.run.cluster import LAUNCHED_VARIABLE, launch_cluster, live_cluster, starting_cluster
+    from dtf.run.config import RunConfig
+    from dtf.run.pytest_plugin import default_idle_timeout
+
+    workers = (os.cpu_count() or 1) if args.workers == "auto" else int(args.workers or 0)
+    remote = args.coordinator or os.environ.get("DTF_COORDINATOR") or args.connection
+    data_dir = Path(args.data_dir).resolve()
+    if workers < 1 or remote or live_cluster(data_dir) is not None or starting_cluster(data_dir) is not None:
+        return {}
+    config = RunConfig(
+        workers=workers,
+        pytest_args=list(args.pytest_args or []),
+        cwd=Path.cwd(),
+        data_dir=data_dir,
+        keep=args.keep,
+        idle_timeout=default_idle_timeout() if args.idle_timeout is None else args.idle_timeout,
+    )
+    fresh = launch_cluster(config)
+    return {LAUNCHED_VARIABLE: json.dumps({"data_dir": str(data_dir), "fresh": fresh})}
 
 
 def run_pytest_options(args: argparse.Namespace) -> list[str]:
@@ -232,6 +268,8 @@ def run_pytest_options(args: argparse.Namespace) -> list[str]:
         options.append(f"--dtf-timeout={args.timeout}")
     if args.keep:
         options.append("--dtf-keep")
+    if args.idle_timeout is not None:
+        options.append(f"--dtf-idle-timeout={args.idle_timeout}")
     if args.no_snapshot:
         options.append("--dtf-no-snapshot")
     if args.junitxml:
@@ -239,51 +277,19 @@ def run_pytest_options(args: argparse.Namespace) -> list[str]:
     return options
 
 
-def _our_process(pid: int) -> Any:
-    """The psutil.Process of `pid` when it is a dtf process (not a reused pid), else None."""
-    import psutil
-
-    try:
-        proc = psutil.Process(pid)
-        return proc if any("dtf" in part for part in proc.cmdline()) else None
-    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-        return None
-
-
 def cmd_down(args: argparse.Namespace) -> int:
     """Stop the cluster in a data directory: SIGTERM to the pids in its connection.json
     (and to the `dtf up` supervising them, which would restart them), then wait."""
-    import psutil
+    from dtf.cli.local_cluster import stop_data_dir
 
-    path = Path(args.data_dir) / "connection.json"
-    try:
-        info = json.loads(path.read_text())
-    except (OSError, ValueError):
-        print(f"dtf down: no cluster in {args.data_dir} ({path} not readable)", file=sys.stderr)
+    stopped = stop_data_dir(Path(args.data_dir), args.timeout)
+    if stopped is None:
+        print(f"dtf down: no cluster in {args.data_dir} (no readable connection.json)", file=sys.stderr)
         return 1
-    pids = [int(c["pid"]) for c in info.get("workers", []) + info.get("coordinators", []) if c.get("pid")]
-    procs = [p for p in (_our_process(pid) for pid in pids) if p is not None]
-    supervisors = []
-    for proc in procs:
-        try:
-            parent = proc.parent()
-            if parent is not None and "up" in parent.cmdline() and _our_process(parent.pid) is not None:
-                supervisors.append(parent)
-        except psutil.Error:
-            pass
-    targets = list({p.pid: p for p in supervisors + procs}.values())
-    if not targets:
+    if not stopped:
         print(f"dtf down: nothing running in {args.data_dir}", file=sys.stderr)
         return 0
-    for proc in targets:
-        with contextlib.suppress(psutil.Error):
-            proc.terminate()
-    _gone, alive = psutil.wait_procs(targets, timeout=args.timeout)
-    for proc in alive:
-        with contextlib.suppress(psutil.Error):
-            proc.kill()
-    psutil.wait_procs(alive, timeout=5)
-    print(f"dtf down: stopped {len(targets)} processes in {args.data_dir}", file=sys.stderr)
+    print(f"dtf down: stopped {stopped} processes in {args.data_dir}", file=sys.stderr)
     return 0
 
 
@@ -394,13 +400,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "-n",
         "--workers",
+        type=_worker_count,
         help="local workers to start: a number, or auto (one per CPU); default: pytest-xdist's -n where the "
         "project's pytest configuration gives one, else 2",
     )
     p.add_argument(
         "--data-dir", default=".dtf", help="cluster data; a cluster running there is used (durations accumulate)"
     )
-    p.add_argument("--keep", action="store_true", help="leave the cluster this run starts running (`dtf down`)")
+    p.add_argument(
+        "--keep", action="store_true", help="leave the cluster this run starts running until `dtf down`, idle or not"
+    )
+    p.add_argument(
+        "--idle-timeout",
+        type=float,
+        metavar="S",
+        help="seconds the cluster this run starts stays up once idle, for the next run "
+        "(default 900, env DTF_IDLE_TIMEOUT; 0: stop it with the run)",
+    )
     p.add_argument("--coordinator", metavar="URL", help="run on this remote coordinator (env DTF_COORDINATOR)")
     p.add_argument("--token", help="bearer token for --coordinator (env DTF_TOKEN)")
     p.add_argument("--connection", metavar="FILE", help="run on the cluster of this connection.json")

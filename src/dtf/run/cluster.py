@@ -1,72 +1,111 @@
 """Finding the cluster a run goes to, and what it needs from it.
 
 A remote coordinator (`--coordinator URL` with a token, or `--connection FILE`), else the
-live cluster in the data directory, else a coordinator and N workers started for the run.
+live cluster in the data directory, else the one starting there, else a coordinator and N
+workers started for the run. A local cluster is known by its data directory alone (its
+`connection.json`, written as it starts), so `dtf run` can start it before it becomes
+the pytest session that uses it, and the cluster can outlive the run.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from dtf.run.args import batch_pytest_args
 from dtf.run.config import RunConfig
 from dtf_common.errors import Unavailable
 
-if TYPE_CHECKING:
-    from dtf.cli.local_cluster import LocalCluster
-
 # How long a warm or remote cluster may take to show a live worker.
 WORKERS_WAIT_S = 15.0
 LIVE_WORKER = frozenset({"online", "busy"})
+# How long a coordinator started for a run may take to answer.
+READY_TIMEOUT_S = 60.0
 
 
 class WorkerLister(Protocol):
     def workers(self) -> list[dict[str, Any]]: ...
 
 
-def live_cluster(data_dir: Path) -> dict[str, Any] | None:
-    """The connection of the cluster running in `data_dir` (by `dtf up` or `dtf run --keep`),
-    or None when there is none or its coordinator does not answer /health."""
+def _connection(data_dir: Path) -> dict[str, Any] | None:
     try:
         info: dict[str, Any] = json.loads((data_dir / "connection.json").read_text())
-        url, token = str(info["api_url"]), str(info["admin_token"])
+        str(info["api_url"]), str(info["admin_token"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
+    return info
+
+
+def _healthy(url: str) -> bool:
     import httpx
 
     from dtf.client import needs_certificates
 
     try:
         health = httpx.get(f"{url.rstrip('/')}/health", timeout=1.0, verify=needs_certificates([url]))
-        healthy = health.status_code == 200
     except httpx.HTTPError:
+        return False
+    return health.status_code == 200
+
+
+def live_cluster(data_dir: Path) -> dict[str, Any] | None:
+    """The connection of the cluster running in `data_dir` (by `dtf up` or a `dtf run`),
+    or None when there is none or its coordinator does not answer /health."""
+    info = _connection(data_dir)
+    if info is None or not info["api_url"] or not info["admin_token"]:
         return None
-    return info if healthy and token else None
+    return info if _healthy(str(info["api_url"])) else None
+
+
+def starting_cluster(data_dir: Path) -> dict[str, Any] | None:
+    """The connection of a cluster being started in `data_dir` (written before its
+    coordinator listens, `"ready": false`) whose coordinator process is alive."""
+    info = _connection(data_dir)
+    if info is None or info.get("ready") is not False:
+        return None
+    pids = [int(c["pid"]) for c in info.get("coordinators", []) if c.get("pid")]
+    return info if pids and all(_alive(pid) for pid in pids) else None
+
+
+def _alive(pid: int) -> bool:
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def await_started(data_dir: Path, info: dict[str, Any], timeout: float = READY_TIMEOUT_S) -> None:
+    """Wait for the coordinator of a starting cluster to answer /health. Raises
+    Unavailable, with the end of its log, when it exits or does not answer in time."""
+    url = str(info["api_url"])
+    pids = [int(c["pid"]) for c in info.get("coordinators", []) if c.get("pid")]
+    deadline = time.monotonic() + timeout
+    while not _healthy(url):
+        if not all(_alive(pid) for pid in pids):
+            log = data_dir / "logs" / "coordinator.log"
+            tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+            raise Unavailable(f"the coordinator in {data_dir} exited during start-up:\n{tail}")
+        if time.monotonic() > deadline:
+            raise Unavailable(f"the coordinator in {data_dir} did not answer in {timeout:.0f}s")
+        time.sleep(0.02)
 
 
 @dataclass
 class Target:
-    """Where a run goes. `cluster` is set when this run started the cluster."""
+    """Where a run goes. `started_here`: this run started the cluster (in `data_dir`)."""
 
     api_url: str
     token: str
     kind: str  # "remote", "warm" or "started"
-    cluster: LocalCluster | None = None
+    started_here: bool = False
     fresh_data_dir: bool = False  # the run started its cluster in a data directory it created
-
-
-@dataclass
-class Launched:
-    """The processes of a cluster a run started for itself, maybe not ready yet."""
-
-    cluster: LocalCluster
-    fresh_data_dir: bool  # the data directory did not exist before
-    claimed: bool = False  # a run took it over, and stops it (or keeps it) when it ends
 
 
 def locate(config: RunConfig) -> Target | None:
@@ -86,15 +125,20 @@ def locate(config: RunConfig) -> Target | None:
     return None if warm is None else Target(str(warm["api_url"]), str(warm["admin_token"]), "warm")
 
 
-def launch_cluster(config: RunConfig) -> Launched:
-    """Start a coordinator and `workers` local workers, without waiting for them, so they
-    start while pytest collects; `find_target` then waits for them. The workers are told
-    where the batches will run and with which arguments, so each starts (or clones) its
-    pytest server at once."""
+def launch_cluster(config: RunConfig) -> bool:
+    """Start a coordinator and `workers` local workers in `data_dir`, without waiting for
+    them, so that they start while pytest collects; `find_target` then waits for them.
+    The workers are told where the batches will run and with which arguments, so each
+    starts (or clones) its pytest server at once. Returns whether the data directory is
+    new. The processes outlive this one: the cluster stops itself once idle for
+    `idle_timeout` (never with `keep`), or with `dtf down`."""
     from dtf.cli.local_cluster import LocalCluster
 
     fresh = not config.data_dir.exists()
-    cluster = LocalCluster(config.data_dir, workers=config.workers, concurrency=1, port=0, grpc_port=0)
+    idle = 0.0 if config.keep else config.idle_timeout
+    cluster = LocalCluster(
+        config.data_dir, workers=config.workers, concurrency=1, port=0, grpc_port=0, idle_shutdown=idle, announce=True
+    )
     try:
         cluster.launch_coordinators()  # first: the coordinator's start is what the first test waits for
         from dtf_worker.executors.pytest_share import PREWARM_VARIABLE
@@ -104,24 +148,46 @@ def launch_cluster(config: RunConfig) -> Launched:
     except BaseException:
         cluster.stop()
         raise
-    return Launched(cluster, fresh)
+    return fresh
 
 
-def find_target(config: RunConfig, start: Target | Launched | None = None) -> Target:
-    """Where the run goes: `start` when the caller has found it (`locate`) or launched it
-    (`launch_cluster`), else what `locate` finds, else a cluster started now. A cluster
-    of the run's own is returned once its coordinators are ready."""
-    if start is None:
-        start = locate(config) or launch_cluster(config)
-    if isinstance(start, Target):
-        return start
-    start.claimed = True
+# Set by `dtf run` for the pytest session it becomes, when it started the cluster itself
+# before that: {"data_dir": ..., "fresh": bool}.
+LAUNCHED_VARIABLE = "DTF_RUN_LAUNCHED"
+
+
+def find_target(config: RunConfig) -> Target:
+    """Where the run goes: a remote or live cluster (`locate`), else the cluster starting
+    in the data directory (the one `dtf run` started before it became this session, or
+    another run's), else a cluster started now; a local one once its coordinator answers."""
+    found = locate(config)
+    if found is not None:
+        return found
+    starting = starting_cluster(config.data_dir)
+    if starting is not None:
+        launched = _launched_by_this_run(config.data_dir)
+        await_started(config.data_dir, starting)
+        if launched is None:
+            return Target(str(starting["api_url"]), str(starting["admin_token"]), "warm")
+        return Target(str(starting["api_url"]), str(starting["admin_token"]), "started", True, launched)
+    fresh = launch_cluster(config)
+    info = starting_cluster(config.data_dir)
+    if info is None:
+        raise Unavailable(f"the cluster in {config.data_dir} exited during start-up (see {config.data_dir}/logs)")
+    await_started(config.data_dir, info)
+    return Target(str(info["api_url"]), str(info["admin_token"]), "started", True, fresh)
+
+
+def _launched_by_this_run(data_dir: Path) -> bool | None:
+    """Whether the data directory was new, when this run's `dtf run` started the cluster
+    in it; None when it did not."""
     try:
-        info = start.cluster.await_ready()
-    except BaseException:
-        start.cluster.stop()
-        raise
-    return Target(str(info["api_url"]), str(info["admin_token"]), "started", start.cluster, start.fresh_data_dir)
+        launched = json.loads(os.environ.get(LAUNCHED_VARIABLE) or "null")
+        if launched and Path(launched["data_dir"]).resolve() == data_dir.resolve():
+            return bool(launched["fresh"])
+    except (ValueError, KeyError, TypeError):
+        pass
+    return None
 
 
 def project_root(cwd: Path) -> Path:

@@ -14,6 +14,9 @@ class RunConfig:
     data_dir: Path
     timeout: float | None = None
     poll_s: float = 0.05
+    # A cluster the run starts stays up this long once idle, for the next run (0: it stops
+    # with the run); `keep` leaves it up until `dtf down`.
+    idle_timeout: float = 900.0
     keep: bool = False
     coordinator: str | None = None
     token: str | None = None

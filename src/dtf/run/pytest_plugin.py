@@ -27,7 +27,16 @@ from typing import Any
 import pytest
 
 DEFAULT_WORKERS = 2
+DEFAULT_IDLE_TIMEOUT_S = 900.0
+IDLE_VARIABLE = "DTF_IDLE_TIMEOUT"
 RUN_LOG_VARIABLE = "DTF_RUN_LOG"
+
+
+def default_idle_timeout() -> float:
+    try:
+        return max(0.0, float(os.environ.get(IDLE_VARIABLE) or DEFAULT_IDLE_TIMEOUT_S))
+    except ValueError:
+        return DEFAULT_IDLE_TIMEOUT_S
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -44,7 +53,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--dtf-connection", default=None, help="run on the cluster of this connection.json")
     group.addoption("--dtf-reruns", type=int, default=0, help="run a failing test up to N more times")
     group.addoption("--dtf-timeout", type=float, default=None, help="seconds each batch may run")
-    group.addoption("--dtf-keep", action="store_true", help="leave the local cluster running (`dtf down`)")
+    group.addoption(
+        "--dtf-keep", action="store_true", help="leave the local cluster running until `dtf down`, idle or not"
+    )
+    group.addoption(
+        "--dtf-idle-timeout",
+        type=float,
+        default=default_idle_timeout(),
+        help="seconds a local cluster the run starts stays up once idle, for the next run "
+        f"(default {DEFAULT_IDLE_TIMEOUT_S:.0f}, env {IDLE_VARIABLE}; 0: stop it with the run)",
+    )
     group.addoption(
         "--dtf-no-snapshot",
         action="store_true",
@@ -90,6 +108,7 @@ def _activate(config: pytest.Config, target: str) -> int | None:
         data_dir=Path(invocation.dir) / config.getoption("dtf_data_dir"),
         timeout=config.getoption("dtf_timeout"),
         keep=config.getoption("dtf_keep"),
+        idle_timeout=max(0.0, config.getoption("dtf_idle_timeout")),
         coordinator=target if remote else None,
         token=config.getoption("dtf_token") or os.environ.get("DTF_TOKEN"),
         connection=Path(connection) if connection else None,

@@ -27,8 +27,9 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from dtf.cli.local_cluster import stop_data_dir
 from dtf.run.args import batch_pytest_args
-from dtf.run.cluster import Launched, Target, find_target, ship_snapshot, wait_for_workers
+from dtf.run.cluster import Target, find_target, ship_snapshot, wait_for_workers
 from dtf.run.config import RunConfig
 from dtf.run.execution import Attempt, Execution
 from dtf.run.history import hardware_classes, recorded_durations
@@ -51,10 +52,9 @@ SAY_WAITING_AFTER_S = 0.5
 class DtfSession:
     """Registered as a plugin by `--dtf`; one per pytest session."""
 
-    def __init__(self, config: pytest.Config, run: RunConfig, start: Target | Launched | None = None) -> None:
+    def __init__(self, config: pytest.Config, run: RunConfig) -> None:
         self.config = config
         self.run = run
-        self.start = start
         self.started = time.monotonic()
         self.items: dict[str, pytest.Item] = {}
         self.execution: Execution | None = None
@@ -67,7 +67,7 @@ class DtfSession:
 
     def pytest_sessionstart(self, session: pytest.Session) -> None:
         if not self.config.option.collectonly:
-            self._finding = self._pool.submit(find_target, self.run, self.start)
+            self._finding = self._pool.submit(find_target, self.run)
 
     def _target(self) -> Target:
         assert self._finding is not None
@@ -238,10 +238,16 @@ class DtfSession:
             return RERUN, "R", ("RERUN", {"yellow": True})
         return None
 
+    def _leaves_cluster(self) -> bool:
+        """Whether the cluster this run started stays up after it (kept, or until idle)."""
+        return self.run.keep or (self.run.idle_timeout > 0 and self.execution is not None)
+
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
-        if self.target is not None and self.target.cluster is not None and self.run.keep:
+        if self.target is not None and self.target.started_here and self._leaves_cluster():
+            how_long = "" if self.run.keep else f" for {_duration(self.run.idle_timeout)} once idle"
             terminalreporter.write_line(
-                f"dtf: the cluster keeps running; stop it with `dtf down --data-dir {self.run.data_dir}`"
+                f"dtf: the cluster in {self.run.data_dir} keeps running{how_long}, for the next run; "
+                f"stop it with `dtf down --data-dir {self.run.data_dir}`"
             )
         if self.execution is None:
             return
@@ -265,11 +271,15 @@ class DtfSession:
             with contextlib.suppress(BaseException):
                 target = finding.result()
         self._pool.shutdown(wait=False)
-        if target is None or target.cluster is None or self.run.keep:
+        if target is None or not target.started_here or self._leaves_cluster():
             return
-        target.cluster.stop()
+        stop_data_dir(self.run.data_dir)
         if self.execution is None and target.fresh_data_dir:
             shutil.rmtree(self.run.data_dir, ignore_errors=True)  # nothing ran: leave nothing behind
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds / 60:g} min" if seconds >= 60 else f"{seconds:g} s"
 
 
 def _seconds(value: float | None) -> str:

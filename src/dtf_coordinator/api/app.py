@@ -8,6 +8,7 @@ from importlib.metadata import PackageNotFoundError, version
 from fastapi import FastAPI
 
 from dtf_coordinator.api import problems, swagger, ws
+from dtf_coordinator.api.activity import ActivityTracker
 from dtf_coordinator.api.context import ApiContext
 from dtf_coordinator.api.limits import BodySizeLimit
 from dtf_coordinator.api.routes import blobs, cluster, results, system, tasks, workers
@@ -48,6 +49,8 @@ def create_app(ctx: ApiContext) -> FastAPI:
     swagger.install(app)
     problems.install(app)
     app.add_middleware(BodySizeLimit, max_bytes=ctx.config.security.max_body_bytes)
+    if ctx.activity is not None:
+        app.add_middleware(ActivityTracker, activity=ctx.activity)
     for router in (
         tasks.router,
         workers.router,

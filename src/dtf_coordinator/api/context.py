@@ -11,6 +11,7 @@ from dtf_coordinator.blobs import BlobStore
 from dtf_coordinator.metrics import Metrics
 from dtf_coordinator.service.coordinator import Coordinator
 from dtf_coordinator.service.events import EventHub
+from dtf_coordinator.service.idle import Activity
 
 
 class ResultsReader(Protocol):
@@ -47,3 +48,5 @@ class ApiContext:
     blobs: BlobStore | None = None  # project snapshots; None: /api/blobs answers 503
     # Brings the results store up to the applied log before a read (None: it may lag by a flush).
     catch_up_store: Callable[[], Awaitable[object]] | None = None
+    # Where the API counts its use, for a coordinator that stops itself once idle.
+    activity: Activity | None = None

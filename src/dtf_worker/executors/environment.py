@@ -17,7 +17,12 @@ CREDENTIAL_VARIABLES = frozenset(
 )
 
 
+# The worker's own settings, of no use to a task (and that would tell apart the warm pytest
+# servers of workers that could share one).
+WORKER_VARIABLES = frozenset({"DTF_WORKER_INDEX", "DTF_PYTEST_PREWARM"})
+
+
 def inherited(env: Mapping[str, str]) -> dict[str, str]:
-    """`env` less the credentials in it: what a task inherits. Tasks run code the worker
-    does not trust with its token."""
-    return {k: v for k, v in env.items() if k not in CREDENTIAL_VARIABLES}
+    """`env` less the credentials in it and the worker's own settings: what a task
+    inherits. Tasks run code the worker does not trust with its token."""
+    return {k: v for k, v in env.items() if k not in CREDENTIAL_VARIABLES and k not in WORKER_VARIABLES}
