@@ -338,9 +338,9 @@ def test_a_segfault_ends_only_its_batch(tmp_path: Path, pool: PytestServerPool) 
     assert pool.started == 1  # the server outlived its child
 
 
-def test_a_changed_conftest_restarts_the_server_and_a_changed_test_does_not(
-    tmp_path: Path, pool: PytestServerPool
-) -> None:
+def test_a_changed_test_or_conftest_gives_the_next_batch_a_fresh_server(tmp_path: Path, pool: PytestServerPool) -> None:
+    """The warm server imported both (its warm-up collects every test module), so an edit
+    to either makes it stale."""
     suite = _suite(
         tmp_path,
         {
@@ -351,15 +351,55 @@ def test_a_changed_conftest_restarts_the_server_and_a_changed_test_does_not(
     first = _run_in(pool, tmp_path, ["test_answer.py"])
     (suite / "test_answer.py").write_text("def test_answer(answer):\n    assert answer == 2\n")
     test_changed = _run_in(pool, tmp_path, ["test_answer.py"])
-    servers_so_far = pool.started
     (suite / "conftest.py").write_text("import pytest\n\n@pytest.fixture\ndef answer():\n    return 2  # changed\n")
     conftest_changed = _run_in(pool, tmp_path, ["test_answer.py"])
 
     assert first.ok
-    assert test_changed.error == "1 failed"  # the edited test ran, on the same server
-    assert servers_so_far == 1
-    assert conftest_changed.ok  # the edited conftest ran, on a new server
-    assert pool.started == 2
+    assert test_changed.error == "1 failed"  # the edited test ran
+    assert conftest_changed.ok  # so did the edited conftest
+    assert pool.started == 3
+
+
+def test_a_selection_runs_in_the_warm_session_without_collecting_again(tmp_path: Path, pool: PytestServerPool) -> None:
+    suite = _suite(
+        tmp_path,
+        {
+            "test_counted.py": """
+                from pathlib import Path
+
+                with (Path(__file__).parent / "imports.log").open("a") as log:
+                    log.write("imported\\n")
+
+                def test_one():
+                    pass
+
+                def test_two():
+                    assert False
+            """,
+            "test_broken.py": "import no_such_module\n\ndef test_never():\n    pass\n",
+        },
+    )
+    args = {"args": ["."], "workerinput": {"workercount": 2, "testrunuid": "r"}}
+
+    runs = [
+        _run_in(pool, tmp_path, [], select=["test_counted.py::test_one"], **args),
+        _run_in(pool, tmp_path, [], select=["test_counted.py::test_two", "test_counted.py::test_one"], **args),
+        _run_in(pool, tmp_path, [], select=["test_broken.py::test_never", "test_counted.py::test_one"], **args),
+    ]
+
+    assert [r.results["process"] for r in runs] == ["resumed"] * 3
+    assert [[rec.test_id for rec in r.records] for r in runs] == [
+        ["test_counted.py::test_one"],
+        ["test_counted.py::test_two", "test_counted.py::test_one"],
+        ["test_counted.py::test_one"],
+    ]
+    assert (runs[0].ok, runs[1].error) == (True, "1 failed")
+    # A file the server could not collect: its tests are missing, with pytest's report why.
+    assert runs[2].results["missing"] == ["test_broken.py::test_never"]
+    [error] = runs[2].results["collect_errors"]
+    assert "no_such_module" in error["longrepr"]
+    assert (suite / "imports.log").read_text() == "imported\n"  # by the server, once
+    assert pool.started == 1
 
 
 def test_without_fork_each_batch_starts_a_fresh_pytest(

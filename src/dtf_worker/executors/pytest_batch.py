@@ -92,8 +92,10 @@ class PytestExecutor:
         env[pytest_reports.BATCH_VAR] = str(batch_file)
         env[pytest_reports.REPORTS_VAR] = str(reports)
         run = await self.pool.run(
-            ServerKey.of(cwd, options, env),
-            BatchSpec(argv, cwd, env, ctx.files_dir),
+            ServerKey.of(cwd, options, env, xdist=workerinput is not None),
+            # A selection with no further arguments picks from what the server's own session
+            # collected: its child runs them without collecting again.
+            BatchSpec(argv, cwd, env, ctx.files_dir, resume=select is not None and not node_ids),
             time_limit=timeout,
             cancel=ctx.cancel,
             kill_grace_s=ctx.kill_grace_s,
@@ -109,6 +111,8 @@ class PytestExecutor:
                 return ExecutionResult(ok=False, error=f"cannot start pytest: {exc}")
 
         report = read_report(reports)
+        if report.resumed:
+            process = "resumed"
         process_metrics = {"scope": "pytest process", **run.measurements()}
         records = [_record(task, ctx, case, process_metrics) for case in report.cases]
         counts = Counter(case.outcome for case in report.cases)

@@ -70,6 +70,8 @@ class BatchReport:
     cases: list[Case] = field(default_factory=list)
     collected: int | None = None
     missing: list[str] = field(default_factory=list)
+    # The batch ran in its warm server's own session, without collecting (`begin_batch`).
+    resumed: bool = False
     collect_errors: list[dict[str, Any]] = field(default_factory=list)
     warnings: list[dict[str, Any]] = field(default_factory=list)
     yielded: bool = False
@@ -94,6 +96,7 @@ def read_lines(lines: Iterable[str]) -> BatchReport:
         elif "collected" in entry:
             batch.collected = int(entry["collected"])
             batch.missing = [str(n) for n in entry.get("missing") or []]
+            batch.resumed = bool(entry.get("resumed"))
         elif "collect_error" in entry:
             batch.collect_errors.append(entry["collect_error"])
         elif "warnings" in entry:

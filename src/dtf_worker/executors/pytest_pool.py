@@ -71,6 +71,9 @@ class BatchSpec:
     cwd: Path
     env: Mapping[str, str]
     log_dir: Path
+    # The batch runs a selection of the tests its server's session collected (its
+    # arguments are the server's own): the child resumes that session.
+    resume: bool = False
 
     def message(self) -> dict[str, Any]:
         """The server's command. The server runs with the rest of the environment already
@@ -83,6 +86,7 @@ class BatchSpec:
                 "env": {k: v for k, v in self.env.items() if k in BATCH_VARIABLES},
                 "stdout": str(self.log_dir / "stdout.log"),
                 "stderr": str(self.log_dir / "stderr.log"),
+                "resume": self.resume,
             }
         }
 

@@ -3,6 +3,8 @@
 It does three things, each keyed by exactly the node ids pytest itself gives its items:
 
 1. **Selects.** With a batch file (`DTF_PYTEST_BATCH`: `{"select": [node ids, ...]}`),
+   or the JSON itself in that variable (a warm server's warm-up: `{"select": [],
+   "every_file": true}` imports every test module and keeps no test),
    the session runs exactly those tests, in that order, out of what its arguments
    collect. A batch runs with the same arguments, from the same directory, as the
    pytest that collected the ids (`dtf run`'s own session), so each test gets the same
@@ -19,7 +21,10 @@ It does three things, each keyed by exactly the node ids pytest itself gives its
    `DTF_PYTEST_REPORTS`; a test's line is written and flushed when the next test starts
    (pytest hands over a test's warnings only after its last report) or the session
    ends, so a test that kills its process loses none of those before it.
-3. **Plays an xdist worker** when the batch file has `workerinput`: `config.workerinput`
+3. **Serves a warm session.** A warm server's warm-up session collects every test and
+   then forks each batch from inside its run loop; `begin_batch` gives the batch's
+   child its state and selection (see `pytest_server`).
+4. **Plays an xdist worker** when the batch file has `workerinput`: `config.workerinput`
    and `config.workeroutput` exist (so pytest's cache, stepwise and junitxml plugins
    leave writing to the collecting session, and plugins that know xdist's workers
    recognise one), `PYTEST_XDIST_WORKER`, `PYTEST_XDIST_WORKER_COUNT` and
@@ -65,6 +70,8 @@ class _State:
 
     select: dict[str, int] | None = None
     files: frozenset[str] = frozenset()
+    # The warm-up's: collect (import) every file, keep no test.
+    every_file: bool = False
     yield_at: float | None = None
     yield_after: float | None = None
     sink: IO[str] | None = None
@@ -73,6 +80,7 @@ class _State:
     warnings: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     # The last test's line, written when the next one starts or the session ends.
     pending: dict[str, Any] | None = None
+    collect_errors: list[dict[str, Any]] = field(default_factory=list)
     yielded: bool = False
 
 
@@ -117,6 +125,11 @@ def pytest_cmdline_main(config: pytest.Config) -> Generator[None, Any, Any]:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
+    _start(config)
+
+
+def _start(config: pytest.Config) -> None:
+    """This session's (or batch's) state, from the batch file."""
     global _state
     _state = _State()
     batch = _load_batch()
@@ -126,11 +139,38 @@ def pytest_configure(config: pytest.Config) -> None:
         for i, node_id in enumerate(select):
             _state.select.setdefault(str(node_id), i)
         _state.files = frozenset(file_of(n) for n in _state.select)
+    _state.every_file = bool(batch.get("every_file"))
     after = batch.get("yield_after")
     _state.yield_after = float(after) if isinstance(after, int | float) and after > 0 else None
     workerinput = batch.get("workerinput")
     if isinstance(workerinput, dict):
         _play_xdist_worker(config, workerinput)
+
+
+def begin_batch(session: pytest.Session) -> None:
+    """In a batch's child forked from a warm server inside its session, which collected
+    every test with the batch's own arguments (`pytest_server.resume_child`): take up the
+    batch's file, and leave in the session exactly the batch's selection, in its order,
+    as a session of the batch's own would have after its collection."""
+    collected, errors = list(session.items), _state.collect_errors
+    _start(session.config)
+    _state.session = session
+    seed = getattr(session.config, "workerinput", {}).get("randomly_seed")
+    if seed is not None and hasattr(session.config.option, "randomly_seed"):
+        session.config.option.randomly_seed = seed  # pytest-randomly reseeds each test from it
+    select = _state.select or {}
+    kept = sorted((item for item in collected if item.nodeid in select), key=lambda item: select[item.nodeid])
+    seen = {item.nodeid for item in kept}
+    session.items = kept
+    session.testscollected = len(kept)
+    session.testsfailed = 0  # collection errors of other files are not this batch's
+    session.shouldstop = session.shouldfail = False
+    missing = [n for n in select if n not in seen]
+    files = {file_of(n) for n in missing}
+    for error in errors:
+        if file_of(str(error.get("nodeid") or "")) in files:
+            _write({"collect_error": error})
+    _write({"collected": len(kept), "missing": missing, "resumed": True}, flush=True)
 
 
 def _play_xdist_worker(config: pytest.Config, workerinput: dict[str, Any]) -> None:
@@ -139,8 +179,11 @@ def _play_xdist_worker(config: pytest.Config, workerinput: dict[str, Any]) -> No
     os.environ["PYTEST_XDIST_WORKER"] = str(workerinput.get("workerid", "gw0"))
     os.environ["PYTEST_XDIST_WORKER_COUNT"] = str(workerinput.get("workercount", 1))
     os.environ["PYTEST_XDIST_TESTRUNUID"] = str(workerinput.get("testrunuid", ""))
-    if not config.pluginmanager.hasplugin("xdist"):
-        config.pluginmanager.register(_XdistFixtures(), "dtf-xdist-fixtures")
+    if not config.pluginmanager.hasplugin("xdist") and not config.pluginmanager.has_plugin(_FIXTURES):
+        config.pluginmanager.register(_XdistFixtures(), _FIXTURES)
+
+
+_FIXTURES = "dtf-xdist-fixtures"
 
 
 class _XdistFixtures:
@@ -169,7 +212,7 @@ def pytest_runtestloop(session: pytest.Session) -> None:
 @pytest.hookimpl(wrapper=True)
 def pytest_collect_file(file_path: Any, parent: pytest.Collector) -> Generator[None, Any, Any]:
     collectors = yield
-    if _state.select is None or not collectors:
+    if _state.select is None or _state.every_file or not collectors:
         return collectors
     # Made but not yet collected: a file of none of the batch's tests is never imported.
     return [c for c in collectors if c is not None and c.nodeid in _state.files]
@@ -199,6 +242,7 @@ def pytest_collectreport(report: pytest.CollectReport) -> None:
         config = _state.session.config if _state.session is not None else None
         if config is not None:
             data = config.hook.pytest_report_to_serializable(config=config, report=report)
+            _state.collect_errors.append(data)  # a warm server's: told to the batches they concern
             _write({"collect_error": data}, flush=True)
 
 

@@ -6,18 +6,24 @@ package, and imports nothing but the standard library before pytest: pytest warn
 (and under `filterwarnings = error` fails on) a module of a plugin's distribution that is
 imported before it can rewrite its asserts, and dtf is such a distribution.
 
-The server imports pytest and runs a warm-up session once: `--collect-only` with the
-batches' own arguments and a selection of nothing (the pool's `warm_env`), which loads
-the plugins, runs their `pytest_configure` and imports the conftest files of the
-directories the batches walk, but imports no test module (so editing a test file leaves
-the server usable). Then it waits for batches.
+The server imports pytest and runs a warm-up session once: a pytest session of the
+batches' own arguments (the pool's `warm_env` selects every file and keeps every test),
+which loads the plugins, runs their `pytest_configure`, imports the conftest files and
+the test modules, and collects every test. Then, from inside that session's run loop
+(`pytest_runtestloop`), it waits for batches.
 
-Each batch is a `fork()` of this process: the child gets a process group of its
-own, points stdout and stderr at the batch's log files, adds the batch's own variables
-to the environment and runs `pytest.main` on the batch's arguments, with everything the
-warm-up imported already in memory. It exits with pytest's exit code. The parent
-reaps it and reports the exit code and CPU time. So every batch has a process of its
-own, as with a fresh `python -m pytest`: module state cannot leak from one batch to the
+Each batch is a `fork()` of this process: the child gets a process group of its own,
+points stdout and stderr at the batch's log files (and the copies pytest's capturing and
+faulthandler keep), and adds the batch's own variables to the environment. A batch that
+selects tests by node id with the server's own arguments (`"resume": true`, as every
+batch of `dtf run` does) then *resumes* the warm session: the reports plugin narrows
+`session.items` to the batch's selection (`pytest_reports.begin_batch`), and the child
+runs pytest's own run loop over them and ends the session as pytest does
+(`pytest_sessionfinish`, unconfigure). Nothing is imported or collected again: a batch
+starts running tests within milliseconds. Any other batch runs `pytest.main` on its own
+arguments, with everything the warm-up imported already in memory. The child exits
+with pytest's exit code; the parent reaps it and reports the exit code and CPU time. So
+every batch has a process of its own: module state cannot leak from one batch to the
 next, and a test that segfaults or calls `os._exit` ends only its batch's child.
 
 Before each fork the server checks that no module it imported has changed on disk
@@ -27,8 +33,9 @@ removed). If one has, it answers `stale` and exits: the pool starts a fresh serv
 The protocol is JSON lines. The server moves its stdin and stdout to private
 descriptors at once, so nothing printed by plugins or conftest files can corrupt it.
 
-- server: `{"ready": true, "pid": N, "warm_exit": N, "seconds": S, "output": "..."}`
-- pool: `{"run": {"argv": [...], "cwd": "...", "env": {the batch's own variables}, "stdout": "path", "stderr": "path"}}`
+- server: `{"ready": true, "pid": N, "warm_exit": N, "seconds": S, "output": "...", "collected": N}`
+- pool: `{"run": {"argv": [...], "cwd": "...", "env": {the batch's own variables}, "stdout": "path",
+  "stderr": "path", "resume": bool}}`
 - server: `{"started": PID}` or `{"stale": "why"}`, then `{"exited": PID, "exit_code": N, "cpu_time_s": S}`
 
 With `"share": {"socket": PATH, "lock": PATH, "lock_fd": N}` in its configuration, the
@@ -59,6 +66,8 @@ from typing import Any
 
 # How often to look for the child's exit where pidfd_open is missing.
 POLL_S = 0.02
+# The plugin every batch runs with; in a resumed session it selects the batch's tests.
+REPORTS_PLUGIN = "dtf_worker.executors.pytest_reports"
 # How often an idle clone looks whether its origin stopped sharing (see `take_over`).
 TAKE_OVER_S = 1.0
 _OUTPUT_TAIL_CHARS = 4000
@@ -93,6 +102,10 @@ class Server:
         self.buffer = b""
         self.stamps: dict[str, tuple[int, int]] = {}
         self.warm_exit = 0
+        self.started = time.monotonic()
+        # The warm-up's session, once it has collected (its run loop serves the batches).
+        self.session: Any = None
+        self.served = False
         # Sharing (see the module's docstring): where to accept clones, and the lock held meanwhile.
         self.socket_path: str | None = None
         self.lock_path: str | None = None
@@ -104,22 +117,32 @@ class Server:
         self.socket_path, self.lock_path, self.lock_fd = path, lock_path, lock_fd
 
     def serve(self, warm_argv: list[str], warm_env: dict[str, str]) -> int:
-        started = time.monotonic()
-        code, output = warm_up(warm_argv, warm_env)
+        """Run the warm-up session; once it has collected, serve batches from inside its
+        run loop (`serve_warm`). A warm-up that never reaches its run loop (a usage error,
+        an interrupted collection) leaves a server that runs each batch's own pytest."""
+        self.started = time.monotonic()
+        code, output = warm_up(warm_argv, warm_env, self)
+        if self.served:
+            return 0
         self.warm_exit = code
+        return self.serve_warm(output)
+
+    def serve_warm(self, output: str) -> int:
         self.stamps = stamps(project_dirs())
         # What the warm-up built is shared by every batch: out of the collector's reach, a
         # child's collections (pytest runs two at the end of a session) neither walk it nor
         # copy its pages.
         gc.collect()
         gc.freeze()
+        self.served = True
         self.send(
             {
                 "ready": True,
                 "pid": os.getpid(),
-                "warm_exit": code,
-                "seconds": round(time.monotonic() - started, 3),
+                "warm_exit": self.warm_exit,
+                "seconds": round(time.monotonic() - self.started, 3),
                 "output": output,
+                "collected": None if self.session is None else len(self.session.items),
             }
         )
         try:
@@ -298,6 +321,8 @@ class Server:
             stream.flush()
         pid = os.fork()
         if pid == 0:
+            if spec.get("resume") and self.session is not None:
+                resume_child(self.session, spec, close=self.private_fds())  # never returns
             run_child(spec, close=self.private_fds())  # never returns
         with contextlib.suppress(OSError):
             os.setpgid(pid, pid)  # as the child does: whichever runs first, it has its group
@@ -358,18 +383,11 @@ def try_lock(path: str) -> int | None:
     return fd
 
 
-def warm_up(argv: list[str], env: dict[str, str]) -> tuple[int, str]:
-    """Run the warm-up session, with `env` set for it alone; its exit code and the end of
-    what it printed."""
+def warm_up(argv: list[str], env: dict[str, str], server: Server) -> tuple[int, str]:
+    """Run the warm-up session, with `env` set for it alone, its output in a sink; its
+    exit code and the end of what it printed. Once it has collected, the session's run
+    loop belongs to `server` (`_serve_from_run_loop`)."""
     os.environ.update(env)
-    try:
-        return _warm_up(argv)
-    finally:
-        for name in env:
-            os.environ.pop(name, None)
-
-
-def _warm_up(argv: list[str]) -> tuple[int, str]:
     with tempfile.TemporaryFile() as sink:
         saved = os.dup(1), os.dup(2)
         os.dup2(sink.fileno(), 1)
@@ -377,7 +395,7 @@ def _warm_up(argv: list[str]) -> tuple[int, str]:
         try:
             import pytest
 
-            code = int(pytest.main(argv))
+            code = int(pytest.main(argv, plugins=[_run_loop_plugin(server, env, sink.fileno())]))
         except BaseException as exc:  # a plugin or conftest that raises must not take the server down
             print(f"warm-up failed: {type(exc).__name__}: {exc}", file=sys.stderr)
             code = -1
@@ -388,9 +406,113 @@ def _warm_up(argv: list[str]) -> tuple[int, str]:
             os.dup2(saved[1], 2)
             for fd in saved:
                 os.close(fd)
-        sink.seek(0)
-        output = sink.read().decode("utf-8", errors="replace")
-    return code, output[-_OUTPUT_TAIL_CHARS:]
+            for name in env:
+                os.environ.pop(name, None)
+        output = _tail(sink.fileno())
+    return code, output
+
+
+def _tail(fd: int) -> str:
+    size = os.fstat(fd).st_size
+    data = os.pread(fd, _OUTPUT_TAIL_CHARS, max(0, size - _OUTPUT_TAIL_CHARS))
+    return data.decode("utf-8", errors="replace")
+
+
+def _run_loop_plugin(server: Server, env: dict[str, str], sink: int) -> object:
+    """The warm-up's plugin: when its session reaches the run loop, with every test
+    collected, the server serves batches from there; each batch's child, forked there,
+    runs its selection of those tests (`resume_child`) and never comes back."""
+    import pytest
+
+    class ServeFromRunLoop:
+        @pytest.hookimpl(tryfirst=True)
+        def pytest_runtestloop(self, session: Any) -> object:
+            if server.served:
+                return None  # a batch's child, running its tests (`resume_child`)
+            for name in env:
+                os.environ.pop(name, None)  # the warm-up's own: batches bring theirs
+            server.session = session
+            server.serve_warm(_tail(sink))
+            return True  # the server is done: the session runs nothing
+
+    return ServeFromRunLoop()
+
+
+def resume_child(session: Any, spec: dict[str, Any], *, close: tuple[int, ...]) -> None:
+    """The forked child of a server inside its warm session: become the batch's process
+    and run the batch's selection of the tests the session collected, then end the
+    session as pytest does. Never returns."""
+    code = 3  # pytest's "internal error", unless pytest itself answers
+    try:
+        os.setpgid(0, 0)
+        for fd in close:
+            os.close(fd)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        _redirect_output(session.config, spec["stdout"], spec["stderr"])
+        os.chdir(spec["cwd"])
+        os.environ.update(spec["env"])
+        _reseed()
+        begin = getattr(session.config.pluginmanager.get_plugin(REPORTS_PLUGIN), "begin_batch", None)
+        if begin is None:
+            raise RuntimeError(f"the session has no {REPORTS_PLUGIN} plugin to select the batch's tests")
+        begin(session)
+        code = _run_session(session)
+        _run_exit_functions()
+    except BaseException:
+        import traceback
+
+        traceback.print_exc()
+    finally:
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            os._exit(code)
+
+
+def _redirect_output(config: Any, stdout: str, stderr: str) -> None:
+    """Point fds 1 and 2 at the batch's log files, and with them the copies pytest keeps:
+    the originals its capturing restores after each test."""
+    import faulthandler
+
+    capman = config.pluginmanager.get_plugin("capturemanager")
+    capturing = getattr(capman, "_global_capturing", None)
+    for fd, path in ((1, stdout), (2, stderr)):
+        target = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        os.dup2(target, fd)
+        capture = getattr(capturing, "out" if fd == 1 else "err", None)
+        saved = getattr(capture, "targetfd_save", None)
+        if isinstance(saved, int):
+            os.dup2(target, saved)
+        if fd == 2:
+            # A crash's traceback goes to the log, on a descriptor of its own: while a test
+            # runs, pytest's capturing holds fd 2.
+            faulthandler.enable(file=os.dup(target), all_threads=True)
+        os.close(target)
+
+
+def _run_session(session: Any) -> int:
+    """pytest's own run loop over `session.items`, then the session's end: its exit code."""
+    import pytest
+
+    config = session.config
+    try:
+        config.hook.pytest_runtestloop(session=session)
+        code = 1 if session.testsfailed else 5 if not session.testscollected else 0
+    except session.Failed:
+        code = 1
+    except (KeyboardInterrupt, session.Interrupted):
+        code = 2
+    except pytest.exit.Exception as exc:
+        code = exc.returncode if exc.returncode is not None else 2
+    session.exitstatus = code
+    config.hook.pytest_sessionfinish(session=session, exitstatus=code)
+    unconfigure = getattr(config, "_ensure_unconfigure", None)
+    if callable(unconfigure):
+        unconfigure()
+    return int(code)
 
 
 def run_child(spec: dict[str, Any], *, close: tuple[int, ...]) -> None:

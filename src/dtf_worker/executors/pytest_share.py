@@ -61,8 +61,17 @@ BATCH_VARIABLES = frozenset(
         pytest_reports.REPORTS_VAR,
     }
 )
-# The warm-up's selection: nothing (its collection only loads plugins and conftest files).
-WARM_UP_ENV = {pytest_reports.BATCH_VAR: json.dumps({"select": []})}
+
+
+def warm_up_env(key: ServerKey) -> dict[str, str]:
+    """The warm-up's batch: every file, no selection (see `pytest_server`)."""
+    batch: dict[str, object] = {"every_file": True}
+    if key.xdist:
+        # Each batch's child sets its own; pytest-randomly reads a seed from it.
+        batch["workerinput"] = {"workercount": 1, "testrunuid": "", "randomly_seed": 0}
+    return {pytest_reports.BATCH_VAR: json.dumps(batch)}
+
+
 # sockaddr_un's limit on a socket's path, less its terminating NUL.
 _MAX_SOCKET_PATH = 107
 
@@ -75,11 +84,15 @@ class ServerKey:
     cwd: str
     args: tuple[str, ...]
     env: tuple[tuple[str, str], ...]
+    # Its batches play xdist workers (`dtf run`'s): the warm-up does too.
+    xdist: bool = False
 
     @classmethod
-    def of(cls, cwd: Path, args: Sequence[str], env: Mapping[str, str], python: str | None = None) -> ServerKey:
+    def of(
+        cls, cwd: Path, args: Sequence[str], env: Mapping[str, str], python: str | None = None, *, xdist: bool = False
+    ) -> ServerKey:
         stable = sorted((k, v) for k, v in env.items() if k not in BATCH_VARIABLES)
-        return cls(python or sys.executable, str(cwd), tuple(args), tuple(stable))
+        return cls(python or sys.executable, str(cwd), tuple(args), tuple(stable), xdist)
 
     def digest(self) -> str:
         return hashlib.sha256(json.dumps(astuple(self)).encode()).hexdigest()[:24]
@@ -98,7 +111,9 @@ def batch_options(args: Sequence[str], *, xdist: bool) -> list[str]:
 def batch_key(cwd: Path, args: Sequence[str], env: Mapping[str, str] | None = None, *, xdist: bool) -> ServerKey:
     """The server for batches of a suite in `cwd` with the pytest arguments `args`, run by
     a worker whose environment is `env` (this process's by default)."""
-    return ServerKey.of(cwd, batch_options(args, xdist=xdist), inherited(os.environ if env is None else env))
+    return ServerKey.of(
+        cwd, batch_options(args, xdist=xdist), inherited(os.environ if env is None else env), xdist=xdist
+    )
 
 
 @dataclass(frozen=True)
@@ -157,12 +172,12 @@ def share_dir(env: Mapping[str, str] | None = None) -> Path | None:
 
 
 def spawn_server(key: ServerKey, share: tuple[SharePaths, int] | None = None) -> subprocess.Popen[bytes]:
-    """Start a `pytest_server` for `key`. Its warm-up is a collection of the batches' own
-    arguments that selects nothing (`pytest_reports`): it walks the directories the
-    batches will, loading their conftest files, and imports no test module. With `share`
+    """Start a `pytest_server` for `key`. Its warm-up is a pytest session of the batches'
+    own arguments that collects every test and then serves batches from inside its run
+    loop (see `pytest_server`). With `share`
     (where, and the lock held for it), it takes the lock over and shares itself once
     warm; the lock is released here either way."""
-    config: dict[str, object] = {"warm_argv": [*key.args, "--collect-only", "-q"], "warm_env": WARM_UP_ENV}
+    config: dict[str, object] = {"warm_argv": list(key.args), "warm_env": warm_up_env(key)}
     if share is not None:
         paths, lock_fd = share
         config["share"] = {"socket": str(paths.socket_path), "lock": str(paths.lock_path), "lock_fd": lock_fd}
