@@ -1,4 +1,4 @@
-"""`dtf run -n 2` against plain pytest and pytest-xdist on three generated suites.
+"""`dtf run -n 2` against plain pytest and pytest-xdist on four generated suites.
 
 Generates the suites into a temporary directory and, in one run, times each tool on
 each suite (wall clock of the whole command, start-up included):
@@ -7,8 +7,11 @@ each suite (wall clock of the whole command, start-up included):
 - xdist: the same with `-n 2 --dist load` and with `-n 2 --dist worksteal`
 - dtf: `python -m dtf.cli.main run -n 2 --data-dir DIR -- -q -p no:cacheprovider .`
   A FIRST run uses a fresh data directory (no recorded durations, the plan is built on
-  guesses), once per repetition; the "durations recorded" runs reuse the directory of
-  the first repetition's first run.
+  guesses, the cluster starts), once per repetition, as a user types it; the cluster it
+  leaves up for the next run is then stopped, untimed. The "durations recorded, cold"
+  runs reuse the directory of the first repetition's first run with `--idle-timeout 0`:
+  a cluster started for the run and stopped with it. A LATER run finds the cluster an
+  earlier run left up (`--keep` here, so that no idle timeout can end it mid-benchmark).
 
 The suites:
 
@@ -18,6 +21,8 @@ The suites:
   28 s). With 2 workers no schedule beats max(total / 2, longest) = 14.00 s.
 - C: 40 CPU-bound tests, each a pure-Python loop calibrated once at start to ~0.2 s on
   this machine (serial total ~8 s).
+- D: 50,000 trivial tests, 5,000 parametrised in each of 10 files: the cost per test of
+  collecting, running, reporting and storing.
 
 For suite B (the one with a lower bound) each run also reports its makespan: from the
 first test's start to the last test's end, as the test processes themselves saw it. A
@@ -33,15 +38,14 @@ Every run is checked, not only timed: exit code 0 and pytest's summary line repo
 `N passed` for the suite's N tests (and nothing failed or errored). A wrong run is
 reported as wrong and its time is not used.
 
-    python bench/vs_xdist.py [--repetitions 5] [--suites A,B,C] [--quick]
+    python bench/vs_xdist.py [--repetitions 5] [--suites A,B,C,D] [--quick]
 
-When `dtf run` offers `--keep`, a sixth row times runs on a warm cluster: one untimed
-`--keep` run starts it (and records durations), the timed runs reuse it, `dtf down`
-stops it.
+For the later runs, one untimed `--keep` run starts the cluster (and records
+durations), the timed runs reuse it, `dtf down` stops it.
 
-The default (5 repetitions of all three suites) took 20 minutes on a busy 2-core
-machine, suite B alone 10; `--suites A,C` or `--repetitions` cut it. `--quick` is a
-smoke run: 2 repetitions of suites A and C (about 3 minutes).
+The default (5 repetitions of all four suites) takes about half an hour on a 2-core
+machine, suite B alone 10 minutes; `--suites A,C` or `--repetitions` cut it. `--quick`
+is a smoke run: 2 repetitions of suites A and C (about 3 minutes).
 """
 
 from __future__ import annotations
@@ -80,6 +84,10 @@ B_SHORT_MEAN_S = 0.05
 # Suite C's shape.
 C_TESTS = 40
 C_TEST_S = 0.2
+
+# Suite D's shape.
+D_TESTS = 50_000
+D_FILES = 10
 
 # Every tool runs as on a developer's machine, where Python caches compiled modules (and
 # pytest its rewritten test files). Where PYTHONDONTWRITEBYTECODE is set, as on some CI
@@ -244,10 +252,21 @@ def make_suite_c(root: Path) -> Suite:
     return Suite("C", f"{C_TESTS} CPU-bound tests, ~{C_TEST_S} s each", path, C_TESTS)
 
 
+def make_suite_d(root: Path) -> Suite:
+    """Per-test cost: nothing but pytest's and the tool's own work per test."""
+    path = root / "suite_d"
+    write_ini(path)
+    body = "import pytest\n\n\n@pytest.mark.parametrize('i', range({n}))\ndef test_d(i):\n    pass\n"
+    for f in range(D_FILES):
+        (path / f"test_d{f:02d}.py").write_text(body.format(n=D_TESTS // D_FILES))
+    return Suite("D", f"{D_TESTS:,} trivial tests, {D_FILES} files", path, D_TESTS)
+
+
 SUITE_MAKERS: dict[str, Callable[[Path], Suite]] = {
     "A": make_suite_a,
     "B": make_suite_b,
     "C": make_suite_c,
+    "D": make_suite_d,
 }
 
 
@@ -305,16 +324,25 @@ def run_once(command: list[str], suite: Suite) -> tuple[float, float | None, str
     return elapsed, span, wrong
 
 
-def dtf_command(data_dir: Path) -> Callable[[Suite], list[str]]:
-    return lambda suite: [*DTF, "--data-dir", str(data_dir), "--", "-q", "-p", "no:cacheprovider", "."]
+def dtf_command(data_dir: Path, *options: str) -> Callable[[Suite], list[str]]:
+    return lambda suite: [*DTF, "--data-dir", str(data_dir), *options, "--", "-q", "-p", "no:cacheprovider", "."]
+
+
+def dtf_down(data_dir: Path) -> None:
+    subprocess.run(
+        [sys.executable, "-m", "dtf.cli.main", "down", "--data-dir", str(data_dir)],
+        capture_output=True,
+        timeout=120,
+        env=ENV,
+    )
 
 
 SERIAL = "pytest (serial)"
 LOAD = "xdist -n 2 --dist load"
 WORKSTEAL = "xdist -n 2 --dist worksteal"
 DTF_FIRST = "dtf run -n 2, first run"
-DTF_RECORDED = "dtf run -n 2, durations recorded"
-DTF_WARM = "dtf run -n 2, warm cluster (--keep)"
+DTF_RECORDED = "dtf run -n 2, durations recorded, cold"
+DTF_WARM = "dtf run -n 2, later run"
 XDIST = (LOAD, WORKSTEAL)
 
 
@@ -340,7 +368,9 @@ def bench_suite(suite: Suite, repetitions: int, root: Path, warm: bool) -> dict[
         Tool(LOAD, lambda s: [*PYTEST, "-n", str(WORKERS), "--dist", "load"]),
         Tool(WORKSTEAL, lambda s: [*PYTEST, "-n", str(WORKERS), "--dist", "worksteal"]),
     ]
-    recorded = dtf_command(first_dir(0))  # the durations of the first repetition's first run
+    # The durations of the first repetition's first run, on a cluster started for the run
+    # and stopped with it.
+    recorded = dtf_command(first_dir(0), "--idle-timeout", "0")
 
     def record(name: str, command: list[str], label: str) -> None:
         elapsed, span, wrong = run_once(command, suite)
@@ -368,18 +398,15 @@ def bench_suite(suite: Suite, repetitions: int, root: Path, warm: bool) -> dict[
             # Interleaved, so drift in the machine's load touches every tool alike.
             for tool in tools:
                 record(tool.name, tool.command(suite), f"[{rep + 1}/{repetitions}] {tool.name}")
+            # As a user types it; the cluster it leaves up for a later run is stopped, untimed.
             record(DTF_FIRST, dtf_command(first_dir(rep))(suite), f"[{rep + 1}/{repetitions}] {DTF_FIRST}")
+            dtf_down(first_dir(rep))
             record(DTF_RECORDED, recorded(suite), f"[{rep + 1}/{repetitions}] {DTF_RECORDED}")
             if warm:
                 record(DTF_WARM, dtf_command(warm_dir)(suite), f"[{rep + 1}/{repetitions}] {DTF_WARM}")
     finally:
         if warm:
-            subprocess.run(
-                [sys.executable, "-m", "dtf.cli.main", "down", "--data-dir", str(warm_dir)],
-                capture_output=True,
-                timeout=120,
-                env=ENV,
-            )
+            dtf_down(warm_dir)
     console.print(f"  suite {suite.name} done, load average {_load()}")
     return results
 
@@ -445,7 +472,7 @@ def report(suite: Suite, results: dict[str, Samples]) -> Table:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repetitions", type=int, default=5, help="timed runs per tool (default 5)")
-    parser.add_argument("--suites", default="A,B,C", help="comma-separated subset of A,B,C")
+    parser.add_argument("--suites", default="A,B,C,D", help="comma-separated subset of A,B,C,D")
     parser.add_argument("--quick", action="store_true", help="smoke run: 2 repetitions, suites A and C")
     args = parser.parse_args()
     repetitions = 2 if args.quick else args.repetitions
