@@ -32,12 +32,15 @@ def keywords_of(item: pytest.Item) -> dict[str, int]:
     return dict.fromkeys(item.keywords, 1)
 
 
-def rebuild(config: pytest.Config, item: pytest.Item, data: Mapping[str, Any]) -> pytest.TestReport:
-    """One report as the worker serialised it, completed from the session's own item."""
+def rebuild(
+    config: pytest.Config, item: pytest.Item, data: Mapping[str, Any], keywords: dict[str, int] | None = None
+) -> pytest.TestReport:
+    """One report as the worker serialised it, completed from the session's own item
+    (`keywords`: the item's, when the caller has them already)."""
     full: dict[str, Any] = {
         "nodeid": item.nodeid,
         "location": item.location,
-        "keywords": keywords_of(item),
+        "keywords": keywords if keywords is not None else keywords_of(item),
         "longrepr": None,
         "sections": [],
         "user_properties": [],
@@ -89,7 +92,8 @@ def replay(
 def reports_of(item: pytest.Item, raw: Mapping[str, Any], *, rerun: bool = False) -> list[pytest.TestReport]:
     """The reports of a stored result. For a failed attempt that runs again, the reports
     up to the failing one, which becomes a `rerun` (as pytest-rerunfailures reports)."""
-    out = [rebuild(item.config, item, data) for data in raw.get("reports") or ()]
+    keywords = keywords_of(item)
+    out = [rebuild(item.config, item, data, keywords) for data in raw.get("reports") or ()]
     if not rerun:
         return out
     for i, report in enumerate(out):
