@@ -210,7 +210,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     """`dtf run` is `pytest --dtf`: this process becomes that pytest session (exec), so
     that pytest's own signals, output and exit code are the run's."""
     argv = [sys.executable, "-m", "pytest", *run_pytest_options(args), *(args.pytest_args or [])]
-    from dtf.run.pytest_plugin import RUN_LOG_VARIABLE
+    from dtf.run.config import RUN_LOG_VARIABLE
 
     env = dict(os.environ)
     if args.verbose:
@@ -231,15 +231,14 @@ def _start_cluster_first(args: argparse.Namespace) -> dict[str, str]:
     so that the coordinator starts while pytest imports its plugins and collects: when the
     run needs one and `-n` says how many workers (else the session reads xdist's `-n` from
     pytest's configuration first). The variables that tell the session it was started."""
-    from dtf.run.cluster import LAUNCHED_VARIABLE, launch_cluster, live_cluster, starting_cluster
-    from dtf.run.config import RunConfig
-    from dtf.run.pytest_plugin import default_idle_timeout
+    from dtf.run.cluster import LAUNCHED_VARIABLE, cluster_alive, launch_cluster
+    from dtf.run.config import RunConfig, default_idle_timeout
 
     workers = (os.cpu_count() or 1) if args.workers == "auto" else int(args.workers or 0)
     remote = args.coordinator or os.environ.get("DTF_COORDINATOR") or args.connection
     data_dir = Path(args.data_dir).resolve()
-    if workers < 1 or remote or live_cluster(data_dir) is not None or starting_cluster(data_dir) is not None:
-        return {}
+    if workers < 1 or remote or cluster_alive(data_dir):
+        return {}  # the session finds the cluster (and waits for it, or starts one)
     config = RunConfig(
         workers=workers,
         pytest_args=list(args.pytest_args or []),

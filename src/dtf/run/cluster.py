@@ -62,6 +62,14 @@ def live_cluster(data_dir: Path) -> dict[str, Any] | None:
     return info if _healthy(str(info["api_url"])) else None
 
 
+def cluster_alive(data_dir: Path) -> bool:
+    """Whether the coordinators named in `data_dir`'s connection.json are running (cheap:
+    no request; the session then checks that they answer)."""
+    info = _connection(data_dir)
+    pids = [int(c["pid"]) for c in (info or {}).get("coordinators", []) if c.get("pid")]
+    return bool(pids) and all(_alive(pid) for pid in pids)
+
+
 def starting_cluster(data_dir: Path) -> dict[str, Any] | None:
     """The connection of a cluster being started in `data_dir` (written before its
     coordinator listens, `"ready": false`) whose coordinator process is alive."""
@@ -73,10 +81,12 @@ def starting_cluster(data_dir: Path) -> dict[str, Any] | None:
 
 
 def _alive(pid: int) -> bool:
+    """Whether `pid` is a running dtf process (not an exited one, nor a reused pid)."""
     import psutil
 
     try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+        proc = psutil.Process(pid)
+        return proc.status() != psutil.STATUS_ZOMBIE and any("dtf" in part for part in proc.cmdline())
     except psutil.Error:
         return False
 

@@ -2,8 +2,22 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
+
+DEFAULT_IDLE_TIMEOUT_S = 900.0
+IDLE_VARIABLE = "DTF_IDLE_TIMEOUT"
+# Set by `dtf -v run` for the pytest session it becomes: log what the run does on stderr.
+RUN_LOG_VARIABLE = "DTF_RUN_LOG"
+
+
+def default_idle_timeout() -> float:
+    """`--idle-timeout`'s default: DTF_IDLE_TIMEOUT, else 15 minutes."""
+    try:
+        return max(0.0, float(os.environ.get(IDLE_VARIABLE) or DEFAULT_IDLE_TIMEOUT_S))
+    except ValueError:
+        return DEFAULT_IDLE_TIMEOUT_S
 
 
 @dataclass(frozen=True)

@@ -26,17 +26,9 @@ from typing import Any
 
 import pytest
 
+from dtf.run.config import DEFAULT_IDLE_TIMEOUT_S, IDLE_VARIABLE, RUN_LOG_VARIABLE, default_idle_timeout
+
 DEFAULT_WORKERS = 2
-DEFAULT_IDLE_TIMEOUT_S = 900.0
-IDLE_VARIABLE = "DTF_IDLE_TIMEOUT"
-RUN_LOG_VARIABLE = "DTF_RUN_LOG"
-
-
-def default_idle_timeout() -> float:
-    try:
-        return max(0.0, float(os.environ.get(IDLE_VARIABLE) or DEFAULT_IDLE_TIMEOUT_S))
-    except ValueError:
-        return DEFAULT_IDLE_TIMEOUT_S
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
