@@ -92,6 +92,11 @@ def test_passing_suite_exits_zero_and_second_run_uses_recorded_durations(tmp_pat
     assert "dtf: 8 tests, 0 with recorded durations, 8 estimated" in first.stdout
     assert second.returncode == 0, second.stdout + second.stderr
     assert "dtf: 8 tests, 8 with recorded durations, 0 estimated" in second.stdout
+    # With no idle time (DTF_IDLE_TIMEOUT=0 here), each run stopped the cluster it started,
+    # even one whose coordinator was up before the run's session looked for it.
+    info = json.loads((tmp_path / ".dtf" / "connection.json").read_text())
+    pids = [c["pid"] for c in info["coordinators"]] + [w["pid"] for w in info["workers"]]
+    assert not [pid for pid in pids if psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie"]
 
 
 def test_empty_selection_exits_5(tmp_path: Path) -> None:

@@ -167,19 +167,26 @@ LAUNCHED_VARIABLE = "DTF_RUN_LAUNCHED"
 
 
 def find_target(config: RunConfig) -> Target:
-    """Where the run goes: a remote or live cluster (`locate`), else the cluster starting
-    in the data directory (the one `dtf run` started before it became this session, or
-    another run's), else a cluster started now; a local one once its coordinator answers."""
+    """Where the run goes: a remote cluster; the cluster `dtf run` started for this run
+    before it became this session; a live cluster in the data directory, or one starting
+    there (another run's); else a cluster started now. A local one once its coordinator
+    answers."""
+    if config.coordinator or config.connection is not None:
+        remote = locate(config)
+        assert remote is not None
+        return remote
+    launched = _launched_by_this_run(config.data_dir)
+    info = _connection(config.data_dir) if launched is not None else None
+    if launched is not None and info is not None:
+        await_started(config.data_dir, info)
+        return Target(str(info["api_url"]), str(info["admin_token"]), "started", True, launched)
     found = locate(config)
     if found is not None:
         return found
     starting = starting_cluster(config.data_dir)
     if starting is not None:
-        launched = _launched_by_this_run(config.data_dir)
         await_started(config.data_dir, starting)
-        if launched is None:
-            return Target(str(starting["api_url"]), str(starting["admin_token"]), "warm")
-        return Target(str(starting["api_url"]), str(starting["admin_token"]), "started", True, launched)
+        return Target(str(starting["api_url"]), str(starting["admin_token"]), "warm")
     fresh = launch_cluster(config)
     info = starting_cluster(config.data_dir)
     if info is None:
