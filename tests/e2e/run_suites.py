@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
+import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+
+from e2e_harness import wait_until
+
+from dtf.run.cluster import live_cluster
 
 PASSING = """
 import pytest
@@ -123,3 +130,22 @@ def verbose_outcomes(output: str) -> list[tuple[str, str]]:
     words = "PASSED|FAILED|SKIPPED|XFAIL|XPASS|ERROR|RERUN|SUBPASSED|SUBFAILED|SUBSKIPPED"
     found = re.findall(rf"^(\S.*?::.*?) ({words})(?: |$)", output, re.M)
     return sorted(found)
+
+
+@contextlib.contextmanager
+def dtf_up(root: Path) -> Iterator[Path]:
+    """`dtf up` with two workers in root/up, running until the block ends; its data directory."""
+    data_dir = root / "up"
+    argv = [sys.executable, "-m", "dtf.cli.main", "up", "--data-dir", str(data_dir), "--port", "0", "--grpc-port", "0"]
+    with open(root / "up.log", "wb") as log:
+        proc = subprocess.Popen(argv, cwd=root, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_until(lambda: live_cluster(data_dir), 60, lambda: (root / "up.log").read_text())
+        yield data_dir
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

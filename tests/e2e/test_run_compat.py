@@ -8,7 +8,6 @@ of its own."""
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import textwrap
@@ -16,10 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from e2e_harness import wait_until
-from run_suites import dtf_run, summary_counts, verbose_outcomes
-
-from dtf.run.cluster import live_cluster
+from run_suites import dtf_run, dtf_up, summary_counts, verbose_outcomes
 
 pytestmark = pytest.mark.e2e
 
@@ -27,21 +23,8 @@ pytestmark = pytest.mark.e2e
 @pytest.fixture(scope="module")
 def cluster_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """`dtf up` with two workers, running for the whole module; its data directory."""
-    root = tmp_path_factory.mktemp("compat-cluster")
-    data_dir = root / "up"
-    argv = [sys.executable, "-m", "dtf.cli.main", "up", "--data-dir", str(data_dir), "--port", "0", "--grpc-port", "0"]
-    with open(root / "up.log", "wb") as log:
-        proc = subprocess.Popen(argv, cwd=root, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        wait_until(lambda: live_cluster(data_dir), 60, lambda: (root / "up.log").read_text())
+    with dtf_up(tmp_path_factory.mktemp("compat-cluster")) as data_dir:
         yield data_dir
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def _pytest(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:

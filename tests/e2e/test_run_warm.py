@@ -6,7 +6,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import re
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -15,7 +14,7 @@ from pathlib import Path
 import psutil
 import pytest
 from e2e_harness import wait_until
-from run_suites import MIXED_MORE, PASSING, dtf_run, summary_counts, write_suite
+from run_suites import MIXED_MORE, PASSING, dtf_run, dtf_up, summary_counts, write_suite
 
 from dtf.client import DtfClient
 from dtf.run.cluster import live_cluster
@@ -59,23 +58,10 @@ def _dtf(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=60, check=False)
 
 
-@pytest.fixture
-def dtf_up(tmp_path: Path) -> Iterator[Path]:
-    """`dtf up` with two workers in tmp_path/up, running; its data directory."""
-    data_dir = tmp_path / "up"
-    argv = [sys.executable, "-m", "dtf.cli.main", "up", "--data-dir", str(data_dir), "--port", "0", "--grpc-port", "0"]
-    with open(tmp_path / "up.log", "wb") as log:
-        proc = subprocess.Popen(argv, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        wait_until(lambda: live_cluster(data_dir), 60, lambda: (tmp_path / "up.log").read_text())
+@pytest.fixture(name="dtf_up")
+def running_cluster(tmp_path: Path) -> Iterator[Path]:
+    with dtf_up(tmp_path) as data_dir:
         yield data_dir
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 @pytest.fixture

@@ -61,7 +61,7 @@ import socket
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 # How often to look for the child's exit where pidfd_open is missing.
@@ -442,14 +442,8 @@ def resume_child(session: Any, spec: dict[str, Any], *, close: tuple[int, ...]) 
     """The forked child of a server inside its warm session: become the batch's process
     and run the batch's selection of the tests the session collected, then end the
     session as pytest does. Never returns."""
-    code = 3  # pytest's "internal error", unless pytest itself answers
-    try:
-        os.setpgid(0, 0)
-        for fd in close:
-            os.close(fd)
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+
+    def run() -> int:
         _redirect_output(session.config, spec["stdout"], spec["stderr"])
         os.chdir(spec["cwd"])
         os.environ.update(spec["env"])
@@ -458,7 +452,24 @@ def resume_child(session: Any, spec: dict[str, Any], *, close: tuple[int, ...]) 
         if begin is None:
             raise RuntimeError(f"the session has no {REPORTS_PLUGIN} plugin to select the batch's tests")
         begin(session)
-        code = _run_session(session)
+        return _run_session(session)
+
+    _as_batch_process(run, close)
+
+
+def _as_batch_process(run: Callable[[], int], close: tuple[int, ...]) -> None:
+    """In a forked child: become the batch's process (a process group of its own, none of
+    the server's descriptors, default signals), call `run`, and exit with its code (3,
+    pytest's internal error, when it raises). Never returns."""
+    code = 3
+    try:
+        os.setpgid(0, 0)
+        for fd in close:
+            os.close(fd)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        code = run()
         _run_exit_functions()
     except BaseException:
         import traceback
@@ -517,14 +528,8 @@ def _run_session(session: Any) -> int:
 
 def run_child(spec: dict[str, Any], *, close: tuple[int, ...]) -> None:
     """The forked child: become the batch's process and run pytest in it. Never returns."""
-    code = 3  # pytest's "internal error", unless pytest itself answers
-    try:
-        os.setpgid(0, 0)
-        for fd in close:
-            os.close(fd)
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+
+    def run() -> int:
         for fd, path in ((1, spec["stdout"]), (2, spec["stderr"])):
             target = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
             os.dup2(target, fd)
@@ -538,18 +543,9 @@ def run_child(spec: dict[str, Any], *, close: tuple[int, ...]) -> None:
 
         sys.argv = [os.path.join(os.path.dirname(pytest.__file__), "__main__.py"), *argv]
         _reseed()
-        code = int(pytest.main(argv))
-        _run_exit_functions()
-    except BaseException:
-        import traceback
+        return int(pytest.main(argv))
 
-        traceback.print_exc()
-    finally:
-        try:
-            sys.stdout.flush()
-            sys.stderr.flush()
-        finally:
-            os._exit(code)
+    _as_batch_process(run, close)
 
 
 def _run_exit_functions() -> None:
