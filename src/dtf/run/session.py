@@ -61,7 +61,6 @@ class DtfSession:
         self.target: Target | None = None
         self._finding: Future[Target] | None = None
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="dtf-run-cluster")
-        self.xdist: dict[str, Any] = {}
 
     # -- the cluster, found while pytest collects ------------------------------------
 
