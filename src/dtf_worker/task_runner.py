@@ -144,6 +144,7 @@ class TaskRunner:
             cache_dir=self.cache_dir,
             materialize=self.materialize,
             slot_index=self.first_slot + self._free_slot(),
+            report_progress=lambda records: self._spool_progress(task, records),
         )
         running = RunningTask(task=task, ctx=ctx, started=time.monotonic())
         self.running[task.lease_id] = running
@@ -223,6 +224,23 @@ class TaskRunner:
         except Exception as exc:
             log.exception("executor for task %s raised", task.task_id)
             return ExecutionResult(ok=False, error=f"worker error: {type(exc).__name__}: {exc}")
+
+    def _spool_progress(self, task: worker_service_pb2.LeasedTask, records: list[types_pb2.ResultRecord]) -> None:
+        """Results of a running task, ahead of its end: recorded at once, and read by
+        whoever follows the task while it runs (`dtf run`)."""
+        running = self.running.get(task.lease_id)
+        if not records or running is None or running.drop_reason:
+            return
+        outcome = Outcome(task_id=task.task_id, lease_id=task.lease_id, worker_id=self.worker_id)
+        outcome.kind = Outcome.PROGRESS
+        outcome.results.extend(records)
+        try:
+            for piece in split_outcome(outcome):
+                self.spool.put(piece)
+        except OSError:
+            log.exception("cannot spool results of task %s; they go with its end", task.task_id)
+            raise
+        self.on_spooled()
 
     def _spool(
         self,

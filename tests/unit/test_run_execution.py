@@ -287,3 +287,22 @@ def test_a_batch_whose_pytest_ran_nothing_leaves_its_tests_missing_not_crashed()
     assert run.why_missing == dict.fromkeys(
         IDS[:2], "its batch ran none of its tests (pytest exit code 5 (no tests collected))"
     )
+
+
+def test_results_pushed_while_a_batch_runs_are_taken_in_at_once_and_only_once() -> None:
+    coordinator = InMemoryCoordinator()
+    run, seen = execution(coordinator, reruns=1)
+    [task] = run.submit([Batch(tuple(IDS[:3]), 0.15)])
+
+    first = {"test_id": IDS[0], "worker_id": "w1", "raw_data": {"outcome": "passed"}, "execution_time": 0.01}
+    second = {"test_id": IDS[1], "worker_id": "w1", "raw_data": {"outcome": "failed"}, "execution_time": 0.01}
+    run.feed(task, [first, second])
+
+    assert [(a.node_id, a.final) for a in seen] == [(IDS[0], True), (IDS[1], False)]  # before the batch ends
+    [rerun] = [t for t in coordinator.open_ids() if t != task]
+    # The batch ends; its read brings the same two again, and the third: each is taken once.
+    coordinator.finish(task, {IDS[0]: "passed", IDS[1]: "failed", IDS[2]: "passed"})
+    run.poll_once()
+
+    assert [(a.node_id, a.final) for a in seen] == [(IDS[0], True), (IDS[1], False), (IDS[2], True)]
+    assert coordinator.open_ids() == [rerun]  # one rerun of the failure, not two

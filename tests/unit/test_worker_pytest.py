@@ -199,6 +199,24 @@ def test_outcome_words_follow_pytest(phases: list[tuple[str, str]], word: str) -
     assert outcome_of([{"when": w, "outcome": o} for w, o in phases]) == word
 
 
+def test_a_running_batch_sends_each_tests_result_before_it_ends_and_not_again(tmp_path: Path) -> None:
+    suite = _suite(
+        tmp_path,
+        {"test_slow.py": "".join(f"def test_{i}():\n    __import__('time').sleep(0.2)\n\n\n" for i in range(6))},
+    )
+    sent: list[list[str]] = []
+    ctx = dataclasses.replace(
+        context(tmp_path), report_progress=lambda records: sent.append([r.test_id for r in records])
+    )
+    result = run(leased("pytest", {"args": ["test_slow.py"], "cwd": str(suite)}), ctx)
+
+    streamed = [t for ids in sent for t in ids]
+    final = [r.test_id for r in result.records]
+    # Sent while the batch ran (the last test's line waits for the session's end).
+    assert result.ok and len(streamed) >= 3, sent
+    assert streamed + final == [f"test_slow.py::test_{i}" for i in range(6)]  # each once, in order
+
+
 def test_pytest_killed_by_its_time_limit_still_reports_finished_tests(tmp_path: Path) -> None:
     (tmp_path / "test_slow.py").write_text(
         textwrap.dedent(

@@ -48,6 +48,8 @@ BATCH_TIMEOUT_FLOOR_S = 60.0
 BATCH_TIMEOUT_FACTOR = 10.0
 # How long to wait for a finished task's results to appear in the results store.
 RESULTS_WAIT_S = 10.0
+# How long a finished task's last pushed results may lag its status, before they are read.
+PUSH_WAIT_S = 0.5
 # A batch yields after YIELD_FACTOR times its estimate plus YIELD_SLACK_S; one of fewer
 # than YIELD_MIN_TESTS tests does not (what it would hand on is not worth a start-up).
 YIELD_FACTOR = 2.0
@@ -129,6 +131,12 @@ class Execution:
     reader: ThreadPoolExecutor | None = None
     on_read: Callable[[], None] | None = None
     _reading: dict[str, tuple[Mapping[str, Any], Future[list[dict[str, Any]]]]] = field(default_factory=dict)
+    # Results pushed as they are committed, while their batch runs (`TaskWatcher`): drained
+    # by `stream`, counted by `received` (a task's, so far; -1 while nothing is pushed).
+    stream: Callable[[], Mapping[str, list[dict[str, Any]]]] | None = None
+    received: Callable[[str], int] | None = None
+    # The tests of each open task whose result has been taken in.
+    _taken: dict[str, set[str]] = field(default_factory=dict)
 
     # -- submitting -----------------------------------------------------------
 
@@ -214,17 +222,51 @@ class Execution:
             self.on_read()
 
     def take_results(self) -> None:
-        """Take in the results that background reads have finished reading."""
+        """Take in the results pushed meanwhile, then those that background reads of
+        finished tasks have read."""
+        if self.stream is not None:
+            for task_id, rows in self.stream().items():
+                self.feed(task_id, rows)
         for task_id, (task, reading) in list(self._reading.items()):
             if reading.done():
                 del self._reading[task_id]
                 if task_id in self.open:
                     self._finish(task_id, task, reading.result())
 
+    def feed(self, task_id: str, rows: list[dict[str, Any]]) -> None:
+        """Results of an open task, pushed as they were committed (while it ran): each test
+        ends as its result comes in, so its reports are played at once."""
+        submitted = self.open.get(task_id)
+        if submitted is None:
+            return
+        wanted = set(submitted.node_ids)
+        for row in rows:
+            node_id = str(row["test_id"])
+            if node_id in wanted:
+                self._take(task_id, node_id, row)
+
+    def _take(self, task_id: str, node_id: str, row: Mapping[str, Any]) -> None:
+        taken = self._taken.setdefault(task_id, set())
+        if node_id in taken or node_id in self.outcomes:
+            return
+        taken.add(node_id)
+        raw = row.get("raw_data") or {}
+        self._ended(Attempt(node_id, str(raw.get("outcome") or "failed"), str(row.get("worker_id") or ""), row))
+        self.estimates[node_id] = float(row.get("execution_time") or 0.0)  # for what is resubmitted
+        self.guessed.discard(node_id)
+        self._note_first_test(row)
+
     def _results_of(self, task_id: str, task: Mapping[str, Any]) -> list[dict[str, Any]]:
-        """The task's results, once the store holds as many as the worker reported."""
+        """The task's results, once the store holds as many as the worker reported; none
+        when they were all pushed already (`feed` took them in)."""
         summary = task.get("results") or {}
         expected = sum(int(summary.get(k) or 0) for k in COUNTED)
+        if self.received is not None and self.received(task_id) >= 0:
+            pushed_by = time.monotonic() + PUSH_WAIT_S
+            while 0 <= self.received(task_id) < expected and time.monotonic() < pushed_by:
+                time.sleep(0.01)
+            if self.received(task_id) >= expected:
+                return []
         deadline = time.monotonic() + RESULTS_WAIT_S
         rows = self.client.all_results(task_id=task_id)
         while len(rows) < expected and time.monotonic() < deadline:
@@ -233,25 +275,21 @@ class Execution:
         return rows
 
     def _finish(self, task_id: str, task: Mapping[str, Any], rows: list[dict[str, Any]]) -> None:
-        submitted = self.open.pop(task_id)
-        self.running.discard(task_id)
+        submitted = self.open[task_id]
         wanted = set(submitted.node_ids)
         by_id: dict[str, dict[str, Any]] = {}
         for row in rows:
             node_id = str(row["test_id"])
             if node_id in wanted:
                 by_id.setdefault(node_id, row)
-        summary = task.get("results") or {}
         for node_id in submitted.node_ids:  # the order the batch ran them in
             found = by_id.get(node_id)
-            if found is None or node_id in self.outcomes:
-                continue
-            raw = found.get("raw_data") or {}
-            worker = str(found.get("worker_id") or "")
-            self._ended(Attempt(node_id, str(raw.get("outcome") or "failed"), worker, found))
-            self.estimates[node_id] = float(found.get("execution_time") or 0.0)  # for what is resubmitted
-            self.guessed.discard(node_id)
-            self._note_first_test(found)
+            if found is not None:
+                self._take(task_id, node_id, found)
+        del self.open[task_id]
+        self._taken.pop(task_id, None)
+        self.running.discard(task_id)
+        summary = task.get("results") or {}
         missing = [n for n in submitted.node_ids if n not in self.outcomes and n not in self._rerunning]
         not_collected = set(summary.get("missing") or ())
         if not_collected:

@@ -151,6 +151,7 @@ class DtfSession:
         )
         reader = ThreadPoolExecutor(4, thread_name_prefix="dtf-run-results")
         execution.reader, execution.on_read = reader, watcher.wake
+        execution.stream, execution.received = watcher.take_results, watcher.received
         try:
             execution.submit(batches)
             self._follow(session, execution, watcher)

@@ -1,5 +1,7 @@
-"""Task updates pushed by the coordinator (`/ws`, channel `task_updates`), so that a run
-reads a task when it changed instead of reading every open task many times a second.
+"""Task updates and results pushed by the coordinator (`/ws`, channels `task_updates` and
+`results`), so that a run reads a task when it changed instead of reading every open task
+many times a second, and takes in each test's result as it is committed, while its batch
+still runs.
 
 Best effort: the coordinator drops updates for a client that reads too slowly, and a
 connection can fail or come late (it is made in the background, so the run does not wait
@@ -24,6 +26,8 @@ CONNECT_TIMEOUT_S = 3.0
 class TaskWatcher:
     def __init__(self, api_url: str, token: str) -> None:
         self._changed: set[str] = set()
+        self._results: dict[str, list[dict[str, Any]]] = {}
+        self._received: dict[str, set[str]] = {}  # result ids, so a result committed twice counts once
         self._lock = threading.Lock()
         self._event = threading.Event()
         self._socket: Any = None
@@ -38,18 +42,26 @@ class TaskWatcher:
             from websockets.sync.client import connect
 
             with connect(url, open_timeout=CONNECT_TIMEOUT_S, max_size=None) as socket:
-                socket.send(json.dumps({"type": "subscribe", "channel": "task_updates"}))
-                reply = json.loads(socket.recv(timeout=CONNECT_TIMEOUT_S))
-                if reply.get("type") != "subscribed":
-                    raise ValueError(f"subscription refused: {reply}")
+                for channel in ("task_updates", "results"):
+                    socket.send(json.dumps({"type": "subscribe", "channel": channel}))
+                    reply = json.loads(socket.recv(timeout=CONNECT_TIMEOUT_S))
+                    if reply.get("type") != "subscribed":
+                        raise ValueError(f"subscription refused: {reply}")
                 self._socket = socket
                 self.connected = True
                 for raw in socket:
                     message = json.loads(raw)
-                    if message.get("type") == "task_update" and message.get("task_id"):
-                        with self._lock:
-                            self._changed.add(str(message["task_id"]))
-                        self._event.set()
+                    task_id = str(message.get("task_id") or "")
+                    if not task_id:
+                        continue
+                    with self._lock:
+                        if message.get("type") == "task_update":
+                            self._changed.add(task_id)
+                        elif message.get("type") == "results":
+                            rows = list(message.get("results") or [])
+                            self._results.setdefault(task_id, []).extend(rows)
+                            self._received.setdefault(task_id, set()).update(str(r.get("result_id")) for r in rows)
+                    self._event.set()
         except Exception as exc:  # any failure: the runner polls instead
             log.debug("no task updates from the coordinator (%s); polling", exc)
         finally:
@@ -63,6 +75,20 @@ class TaskWatcher:
             changed, self._changed = self._changed, set()
             self._event.clear()
         return changed
+
+    def take_results(self) -> dict[str, list[dict[str, Any]]]:
+        """The results pushed since the last call, by task, in the order they came."""
+        with self._lock:
+            results, self._results = self._results, {}
+        return results
+
+    def received(self, task_id: str) -> int:
+        """How many results of `task_id` have been pushed so far (taken or not); -1 while
+        nothing is pushed (no connection)."""
+        if not self.connected:
+            return -1
+        with self._lock:
+            return len(self._received.get(task_id, ()))
 
     def wake(self) -> None:
         """End a `wait` early: something else the runner follows has changed."""

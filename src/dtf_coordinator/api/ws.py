@@ -8,6 +8,9 @@ messages:
 - `{"type": "subscribe", "channel": "task_updates", "filter": {"status": "running"}}`
   -> `{"type": "subscribed", "channel": ..., "filter": ...}`, then every `task_update`
   whose fields equal the filter's. Subscribing again to a channel replaces its filter.
+  The `results` channel (filter: `task_id`) carries `{"type": "results", "task_id": ...,
+  "results": [...]}` as results are committed, a task's running ones included (each
+  result as in `GET /api/results`).
 - `{"type": "unsubscribe", "channel": ...}` -> `{"type": "unsubscribed", "channel": ...}`
 - `{"type": "get_cluster_status"}` -> `cluster_status_response`
 - `{"type": "get_cluster_health", "metrics": ["cpu", "memory"]}` -> `cluster_health_response`
@@ -50,14 +53,16 @@ from dtf_coordinator.service.events import EventHub, Message, Subscription
 log = logging.getLogger("dtf.api.ws")
 
 TASK_UPDATES = "task_updates"
+RESULTS = "results"
 LEADERSHIP_UPDATES = "leadership_updates"
 # Accepted now so clients can subscribe; the coordinator publishes on it once the
 # multi-device orchestrator exists.
 RESERVED_CHANNELS = ("orchestrated_task_updates",)
-CHANNELS = (TASK_UPDATES, CLUSTER_STATUS, LEADERSHIP_UPDATES, CLUSTER_HEALTH, *RESERVED_CHANNELS)
+CHANNELS = (TASK_UPDATES, RESULTS, CLUSTER_STATUS, LEADERSHIP_UPDATES, CLUSTER_HEALTH, *RESERVED_CHANNELS)
 # Channels whose filter keys are checked: the keys each allows.
 FILTER_KEYS = {
     TASK_UPDATES: frozenset({"task_id", "status", "worker_id"}),
+    RESULTS: frozenset({"task_id"}),
     CLUSTER_STATUS: frozenset({"node_id"}),
     CLUSTER_HEALTH: frozenset({"node_id"}),
     LEADERSHIP_UPDATES: frozenset({"previous_leader_id", "new_leader_id", "term", "reason"}),

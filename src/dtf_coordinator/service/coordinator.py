@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from dtf_common.convert import ms_to_datetime, task_create_to_spec
+from dtf_common.convert import loads_obj, ms_to_datetime, task_create_to_spec
 from dtf_common.errors import InvalidArgument, NotFound, NotLeader, QueueFull
 from dtf_common.pb.dtf.v1 import commands_pb2, types_pb2, worker_service_pb2
 from dtf_common.schemas import Task, TaskCreate, TaskStatus, Worker, WorkerStatus
@@ -28,12 +28,34 @@ from dtf_coordinator.state import (
     Outcome,
     Rejected,
     ReportAcks,
+    ResultsRecorded,
     Submitted,
     TaskTransition,
     WorkerChanged,
 )
 
 Ack = worker_service_pb2.OutcomeAck
+# The WebSocket channel of committed results, one message per task and report.
+RESULTS = "results"
+
+
+def results_messages(effect: ResultsRecorded) -> list[dict[str, Any]]:
+    """A committed batch of results as `results` messages, one per task, in the order the
+    worker sent them: what follows a running task (`dtf run`) reads its tests as they end."""
+    by_task: dict[str, list[dict[str, Any]]] = {}
+    for record in effect.records:
+        by_task.setdefault(record.task_id, []).append(
+            {
+                "result_id": record.result_id,
+                "test_id": record.test_id,
+                "status": record.status,
+                "execution_time": record.execution_time,
+                "worker_id": record.worker_id,
+                "timestamp": iso_time(record.timestamp_ms),
+                "raw_data": loads_obj(record.raw_data_json),
+            }
+        )
+    return [{"type": "results", "task_id": task_id, "results": rows} for task_id, rows in by_task.items()]
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +135,7 @@ class Coordinator:
         """Called after every applied batch, in log order."""
         kick = False
         live = self.hub.has_subscribers("task_updates")
+        results = self.hub.has_subscribers(RESULTS)
         for effect in effects:
             if isinstance(effect, TaskTransition):
                 if effect.status is TaskStatus.PENDING or effect.status.terminal:
@@ -130,6 +153,9 @@ class Coordinator:
                     )
             elif isinstance(effect, WorkerChanged):
                 kick = True
+            elif isinstance(effect, ResultsRecorded) and results:
+                for message in results_messages(effect):
+                    self.hub.publish(RESULTS, message)
         if kick:
             self.dispatcher.kick()
 

@@ -27,6 +27,8 @@ class ExecutionContext:
     needed (set by the worker daemon; None where snapshots cannot be fetched).
     `slot_index` tells apart the tasks running at the same time on this machine's
     workers (see `TaskRunner`): a batch that plays an xdist worker is `gw<slot_index>`.
+    `report_progress(records)` sends results before the task ends; a result sent so must
+    not be in the task's final records too.
     """
 
     worker_id: str
@@ -39,6 +41,9 @@ class ExecutionContext:
     cache_dir: Path | None = None
     materialize: Callable[[str], Awaitable[Path]] | None = None
     slot_index: int = 0
+    # Sends results of the running task ahead of its end (a PROGRESS outcome, spooled
+    # first); None where nothing streams them.
+    report_progress: Callable[[list[types_pb2.ResultRecord]], None] | None = None
 
     @property
     def files_dir(self) -> Path:

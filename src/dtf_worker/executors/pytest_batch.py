@@ -21,16 +21,21 @@ server that would not start) in a fresh `python -m pytest`. Either way the batch
 process of its own, killed with its process group on timeout or cancel.
 
 Results come from the lines `pytest_reports` writes as each test ends, so a batch that
-dies or is killed still reports every test it finished. Each Result's `raw_data` holds
-pytest's outcome word and its serialised reports.
+dies or is killed still reports every test it finished. While the batch runs, the tests
+it finished are sent every STREAM_EVERY_S as PROGRESS outcomes (`ReportStreamer`), so
+whoever follows the task sees them as they end; the final outcome brings the rest. Each
+Result's `raw_data` holds pytest's outcome word and its serialised reports.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 import json
 import sys
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +51,8 @@ from dtf_worker.executors.pytest_share import batch_key, batch_options
 from dtf_worker.executors.records import new_record
 
 EXIT_INTERRUPTED = 2
+# How often a running batch sends the results of the tests it finished meanwhile.
+STREAM_EVERY_S = 0.25
 EXIT_MEANINGS = {2: "interrupted", 3: "internal error", 4: "usage error", 5: "no tests collected"}
 
 
@@ -91,30 +98,41 @@ class PytestExecutor:
         argv = [*options, *node_ids]
         env[pytest_reports.BATCH_VAR] = str(batch_file)
         env[pytest_reports.REPORTS_VAR] = str(reports)
-        run = await self.pool.run(
-            ServerKey.of(cwd, options, env, xdist=workerinput is not None),
-            # A selection with no further arguments picks from what the server's own session
-            # collected: its child runs them without collecting again.
-            BatchSpec(argv, cwd, env, ctx.files_dir, resume=select is not None and not node_ids),
-            time_limit=timeout,
-            cancel=ctx.cancel,
-            kill_grace_s=ctx.kill_grace_s,
+        streamer = ReportStreamer(reports, lambda cases: [_record(task, ctx, case, {}) for case in cases])
+        streaming = (
+            asyncio.create_task(streamer.stream(ctx.report_progress)) if ctx.report_progress is not None else None
         )
-        process = "forked"
-        if run is None:
-            process = "fresh"
-            try:
-                run = await ctx.run_process(
-                    [sys.executable, "-m", "pytest", *argv], cwd=cwd, env=env, time_limit=timeout
-                )
-            except OSError as exc:
-                return ExecutionResult(ok=False, error=f"cannot start pytest: {exc}")
+        try:
+            run = await self.pool.run(
+                ServerKey.of(cwd, options, env, xdist=workerinput is not None),
+                # A selection with no further arguments picks from what the server's own session
+                # collected: its child runs them without collecting again.
+                BatchSpec(argv, cwd, env, ctx.files_dir, resume=select is not None and not node_ids),
+                time_limit=timeout,
+                cancel=ctx.cancel,
+                kill_grace_s=ctx.kill_grace_s,
+            )
+            process = "forked"
+            if run is None:
+                process = "fresh"
+                try:
+                    run = await ctx.run_process(
+                        [sys.executable, "-m", "pytest", *argv], cwd=cwd, env=env, time_limit=timeout
+                    )
+                except OSError as exc:
+                    return ExecutionResult(ok=False, error=f"cannot start pytest: {exc}")
+        finally:
+            if streaming is not None:
+                streaming.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):  # unsent: the end brings them
+                    await streaming
 
         report = read_report(reports)
         if report.resumed:
             process = "resumed"
         process_metrics = {"scope": "pytest process", **run.measurements()}
-        records = [_record(task, ctx, case, process_metrics) for case in report.cases]
+        # What the batch sent while it ran is not sent again.
+        records = [_record(task, ctx, case, process_metrics) for case in report.cases[streamer.sent :]]
         counts = Counter(case.outcome for case in report.cases)
         results: dict[str, Any] = {
             "exit_code": run.exit_code,
@@ -141,6 +159,38 @@ class PytestExecutor:
         ok = exit_code == 0 and not (run.timed_out or run.cancelled)
         error = None if ok else summarize_failure(_with_exit_code(run, exit_code), counts, len(report.cases))
         return ExecutionResult(ok=ok, error=error, results=results, records=records)
+
+
+class ReportStreamer:
+    """Sends each test's result while its batch runs: every STREAM_EVERY_S, the tests whose
+    lines the plugin has written since, as records (`make_records`), to
+    `ExecutionContext.report_progress`. `sent` counts the tests sent, in file order."""
+
+    def __init__(self, path: Path, make_records: Callable[[list[Case]], list[types_pb2.ResultRecord]]) -> None:
+        self.path = path
+        self.make_records = make_records
+        self.offset = 0
+        self.sent = 0
+
+    def new_cases(self) -> list[Case]:
+        """The tests whose lines are complete since the last call."""
+        try:
+            with self.path.open("rb") as f:
+                f.seek(self.offset)
+                data = f.read()
+        except FileNotFoundError:
+            return []
+        end = data.rfind(b"\n") + 1
+        self.offset += end
+        return read_lines(data[:end].decode("utf-8", errors="replace").splitlines()).cases
+
+    async def stream(self, send: Callable[[list[types_pb2.ResultRecord]], None]) -> None:
+        while True:
+            await asyncio.sleep(STREAM_EVERY_S)
+            cases = self.new_cases()
+            if cases:
+                send(self.make_records(cases))  # raises (a full disk): the rest goes with the end
+                self.sent += len(cases)
 
 
 def read_report(path: Path) -> BatchReport:
