@@ -9,6 +9,7 @@ coordinator decides what happens to the task.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import os
@@ -144,7 +145,7 @@ class TaskRunner:
             cache_dir=self.cache_dir,
             materialize=self.materialize,
             slot_index=self.first_slot + self._free_slot(),
-            report_progress=lambda records: self._spool_progress(task, records),
+            report_progress=functools.partial(self._spool_progress, task),
         )
         running = RunningTask(task=task, ctx=ctx, started=time.monotonic())
         self.running[task.lease_id] = running
@@ -225,14 +226,22 @@ class TaskRunner:
             log.exception("executor for task %s raised", task.task_id)
             return ExecutionResult(ok=False, error=f"worker error: {type(exc).__name__}: {exc}")
 
-    def _spool_progress(self, task: worker_service_pb2.LeasedTask, records: list[types_pb2.ResultRecord]) -> None:
+    def _spool_progress(
+        self,
+        task: worker_service_pb2.LeasedTask,
+        records: list[types_pb2.ResultRecord],
+        stdout: str = "",
+        stderr: str = "",
+    ) -> None:
         """Results of a running task, ahead of its end: recorded at once, and read by
-        whoever follows the task while it runs (`dtf run`)."""
+        whoever follows the task while it runs (`dtf run`), after the output it printed
+        before them."""
         running = self.running.get(task.lease_id)
-        if not records or running is None or running.drop_reason:
+        if not (records or stdout or stderr) or running is None or running.drop_reason:
             return
         outcome = Outcome(task_id=task.task_id, lease_id=task.lease_id, worker_id=self.worker_id)
         outcome.kind = Outcome.PROGRESS
+        outcome.stdout, outcome.stderr = stdout, stderr
         outcome.results.extend(records)
         try:
             for piece in split_outcome(outcome):

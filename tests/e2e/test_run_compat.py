@@ -501,3 +501,60 @@ def test_lf_after_a_run_reruns_what_failed_in_it(tmp_path: Path, cluster_dir: Pa
     assert last_failed.returncode == 1 and summary_counts(last_failed.stdout) == {"failed": 1}
     assert "run-last-failure: rerun previous 1 failure" in last_failed.stdout
     assert summary_counts(again.stdout) == {"failed": 1}, again.stdout
+
+
+def test_s_shows_what_tests_print_while_they_run(tmp_path: Path, cluster_dir: Path) -> None:
+    """pytest's `-s` across workers: a test that waits until its first line has been seen in
+    the run's own output passes only if that line is shown while the test still runs."""
+    seen = tmp_path / "seen"
+    _write(
+        tmp_path,
+        {
+            "test_live.py": f"""
+                import pathlib
+                import sys
+                import time
+
+
+                def test_waits_until_its_output_is_seen():
+                    print("LIVE-BEFORE the wait", flush=True)
+                    print("LIVE-STDERR a warning", file=sys.stderr, flush=True)
+                    seen = pathlib.Path({str(seen)!r})
+                    deadline = time.monotonic() + 60
+                    while not seen.exists() and time.monotonic() < deadline:
+                        time.sleep(0.05)
+                    assert seen.exists(), "the first line was never shown"
+                    print("LIVE-AFTER the wait")
+                """,
+            "test_many.py": """
+                import pytest
+
+
+                @pytest.mark.parametrize("n", range(6))
+                def test_prints(n):
+                    print(f"MANY-{n}")
+                """,
+        },
+    )
+    argv = [sys.executable, "-m", "dtf.cli.main", "run", "--data-dir", str(cluster_dir), "--"]
+    argv += ["-s", "-p", "no:cacheprovider", "."]
+    with (tmp_path / "stderr.log").open("w+") as errors:
+        proc = subprocess.Popen(argv, cwd=tmp_path, stdout=subprocess.PIPE, stderr=errors, text=True)
+        assert proc.stdout is not None
+        lines = []
+        try:
+            for line in proc.stdout:
+                lines.append(line)
+                if "LIVE-BEFORE" in line:
+                    seen.touch()
+            proc.wait(120)
+        finally:
+            proc.kill()
+        errors.seek(0)
+        stderr = errors.read()
+    stdout = "".join(lines)
+
+    assert proc.returncode == 0, stdout + stderr
+    assert summary_counts(stdout) == {"passed": 7}, stdout
+    assert "LIVE-AFTER the wait" in stdout and "LIVE-STDERR a warning" in stderr, stdout + stderr
+    assert all(f"MANY-{n}" in stdout for n in range(6)), stdout

@@ -39,6 +39,7 @@ from dtf_coordinator.state import (
     StateMachine,
     StateParams,
     Submitted,
+    TaskOutput,
     TaskTransition,
 )
 from dtf_coordinator.state.model import InvariantError
@@ -341,6 +342,26 @@ def test_progress_records_results_of_a_running_task_and_changes_nothing_else() -
     out = d.apply(report(outcome("a", "L", Kind.PROGRESS, results=records[:1]), at=40))
     assert out == ReportAcks([("a", "L", False, "lease is not current")])
     assert not [e for e in d.sm.drain_effects() if isinstance(e, ResultsRecorded)]
+
+
+def test_live_output_is_passed_on_before_the_results_it_preceded_and_a_stale_lease_sends_none() -> None:
+    d = Driver()
+    d.apply(register("w"))
+    d.apply(submit(spec("a")))
+    d.apply(assign(("a", "w", "L"), at=10))
+    d.sm.drain_effects()
+    progress = outcome("a", "L", Kind.PROGRESS, results=[types_pb2.ResultRecord(result_id="r", task_id="a")])
+    progress.worker_id, progress.stdout, progress.stderr = "w", "hello\n", "careful\n"
+
+    d.apply(report(progress, at=20))
+
+    effects = [e for e in d.sm.drain_effects() if isinstance(e, TaskOutput | ResultsRecorded)]
+    assert [type(e) for e in effects] == [TaskOutput, ResultsRecorded]
+    assert effects[0] == TaskOutput("a", "w", "hello\n", "careful\n")
+    d.apply(completed("a", "L", at=30))
+    d.sm.drain_effects()
+    d.apply(report(progress, at=40))
+    assert not [e for e in d.sm.drain_effects() if isinstance(e, TaskOutput)]
 
 
 def test_report_for_unknown_task_is_refused() -> None:

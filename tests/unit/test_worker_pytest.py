@@ -206,7 +206,8 @@ def test_a_running_batch_sends_each_tests_result_before_it_ends_and_not_again(tm
     )
     sent: list[list[str]] = []
     ctx = dataclasses.replace(
-        context(tmp_path), report_progress=lambda records: sent.append([r.test_id for r in records])
+        context(tmp_path),
+        report_progress=lambda records, stdout="", stderr="": sent.append([r.test_id for r in records]),
     )
     result = run(leased("pytest", {"args": ["test_slow.py"], "cwd": str(suite)}), ctx)
 
@@ -215,6 +216,34 @@ def test_a_running_batch_sends_each_tests_result_before_it_ends_and_not_again(tm
     # Sent while the batch ran (the last test's line waits for the session's end).
     assert result.ok and len(streamed) >= 3, sent
     assert streamed + final == [f"test_slow.py::test_{i}" for i in range(6)]  # each once, in order
+
+
+def test_a_batch_with_live_output_sends_what_its_tests_print_and_nothing_of_its_own_pytest(tmp_path: Path) -> None:
+    suite = _suite(
+        tmp_path,
+        {
+            "test_loud.py": "import sys, time\n\n\n"
+            + "".join(
+                f"def test_{i}():\n    print('out-{i}')\n    print('err-{i}', file=sys.stderr)\n    time.sleep(0.2)\n\n\n"
+                for i in range(4)
+            )
+        },
+    )
+    sent: list[tuple[list[str], str, str]] = []
+    ctx = dataclasses.replace(
+        context(tmp_path),
+        report_progress=lambda records, stdout="", stderr="": sent.append(
+            ([r.test_id for r in records], stdout, stderr)
+        ),
+    )
+    result = run(leased("pytest", {"args": ["-s", "test_loud.py"], "cwd": str(suite), "live_output": True}), ctx)
+
+    stdout, stderr = "".join(s[1] for s in sent), "".join(s[2] for s in sent)
+    assert result.ok, result.error
+    assert stdout.split() == [f"out-{i}" for i in range(4)], stdout  # no session header, no progress
+    assert stderr.split() == [f"err-{i}" for i in range(4)], stderr
+    first_output = next(i for i, s in enumerate(sent) if s[1])
+    assert first_output < len(sent) - 1, sent  # sent while the batch ran, not only at its end
 
 
 def test_pytest_killed_by_its_time_limit_still_reports_finished_tests(tmp_path: Path) -> None:

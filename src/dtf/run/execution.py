@@ -118,6 +118,8 @@ class Execution:
     outcomes: dict[str, Attempt] = field(default_factory=dict)
     attempts: dict[str, list[Attempt]] = field(default_factory=dict)
     open: dict[str, Submitted] = field(default_factory=dict)
+    # Every task this run submitted, open or not.
+    submitted: set[str] = field(default_factory=set)
     running: set[str] = field(default_factory=set)
     started: float = field(default_factory=time.monotonic)
     started_wall: float = field(default_factory=time.time)
@@ -183,6 +185,7 @@ class Execution:
         task_ids = self.client.submit(bodies)
         for task_id, b, ids in zip(task_ids, batches, ordered, strict=True):
             self.open[task_id] = Submitted(ids, b.estimate_s)
+        self.submitted.update(task_ids)
         return task_ids
 
     # -- following ------------------------------------------------------------

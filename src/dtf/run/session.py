@@ -18,8 +18,10 @@ batch never reported it fails with the reason (`no result was recorded: ...`).
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import shutil
+import sys
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -144,6 +146,7 @@ class DtfSession:
                 "args": batch_pytest_args(self.run.pytest_args),
                 "workerinput": self._workerinput(n_workers),
                 **where_params,
+                **({"live_output": True} if self._live_output() else {}),
             },
             guessed={n for n in node_ids if n not in known},
             started=self.started,
@@ -151,7 +154,8 @@ class DtfSession:
         )
         reader = ThreadPoolExecutor(4, thread_name_prefix="dtf-run-results")
         execution.reader, execution.on_read = reader, watcher.wake
-        execution.stream, execution.received = watcher.take_results, watcher.received
+        execution.stream = functools.partial(self._take_pushed, watcher, execution)
+        execution.received = watcher.received
         try:
             execution.submit(batches)
             self._follow(session, execution, watcher)
@@ -170,6 +174,23 @@ class DtfSession:
         for node_id, why in execution.missing().items():
             item = self.items[node_id]
             replay(item, [failure_report(item, f"dtf: no result was recorded: {why}")])
+
+    def _live_output(self) -> bool:
+        """pytest's `-s`: what tests print shows as they print it."""
+        return bool(getattr(self.config.option, "capture", "fd") == "no")
+
+    def _take_pushed(self, watcher: TaskWatcher, execution: Execution) -> dict[str, list[dict[str, Any]]]:
+        """The results pushed meanwhile, after printing the output of this run's batches
+        that came before them."""
+        output, results = watcher.take()
+        for task_id, stdout, stderr in output:
+            if task_id not in execution.submitted:
+                continue  # another run's, on a shared cluster
+            for stream, text in ((sys.stdout, stdout), (sys.stderr, stderr)):
+                if text:
+                    stream.write(text)
+                    stream.flush()
+        return results
 
     def _follow(self, session: pytest.Session, execution: Execution, watcher: TaskWatcher) -> None:
         """Until every batch has ended or pytest asks to stop: read the tasks the coordinator

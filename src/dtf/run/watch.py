@@ -1,7 +1,7 @@
 """Task updates and results pushed by the coordinator (`/ws`, channels `task_updates` and
 `results`), so that a run reads a task when it changed instead of reading every open task
 many times a second, and takes in each test's result as it is committed, while its batch
-still runs.
+still runs, with what the batch printed before it when the run has live output (`-s`).
 
 Best effort: the coordinator drops updates for a client that reads too slowly, and a
 connection can fail or come late (it is made in the background, so the run does not wait
@@ -27,6 +27,7 @@ class TaskWatcher:
     def __init__(self, api_url: str, token: str) -> None:
         self._changed: set[str] = set()
         self._results: dict[str, list[dict[str, Any]]] = {}
+        self._output: list[tuple[str, str, str]] = []  # (task id, stdout, stderr), in order
         self._received: dict[str, set[str]] = {}  # result ids, so a result committed twice counts once
         self._lock = threading.Lock()
         self._event = threading.Event()
@@ -61,6 +62,10 @@ class TaskWatcher:
                             rows = list(message.get("results") or [])
                             self._results.setdefault(task_id, []).extend(rows)
                             self._received.setdefault(task_id, set()).update(str(r.get("result_id")) for r in rows)
+                        elif message.get("type") == "task_output":
+                            self._output.append(
+                                (task_id, str(message.get("stdout") or ""), str(message.get("stderr") or ""))
+                            )
                     self._event.set()
         except Exception as exc:  # any failure: the runner polls instead
             log.debug("no task updates from the coordinator (%s); polling", exc)
@@ -81,6 +86,15 @@ class TaskWatcher:
         with self._lock:
             results, self._results = self._results, {}
         return results
+
+    def take(self) -> tuple[list[tuple[str, str, str]], dict[str, list[dict[str, Any]]]]:
+        """The live output pushed since the last call, as (task id, stdout, stderr) in the
+        order it came, and the results, as `take_results`: both at once, so that output
+        printed before a test's result is never read after it."""
+        with self._lock:
+            output, self._output = self._output, []
+            results, self._results = self._results, {}
+        return output, results
 
     def received(self, task_id: str) -> int:
         """How many results of `task_id` have been pushed so far (taken or not); -1 while

@@ -10,7 +10,9 @@ messages:
   whose fields equal the filter's. Subscribing again to a channel replaces its filter.
   The `results` channel (filter: `task_id`) carries `{"type": "results", "task_id": ...,
   "results": [...]}` as results are committed, a task's running ones included (each
-  result as in `GET /api/results`).
+  result as in `GET /api/results`), and `{"type": "task_output", "task_id": ...,
+  "worker_id": ..., "stdout": ..., "stderr": ...}` for what a task run with live output
+  printed (`dtf run -s`), each before the results it preceded.
 - `{"type": "unsubscribe", "channel": ...}` -> `{"type": "unsubscribed", "channel": ...}`
 - `{"type": "get_cluster_status"}` -> `cluster_status_response`
 - `{"type": "get_cluster_health", "metrics": ["cpu", "memory"]}` -> `cluster_health_response`

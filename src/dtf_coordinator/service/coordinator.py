@@ -30,6 +30,7 @@ from dtf_coordinator.state import (
     ReportAcks,
     ResultsRecorded,
     Submitted,
+    TaskOutput,
     TaskTransition,
     WorkerChanged,
 )
@@ -156,6 +157,19 @@ class Coordinator:
             elif isinstance(effect, ResultsRecorded) and results:
                 for message in results_messages(effect):
                     self.hub.publish(RESULTS, message)
+            elif isinstance(effect, TaskOutput) and results:
+                # On the results channel, so that a follower reads a test's output before
+                # its result, in the order the worker sent them.
+                self.hub.publish(
+                    RESULTS,
+                    {
+                        "type": "task_output",
+                        "task_id": effect.task_id,
+                        "worker_id": effect.worker_id,
+                        "stdout": effect.stdout,
+                        "stderr": effect.stderr,
+                    },
+                )
         if kick:
             self.dispatcher.kick()
 

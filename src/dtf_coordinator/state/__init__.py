@@ -17,6 +17,7 @@ from dtf_coordinator.state.outcomes import (
     ReportAcks,
     ResultsRecorded,
     Submitted,
+    TaskOutput,
     TaskTransition,
     WorkerChanged,
 )
@@ -34,6 +35,7 @@ __all__ = [
     "StateMachine",
     "StateParams",
     "Submitted",
+    "TaskOutput",
     "TaskState",
     "TaskTransition",
     "WorkerChanged",

@@ -30,6 +30,7 @@ from dtf_coordinator.state.outcomes import (
     ReportAcks,
     ResultsRecorded,
     Submitted,
+    TaskOutput,
     TaskTransition,
     WorkerChanged,
 )
@@ -305,6 +306,8 @@ class StateMachine:
                 acks.append((o.task_id, o.lease_id, False, "lease is not current"))
                 continue
             worker = self.workers.get(task.worker_id or "")
+            if o.stdout or o.stderr:
+                self._effects.append(TaskOutput(o.task_id, o.worker_id, o.stdout, o.stderr))
             if o.kind in (STARTED, PROGRESS):
                 if task.status is TaskStatus.ASSIGNED:
                     self._transition(task, TaskStatus.RUNNING, now)

@@ -71,8 +71,18 @@ class ResultsRecorded:
 
 
 @dataclass(frozen=True, slots=True)
+class TaskOutput:
+    """What a running task printed, for those who follow it live; nothing stores it."""
+
+    task_id: str
+    worker_id: str
+    stdout: str
+    stderr: str
+
+
+@dataclass(frozen=True, slots=True)
 class WorkerChanged:
     worker_id: str
 
 
-Effect = TaskTransition | ResultsRecorded | WorkerChanged
+Effect = TaskTransition | ResultsRecorded | TaskOutput | WorkerChanged

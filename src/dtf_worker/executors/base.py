@@ -16,6 +16,12 @@ from dtf_worker.executors.params import Parameters
 from dtf_worker.executors.process import ProcessRun, run_process
 
 
+class ProgressSink(Protocol):
+    """Sends a running task's finished results, and what it printed since the last call."""
+
+    def __call__(self, records: list[types_pb2.ResultRecord], stdout: str = "", stderr: str = "") -> None: ...
+
+
 @dataclass(frozen=True)
 class ExecutionContext:
     """Where and as whom one leased task runs.
@@ -27,8 +33,8 @@ class ExecutionContext:
     needed (set by the worker daemon; None where snapshots cannot be fetched).
     `slot_index` tells apart the tasks running at the same time on this machine's
     workers (see `TaskRunner`): a batch that plays an xdist worker is `gw<slot_index>`.
-    `report_progress(records)` sends results before the task ends; a result sent so must
-    not be in the task's final records too.
+    `report_progress(records, stdout, stderr)` sends results (and live output) before the
+    task ends; a result sent so must not be in the task's final records too.
     """
 
     worker_id: str
@@ -42,8 +48,9 @@ class ExecutionContext:
     materialize: Callable[[str], Awaitable[Path]] | None = None
     slot_index: int = 0
     # Sends results of the running task ahead of its end (a PROGRESS outcome, spooled
-    # first); None where nothing streams them.
-    report_progress: Callable[[list[types_pb2.ResultRecord]], None] | None = None
+    # first), with what it printed meanwhile where it runs with live output; None where
+    # nothing streams them.
+    report_progress: ProgressSink | None = None
 
     @property
     def files_dir(self) -> Path:

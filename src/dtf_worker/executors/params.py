@@ -102,6 +102,14 @@ class Parameters:
             raise self._fail(key, f"a number >= {minimum:g}")
         return float(value)
 
+    def flag(self, key: str, default: bool = False) -> bool:
+        value = self.data.get(key)
+        if value is None:
+            return default
+        if not isinstance(value, bool):
+            raise self._fail(key, "true or false")
+        return value
+
     def integer(self, key: str, default: int, *, minimum: int = 0) -> int:
         value = self.data.get(key)
         if value is None:

@@ -2,7 +2,7 @@
 
 parameters: {"args": [...], "node_ids": [...], "select": [...], "cwd": "...", "env": {...},
              "timeout": s, "snapshot": {"sha256": "...", "subdir": "..."},
-             "yield_after": s, "workerinput": {...}}
+             "yield_after": s, "workerinput": {...}, "live_output": bool}
 
 `args` are pytest's arguments and `node_ids` more positional ones after them. With
 `select` (node ids as pytest names them when run with these arguments from this
@@ -13,6 +13,8 @@ batch's pytest plays an xdist worker (`gwN`, N this worker's slot; see
 `pytest_reports`). With `yield_after`, the batch stops at the first test boundary after
 that many seconds and reports the tests it ran, with `results.yielded = true`: the task
 completes (unless a test failed) and whoever submitted it runs the rest elsewhere.
+With `live_output` (pytest's `-s` in `dtf run`), what the tests print goes to whoever
+follows the task as it is printed, and the batch's own pytest prints nothing of its own.
 
 Each batch runs in a child forked from a long-lived pytest process of `pytest_pool`,
 which has imported pytest, its plugins and the suite's conftest files once, so a batch
@@ -42,7 +44,8 @@ from typing import Any
 from dtf_common.errors import InvalidArgument
 from dtf_common.pb.dtf.v1 import types_pb2, worker_service_pb2
 from dtf_worker.executors import pytest_reports
-from dtf_worker.executors.base import ExecutionContext, ExecutionResult, SnapshotUnavailable
+from dtf_worker.executors.base import ExecutionContext, ExecutionResult, ProgressSink, SnapshotUnavailable
+from dtf_worker.executors.live_output import OutputTail
 from dtf_worker.executors.params import Parameters
 from dtf_worker.executors.process import ProcessRun
 from dtf_worker.executors.pytest_cases import BatchReport, Case, read_lines
@@ -80,6 +83,7 @@ class PytestExecutor:
             env, cwd = ctx.child_env(params.env()), await ctx.task_cwd(params)
             timeout = params.timeout(task.timeout_s, ctx.default_timeout)
             yield_after = params.number("yield_after", 0.0)
+            live = params.flag("live_output")
         except InvalidArgument as exc:
             return ExecutionResult.invalid(exc)
         except SnapshotUnavailable as exc:
@@ -93,12 +97,18 @@ class PytestExecutor:
             batch["select"] = select
         if workerinput is not None:
             batch["workerinput"] = {**workerinput, "workerid": f"gw{ctx.slot_index}"}
+        if live:
+            batch["live_output"] = True
         batch_file.write_text(json.dumps(batch), encoding="utf-8")
         options = batch_options(args, xdist=workerinput is not None)
         argv = [*options, *node_ids]
         env[pytest_reports.BATCH_VAR] = str(batch_file)
         env[pytest_reports.REPORTS_VAR] = str(reports)
-        streamer = ReportStreamer(reports, lambda cases: [_record(task, ctx, case, {}) for case in cases])
+        streamer = ReportStreamer(
+            reports,
+            lambda cases: [_record(task, ctx, case, {}) for case in cases],
+            OutputTail(ctx.files_dir) if live and ctx.report_progress is not None else None,
+        )
         streaming = (
             asyncio.create_task(streamer.stream(ctx.report_progress)) if ctx.report_progress is not None else None
         )
@@ -126,6 +136,8 @@ class PytestExecutor:
                 streaming.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):  # unsent: the end brings them
                     await streaming
+                with contextlib.suppress(Exception):  # output the batch printed last, ahead of its end
+                    streamer.send_output(ctx.report_progress)
 
         report = read_report(reports)
         if report.resumed:
@@ -164,11 +176,18 @@ class PytestExecutor:
 class ReportStreamer:
     """Sends each test's result while its batch runs: every STREAM_EVERY_S, the tests whose
     lines the plugin has written since, as records (`make_records`), to
-    `ExecutionContext.report_progress`. `sent` counts the tests sent, in file order."""
+    `ExecutionContext.report_progress`, after what the batch printed meanwhile when it
+    runs with live `output`. `sent` counts the tests sent, in file order."""
 
-    def __init__(self, path: Path, make_records: Callable[[list[Case]], list[types_pb2.ResultRecord]]) -> None:
+    def __init__(
+        self,
+        path: Path,
+        make_records: Callable[[list[Case]], list[types_pb2.ResultRecord]],
+        output: OutputTail | None = None,
+    ) -> None:
         self.path = path
         self.make_records = make_records
+        self.output = output
         self.offset = 0
         self.sent = 0
 
@@ -184,13 +203,20 @@ class ReportStreamer:
         self.offset += end
         return read_lines(data[:end].decode("utf-8", errors="replace").splitlines()).cases
 
-    async def stream(self, send: Callable[[list[types_pb2.ResultRecord]], None]) -> None:
+    async def stream(self, send: ProgressSink) -> None:
         while True:
             await asyncio.sleep(STREAM_EVERY_S)
+            stdout, stderr = self.output.read() if self.output is not None else ("", "")
             cases = self.new_cases()
-            if cases:
-                send(self.make_records(cases))  # raises (a full disk): the rest goes with the end
+            if cases or stdout or stderr:
+                send(self.make_records(cases), stdout, stderr)  # raises (a full disk): the rest goes with the end
                 self.sent += len(cases)
+
+    def send_output(self, send: ProgressSink | None) -> None:
+        """The live output not sent yet, in chunks (the batch has ended)."""
+        while send is not None and self.output is not None and self.output.pending():
+            stdout, stderr = self.output.read()
+            send([], stdout, stderr)
 
 
 def read_report(path: Path) -> BatchReport:

@@ -53,6 +53,7 @@ from dataclasses import dataclass, field
 from typing import IO, Any
 
 import pytest
+from _pytest.config import create_terminal_writer
 
 from dtf_common.xdist import disable_xdist
 
@@ -82,6 +83,8 @@ class _State:
     pending: dict[str, Any] | None = None
     collect_errors: list[dict[str, Any]] = field(default_factory=list)
     yielded: bool = False
+    # The tests' own output is the batch's output (`dtf run -s`): the session prints none.
+    live_output: bool = False
 
 
 _state = _State()
@@ -142,6 +145,7 @@ def _start(config: pytest.Config) -> None:
     _state.every_file = bool(batch.get("every_file"))
     after = batch.get("yield_after")
     _state.yield_after = float(after) if isinstance(after, int | float) and after > 0 else None
+    _state.live_output = batch.get("live_output") is True
     workerinput = batch.get("workerinput")
     if isinstance(workerinput, dict):
         _play_xdist_worker(config, workerinput)
@@ -155,6 +159,8 @@ def begin_batch(session: pytest.Session) -> None:
     collected, errors = list(session.items), _state.collect_errors
     _start(session.config)
     _state.session = session
+    if _state.live_output:
+        _silence_terminal(session.config)
     seed = getattr(session.config, "workerinput", {}).get("randomly_seed")
     if seed is not None and hasattr(session.config.option, "randomly_seed"):
         session.config.option.randomly_seed = seed  # pytest-randomly reseeds each test from it
@@ -198,8 +204,20 @@ class _XdistFixtures:
         return str(request.config.workerinput["testrunuid"])  # type: ignore[attr-defined]
 
 
+@pytest.hookimpl(tryfirst=True)
 def pytest_sessionstart(session: pytest.Session) -> None:
     _state.session = session
+    if _state.live_output:
+        _silence_terminal(session.config)  # before the terminal's header
+
+
+def _silence_terminal(config: pytest.Config) -> None:
+    """Send the session's terminal report nowhere: the collecting session prints its own,
+    and the batch's output is what its tests print."""
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        devnull = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115 - lives as long as the session
+        reporter._tw = create_terminal_writer(config, devnull)
 
 
 def pytest_runtestloop(session: pytest.Session) -> None:

@@ -104,7 +104,7 @@ class ResultRecord(_message.Message):
     def __init__(self, result_id: _Optional[str] = ..., task_id: _Optional[str] = ..., worker_id: _Optional[str] = ..., test_id: _Optional[str] = ..., timestamp_ms: _Optional[int] = ..., metrics_json: _Optional[str] = ..., status: _Optional[str] = ..., execution_time: _Optional[float] = ..., hardware_metrics_json: _Optional[str] = ..., environment_json: _Optional[str] = ..., raw_data_json: _Optional[str] = ..., metadata_json: _Optional[str] = ...) -> None: ...
 
 class TaskOutcome(_message.Message):
-    __slots__ = ("task_id", "lease_id", "worker_id", "kind", "error", "results_json", "results", "non_retryable")
+    __slots__ = ("task_id", "lease_id", "worker_id", "kind", "error", "results_json", "results", "non_retryable", "stdout", "stderr")
     class Kind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         KIND_UNSPECIFIED: _ClassVar[TaskOutcome.Kind]
@@ -125,6 +125,8 @@ class TaskOutcome(_message.Message):
     RESULTS_JSON_FIELD_NUMBER: _ClassVar[int]
     RESULTS_FIELD_NUMBER: _ClassVar[int]
     NON_RETRYABLE_FIELD_NUMBER: _ClassVar[int]
+    STDOUT_FIELD_NUMBER: _ClassVar[int]
+    STDERR_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     lease_id: str
     worker_id: str
@@ -133,4 +135,6 @@ class TaskOutcome(_message.Message):
     results_json: str
     results: _containers.RepeatedCompositeFieldContainer[ResultRecord]
     non_retryable: bool
-    def __init__(self, task_id: _Optional[str] = ..., lease_id: _Optional[str] = ..., worker_id: _Optional[str] = ..., kind: _Optional[_Union[TaskOutcome.Kind, str]] = ..., error: _Optional[str] = ..., results_json: _Optional[str] = ..., results: _Optional[_Iterable[_Union[ResultRecord, _Mapping]]] = ..., non_retryable: _Optional[bool] = ...) -> None: ...
+    stdout: str
+    stderr: str
+    def __init__(self, task_id: _Optional[str] = ..., lease_id: _Optional[str] = ..., worker_id: _Optional[str] = ..., kind: _Optional[_Union[TaskOutcome.Kind, str]] = ..., error: _Optional[str] = ..., results_json: _Optional[str] = ..., results: _Optional[_Iterable[_Union[ResultRecord, _Mapping]]] = ..., non_retryable: _Optional[bool] = ..., stdout: _Optional[str] = ..., stderr: _Optional[str] = ...) -> None: ...
