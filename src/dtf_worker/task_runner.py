@@ -22,18 +22,15 @@ from pathlib import Path
 
 from dtf_common.errors import InvalidArgument
 from dtf_common.pb.dtf.v1 import types_pb2, worker_service_pb2
+from dtf_common.worker_env import INDEX_VARIABLE, PREWARM_VARIABLE
 from dtf_worker.executors.base import ExecutionContext, ExecutionResult
 from dtf_worker.executors.pytest_batch import PytestExecutor
-from dtf_worker.executors.pytest_share import PREWARM_VARIABLE
 from dtf_worker.executors.registry import get_executor
 from dtf_worker.spool import Spool
 
 log = logging.getLogger("dtf.worker")
 Outcome = types_pb2.TaskOutcome
 _REMEMBERED_LEASES = 10_000
-# The worker's place among the workers of one machine (`dtf up` and `dtf run` number them
-# from 0): with its slot, it names a task's slot machine-wide (`ExecutionContext.slot_index`).
-INDEX_VARIABLE = "DTF_WORKER_INDEX"
 # Well under the coordinator's 64 MiB message limit: a larger outcome goes in pieces.
 MAX_OUTCOME_BYTES = 8 * 1024 * 1024
 

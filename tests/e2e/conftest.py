@@ -19,6 +19,10 @@ CLUSTER_KEY = pytest.StashKey[Cluster]()
 # A cluster that `dtf run` starts stops with the run in these tests (none is left to idle
 # for 15 minutes); the idle timeout has a test of its own.
 os.environ.setdefault("DTF_IDLE_TIMEOUT", "0")
+# Every test runs on the cluster (where a run's session may run the first tests itself
+# while its cluster starts, which test goes where would depend on timing); the head start
+# has tests of its own.
+os.environ.setdefault("DTF_HEAD_START", "0")
 
 
 @pytest.fixture

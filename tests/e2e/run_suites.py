@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import signal
 import subprocess
@@ -104,9 +105,12 @@ def write_suite(root: Path, files: dict[str, str]) -> Path:
     return suite
 
 
-def dtf_run(cwd: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def dtf_run(
+    cwd: Path, *args: str, timeout: float = 120, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     argv = [sys.executable, "-m", "dtf.cli.main", "run", *args]
-    return subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False)
+    environ = {**os.environ, **(env or {})}
+    return subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False, env=environ)
 
 
 def plain_pytest(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:

@@ -24,6 +24,7 @@ from run_suites import (
     dtf_run,
     plain_pytest,
     summary_counts,
+    verbose_outcomes,
     write_suite,
 )
 
@@ -37,16 +38,20 @@ def _collected(tmp_path: Path, *args: str) -> list[str]:
     return [line for line in out.splitlines() if "::" in line]
 
 
-def test_mixed_suite_reports_like_pytest_and_survives_crashes_and_hang(tmp_path: Path) -> None:
+@pytest.mark.parametrize("head_start", [False, True], ids=["all-on-the-cluster", "head-start"])
+def test_mixed_suite_reports_like_pytest_and_survives_crashes_and_hang(tmp_path: Path, head_start: bool) -> None:
+    """With the head start, the run's session runs the first tests itself while its cluster
+    starts, in a child of its own: a test that crashes it is reported as on a worker."""
     write_suite(tmp_path, {"test_mixed.py": MIXED, "test_more.py": MIXED_MORE})
     junit = tmp_path / "out.xml"
 
     run = dtf_run(
         tmp_path, "-n", "2", "--data-dir", str(tmp_path / ".dtf"), "--junitxml", str(junit), "--timeout", "8",
-        "--", "suite",
+        "--", "suite", env={"DTF_HEAD_START": "1" if head_start else "0"},
     )  # fmt: skip
 
     assert run.returncode == 1, run.stdout + run.stderr
+    assert ("ran here while the cluster started" in run.stdout) == head_start, run.stdout
     # The same counts as plain pytest over the tests that do not kill their process;
     # the two crashes and the hang are three more failures.
     plain = plain_pytest(tmp_path, "suite", *(f"--deselect={i}" for i in (CRASH_ID, SEGFAULT_ID, HANG_ID)))
@@ -97,6 +102,28 @@ def test_passing_suite_exits_zero_and_second_run_uses_recorded_durations(tmp_pat
     info = json.loads((tmp_path / ".dtf" / "connection.json").read_text())
     pids = [c["pid"] for c in info["coordinators"]] + [w["pid"] for w in info["workers"]]
     assert not [pid for pid in pids if psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie"]
+
+
+def test_head_start_runs_a_small_suite_while_its_cluster_starts_and_leaves_nothing_running(tmp_path: Path) -> None:
+    write_suite(tmp_path, {"test_ok.py": PASSING})
+    data_dir = tmp_path / ".dtf"
+
+    run = dtf_run(tmp_path, "-n", "2", "--data-dir", str(data_dir), "--", "-v", "suite", env={"DTF_HEAD_START": "1"})
+    plain = subprocess.run(
+        [sys.executable, "-m", "pytest", "-v", "-p", "no:cacheprovider", "suite"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert verbose_outcomes(run.stdout) == verbose_outcomes(plain.stdout), run.stdout
+    assert "dtf: all 8 tests ran in this session while the cluster started" in run.stdout
+    # The run waited for the cluster it started only to stop it (DTF_IDLE_TIMEOUT=0 here),
+    # and removed the data directory it made, where nothing ran.
+    assert not data_dir.exists()
+    assert not [p for p in psutil.process_iter(["cmdline"]) if str(data_dir) in " ".join(p.info["cmdline"] or ())]
 
 
 def test_empty_selection_exits_5(tmp_path: Path) -> None:

@@ -25,6 +25,7 @@ from typing import Any
 import yaml
 
 from dtf_common.errors import Unavailable
+from dtf_common.worker_env import INDEX_VARIABLE
 
 READY_TIMEOUT_S = 60.0
 # What every local coordinator shares: the secret from the environment, and quick
@@ -336,8 +337,6 @@ class LocalCluster:
         return self.info
 
     def _start_workers(self, grpc_addresses: list[str], token: str, env: dict[str, str]) -> None:
-        from dtf_worker.task_runner import INDEX_VARIABLE
-
         for i in range(1, self.n_workers + 1):
             path = self._worker_config(i, grpc_addresses, token)
             child = Child(

@@ -271,6 +271,8 @@ def run_pytest_options(args: argparse.Namespace) -> list[str]:
         options.append(f"--dtf-idle-timeout={args.idle_timeout}")
     if args.no_snapshot:
         options.append("--dtf-no-snapshot")
+    if args.no_head_start:
+        options.append("--dtf-no-head-start")
     if args.junitxml:
         options.append(f"--junitxml={args.junitxml}")
     return options
@@ -420,6 +422,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--token", help="bearer token for --coordinator (env DTF_TOKEN)")
     p.add_argument("--connection", metavar="FILE", help="run on the cluster of this connection.json")
     p.add_argument("--reruns", type=int, default=0, metavar="N", help="run a failing test up to N more times")
+    p.add_argument(
+        "--no-head-start",
+        action="store_true",
+        help="run every test on the cluster, none in the run's own session while the cluster "
+        "it starts comes up (env DTF_HEAD_START=0)",
+    )
     p.add_argument(
         "--no-snapshot",
         action="store_true",

@@ -29,7 +29,7 @@ _DROPPED_FLAGS = frozenset(
         "--lf", "--last-failed", "--ff", "--failed-first", "--nf", "--new-first", "--sw", "--stepwise",
         "--sw-skip", "--stepwise-skip", "--sw-reset", "--stepwise-reset", "--lfnf", "--cache-clear",
         "--cache-show", "--self-contained-html", "-d", "--distload", "--looponfail", "-f", "--pdb",
-        "--trace", "--dtf-keep", "--dtf-no-snapshot",
+        "--trace", "--dtf-keep", "--dtf-no-snapshot", "--dtf-no-head-start",
     }
 )  # fmt: skip
 

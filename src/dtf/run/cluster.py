@@ -20,6 +20,7 @@ from typing import Any, Protocol
 from dtf.run.args import batch_pytest_args
 from dtf.run.config import RunConfig
 from dtf_common.errors import Unavailable
+from dtf_common.worker_env import PREWARM_VARIABLE
 
 # How long a warm or remote cluster may take to show a live worker.
 WORKERS_WAIT_S = 15.0
@@ -151,8 +152,6 @@ def launch_cluster(config: RunConfig) -> bool:
     )
     try:
         cluster.launch_coordinators()  # first: the coordinator's start is what the first test waits for
-        from dtf_worker.executors.pytest_share import PREWARM_VARIABLE
-
         prewarm = json.dumps({"cwd": str(config.cwd), "args": batch_pytest_args(config.pytest_args), "xdist": True})
         cluster.launch_workers({PREWARM_VARIABLE: prewarm})
     except BaseException:
@@ -166,27 +165,31 @@ def launch_cluster(config: RunConfig) -> bool:
 LAUNCHED_VARIABLE = "DTF_RUN_LAUNCHED"
 
 
-def find_target(config: RunConfig) -> Target:
+def find_target(config: RunConfig, starting: Callable[[], None] | None = None) -> Target:
     """Where the run goes: a remote cluster; the cluster `dtf run` started for this run
     before it became this session; a live cluster in the data directory, or one starting
     there (another run's); else a cluster started now. A local one once its coordinator
-    answers."""
+    answers; `starting` is called first when that takes a cluster's start."""
     if config.coordinator or config.connection is not None:
         remote = locate(config)
         assert remote is not None
         return remote
-    launched = _launched_by_this_run(config.data_dir)
+    launched = launched_by_this_run(config.data_dir)
     info = _connection(config.data_dir) if launched is not None else None
     if launched is not None and info is not None:
+        if starting is not None:
+            starting()
         await_started(config.data_dir, info)
         return Target(str(info["api_url"]), str(info["admin_token"]), "started", True, launched)
     found = locate(config)
     if found is not None:
         return found
-    starting = starting_cluster(config.data_dir)
     if starting is not None:
-        await_started(config.data_dir, starting)
-        return Target(str(starting["api_url"]), str(starting["admin_token"]), "warm")
+        starting()
+    info = starting_cluster(config.data_dir)
+    if info is not None:
+        await_started(config.data_dir, info)
+        return Target(str(info["api_url"]), str(info["admin_token"]), "warm")
     fresh = launch_cluster(config)
     info = starting_cluster(config.data_dir)
     if info is None:
@@ -195,7 +198,7 @@ def find_target(config: RunConfig) -> Target:
     return Target(str(info["api_url"]), str(info["admin_token"]), "started", True, fresh)
 
 
-def _launched_by_this_run(data_dir: Path) -> bool | None:
+def launched_by_this_run(data_dir: Path) -> bool | None:
     """Whether the data directory was new, when this run's `dtf run` started the cluster
     in it; None when it did not."""
     try:

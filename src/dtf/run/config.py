@@ -8,6 +8,8 @@ from pathlib import Path
 
 DEFAULT_IDLE_TIMEOUT_S = 900.0
 IDLE_VARIABLE = "DTF_IDLE_TIMEOUT"
+# "0": the run's session never runs tests itself while its cluster starts.
+HEAD_START_VARIABLE = "DTF_HEAD_START"
 # Set by `dtf -v run` for the pytest session it becomes: log what the run does on stderr.
 RUN_LOG_VARIABLE = "DTF_RUN_LOG"
 
@@ -18,6 +20,11 @@ def default_idle_timeout() -> float:
         return max(0.0, float(os.environ.get(IDLE_VARIABLE) or DEFAULT_IDLE_TIMEOUT_S))
     except ValueError:
         return DEFAULT_IDLE_TIMEOUT_S
+
+
+def default_head_start() -> bool:
+    """`--no-head-start`'s default: on unless DTF_HEAD_START is 0."""
+    return os.environ.get(HEAD_START_VARIABLE, "1").strip().lower() not in ("0", "false", "no", "off")
 
 
 @dataclass(frozen=True)
@@ -36,6 +43,8 @@ class RunConfig:
     token: str | None = None
     connection: Path | None = None
     reruns: int = 0
+    # While the cluster it starts comes up, the session runs tests itself (`local_lane`).
+    head_start: bool = True
     # Ship a snapshot of the project to the workers: None = on a remote cluster, when
     # snapshots are available; False = workers share this filesystem (batches get `cwd`).
     snapshot: bool | None = None

@@ -1,8 +1,12 @@
-"""What the cluster remembers of earlier runs: recorded test durations per hardware class."""
+"""What earlier runs left: test durations the cluster recorded per hardware class, and
+those of tests a run's own session ran (its head start), kept in the data directory."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any, Protocol
 
 from dtf.run.cluster import LIVE_WORKER
@@ -28,6 +32,38 @@ def recorded_durations(
     if rest:
         found.update(client.durations(rest))
     return found
+
+
+HERE_FILE = "durations-here.json"
+
+
+def durations_here(data_dir: Path, node_ids: Sequence[str]) -> dict[str, float]:
+    """Seconds per test, of the tests earlier runs' sessions ran themselves."""
+    try:
+        kept = json.loads((data_dir / HERE_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(kept, dict):
+        return {}
+    return {n: float(kept[n]) for n in node_ids if isinstance(kept.get(n), int | float)}
+
+
+def remember_here(data_dir: Path, durations: Mapping[str, float]) -> None:
+    """Keep the durations of tests this session ran itself, for the next run's plan (the
+    cluster records only what its workers ran)."""
+    if not durations or not data_dir.is_dir():
+        return
+    path = data_dir / HERE_FILE
+    try:
+        kept = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        kept = {}
+    if not isinstance(kept, dict):
+        kept = {}
+    kept.update({n: round(float(s), 6) for n, s in durations.items()})
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(json.dumps(kept), encoding="utf-8")
+    os.replace(temporary, path)  # whole or not at all: a run killed meanwhile leaves the last one
 
 
 def hardware_classes(client: DurationSource) -> list[str]:

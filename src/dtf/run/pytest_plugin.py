@@ -26,7 +26,14 @@ from typing import Any
 
 import pytest
 
-from dtf.run.config import DEFAULT_IDLE_TIMEOUT_S, IDLE_VARIABLE, RUN_LOG_VARIABLE, default_idle_timeout
+from dtf.run.config import (
+    DEFAULT_IDLE_TIMEOUT_S,
+    HEAD_START_VARIABLE,
+    IDLE_VARIABLE,
+    RUN_LOG_VARIABLE,
+    default_head_start,
+    default_idle_timeout,
+)
 
 DEFAULT_WORKERS = 2
 
@@ -54,6 +61,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=default_idle_timeout(),
         help="seconds a local cluster the run starts stays up once idle, for the next run "
         f"(default {DEFAULT_IDLE_TIMEOUT_S:.0f}, env {IDLE_VARIABLE}; 0: stop it with the run)",
+    )
+    group.addoption(
+        "--dtf-no-head-start",
+        dest="dtf_head_start",
+        action="store_false",
+        default=default_head_start(),
+        help="run every test on the cluster, none in this session while the cluster it starts "
+        f"comes up (env {HEAD_START_VARIABLE}=0)",
     )
     group.addoption(
         "--dtf-no-snapshot",
@@ -105,6 +120,7 @@ def _activate(config: pytest.Config, target: str) -> int | None:
         token=config.getoption("dtf_token") or os.environ.get("DTF_TOKEN"),
         connection=Path(connection) if connection else None,
         reruns=config.getoption("dtf_reruns"),
+        head_start=bool(config.getoption("dtf_head_start")),
         snapshot=False if config.getoption("dtf_no_snapshot") else None,
         dist=dist,
         run_id=uuid.uuid4().hex,

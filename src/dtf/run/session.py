@@ -22,31 +22,37 @@ import functools
 import logging
 import shutil
 import sys
+import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
+from concurrent.futures import wait as futures_wait
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from dtf.cli.local_cluster import stop_data_dir
 from dtf.run.args import batch_pytest_args
-from dtf.run.cluster import Target, find_target, ship_snapshot, wait_for_workers
+from dtf.run.cluster import Target, find_target, launched_by_this_run, ship_snapshot, wait_for_workers
 from dtf.run.config import RunConfig
 from dtf.run.execution import Attempt, Execution
-from dtf.run.history import hardware_classes, recorded_durations
+from dtf.run.history import durations_here, hardware_classes, recorded_durations, remember_here
 from dtf.run.plan import dist_groups, estimate_durations, plan_batches
 from dtf.run.replay import RERUN, failure_report, replay, reports_of
 from dtf_common.errors import DtfError
 
 if TYPE_CHECKING:
     from dtf.client import DtfClient
+    from dtf.run.local_lane import LocalLane
     from dtf.run.watch import TaskWatcher
 
 log = logging.getLogger("dtf.run")
 
 # With task updates pushed by the coordinator, every open task is still read this often.
 FULL_POLL_S = 1.0
+# How often the session plays what its own child ran, while the cluster starts.
+LOCAL_POLL_S = 0.05
 # A cluster not found by then gets a line saying the run waits for it.
 SAY_WAITING_AFTER_S = 0.5
 
@@ -62,13 +68,23 @@ class DtfSession:
         self.execution: Execution | None = None
         self.target: Target | None = None
         self._finding: Future[Target] | None = None
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix="dtf-run-cluster")
+        # Tests this session ran itself, while the cluster it started was not up yet.
+        self.ran_here: set[str] = set()
+        self._cluster_starting = threading.Event()
+        self._durations_here: dict[str, float] = {}
+        if not config.pluginmanager.hasplugin("xdist"):
+            config.pluginmanager.register(ControllerFixtures(run.run_id), "dtf-controller-fixtures")
 
     # -- the cluster, found while pytest collects ------------------------------------
 
     def pytest_sessionstart(self, session: pytest.Session) -> None:
         if not self.config.option.collectonly:
-            self._finding = self._pool.submit(find_target, self.run)
+            finding: Future[Target] = Future()
+            # A daemon thread: a run that needs the cluster no more does not wait for its start.
+            threading.Thread(
+                target=_find, args=(finding, self.run, self._cluster_starting.set), name="dtf-run-cluster", daemon=True
+            ).start()
+            self._finding = finding
 
     def _target(self) -> Target:
         assert self._finding is not None
@@ -97,6 +113,11 @@ class DtfSession:
             return True
         for item in session.items:
             self.items.setdefault(item.nodeid, item)
+        self.ran_here = self._run_here_while_the_cluster_starts(session)
+        if len(self.ran_here) == len(self.items):
+            self._say(f"all {len(self.items)} tests ran in this session while the cluster started")
+        if session.shouldfail or session.shouldstop or len(self.ran_here) == len(self.items):
+            return True
         from dtf.client import DtfClient
         from dtf.run.watch import TaskWatcher
 
@@ -119,12 +140,14 @@ class DtfSession:
         n_workers = self.run.workers if target.kind == "started" else wait_for_workers(client)
         shipped = self.run.snapshot if self.run.snapshot is not None else target.kind == "remote"
         snapshot = ship_snapshot(self.run, client, self._say) if shipped else None
-        node_ids = list(self.items)
-        known = recorded_durations(client, node_ids, hardware_classes(client))
+        node_ids = [n for n in self.items if n not in self.ran_here]
+        known = durations_here(self.run.data_dir, node_ids)  # where the cluster has none
+        known.update(recorded_durations(client, node_ids, hardware_classes(client)))
         where = {"started": "", "warm": " (running cluster)", "remote": f" at {target.api_url}"}[target.kind]
+        here = f" ({len(self.ran_here)} more ran here while the cluster started)" if self.ran_here else ""
         self._say(
             f"{len(node_ids)} tests, {len(known)} with recorded durations, "
-            f"{len(node_ids) - len(known)} estimated; {n_workers} workers{where}"
+            f"{len(node_ids) - len(known)} estimated; {n_workers} workers{where}{here}"
         )
         estimates = estimate_durations(node_ids, known)
         batches = plan_batches(
@@ -175,6 +198,61 @@ class DtfSession:
             item = self.items[node_id]
             replay(item, [failure_report(item, f"dtf: no result was recorded: {why}")])
 
+    def _run_here_while_the_cluster_starts(self, session: pytest.Session) -> set[str]:
+        """Run tests from the first in a child of this session (`dtf.run.local_lane`) until
+        the local cluster this run waits for has started: on a small suite the whole run,
+        on a large one its first seconds. The rest goes to the cluster. Not with
+        `--no-head-start`, nor where tests must run on workers (`--dist` other than
+        `load`, `xdist_group`, `--dtf-reruns`) or the child could not run alone (`--pdb`,
+        `--trace`, `--report-log`, which writes each report as it is made)."""
+        finding = self._finding
+        option = self.config.option
+        if (
+            finding is None
+            or finding.done()
+            or not self._cluster_starting.is_set()
+            or not self.run.head_start
+            or self.run.dist not in ("no", "load")
+            or self.run.reruns
+            or getattr(option, "usepdb", False)
+            or getattr(option, "trace", False)
+            or getattr(option, "report_log", None)
+            or self._xdist_groups()
+        ):
+            return set()
+        from dtf.run.local_lane import LocalLane  # only now: the imports cost a run that has none
+
+        # One more xdist worker id than the cluster's workers have, so none is shared.
+        workerinput = {**self._workerinput(self.run.workers), "workerid": f"gw{self.run.workers}"}
+        lane = LocalLane.start(session, workerinput, live_output=self._live_output())
+        if lane is None:
+            return set()
+        try:
+            while lane.running() and not finding.done():
+                self._play_local(lane)
+                if session.shouldfail or session.shouldstop:
+                    break
+                futures_wait([finding], timeout=LOCAL_POLL_S)
+            lane.stop()
+            self._play_local(lane)
+        finally:
+            lane.close()
+            with contextlib.suppress(OSError):
+                remember_here(self.run.data_dir, self._durations_here)
+        if lane.finished:
+            log.info("%d tests ran here while the cluster started", len(lane.finished))
+        return lane.finished & self.items.keys()
+
+    def _play_local(self, lane: LocalLane) -> None:
+        cases, stdout, stderr = lane.take()
+        self._print_output(stdout, stderr)
+        for case in cases:
+            item = self.items.get(case.node_id)
+            if item is not None:
+                raw = case.raw_data()
+                replay(item, reports_of(item, raw), raw.get("warnings") or ())
+                self._durations_here[case.node_id] = case.duration
+
     def _live_output(self) -> bool:
         """pytest's `-s`: what tests print shows as they print it."""
         return bool(getattr(self.config.option, "capture", "fd") == "no")
@@ -184,13 +262,16 @@ class DtfSession:
         that came before them."""
         output, results = watcher.take()
         for task_id, stdout, stderr in output:
-            if task_id not in execution.submitted:
-                continue  # another run's, on a shared cluster
-            for stream, text in ((sys.stdout, stdout), (sys.stderr, stderr)):
-                if text:
-                    stream.write(text)
-                    stream.flush()
+            if task_id in execution.submitted:  # not another run's, on a shared cluster
+                self._print_output(stdout, stderr)
         return results
+
+    @staticmethod
+    def _print_output(stdout: str, stderr: str) -> None:
+        for stream, text in ((sys.stdout, stdout), (sys.stderr, stderr)):
+            if text:
+                stream.write(text)
+                stream.flush()
 
     def _follow(self, session: pytest.Session, execution: Execution, watcher: TaskWatcher) -> None:
         """Until every batch has ended or pytest asks to stop: read the tasks the coordinator
@@ -261,10 +342,19 @@ class DtfSession:
 
     def _leaves_cluster(self) -> bool:
         """Whether the cluster this run started stays up after it (kept, or until idle)."""
-        return self.run.keep or (self.run.idle_timeout > 0 and self.execution is not None)
+        return self.run.keep or (self.run.idle_timeout > 0 and (self.execution is not None or bool(self.ran_here)))
+
+    def _started_here(self) -> bool:
+        """Whether this run started the cluster, as far as is known without waiting for it."""
+        finding = self._finding
+        if self.target is None and finding is not None and finding.done() and finding.exception() is None:
+            self.target = finding.result()
+        if self.target is not None:
+            return self.target.started_here
+        return launched_by_this_run(self.run.data_dir) is not None
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
-        if self.target is not None and self.target.started_here and self._leaves_cluster():
+        if self._started_here() and self._leaves_cluster():
             how_long = "" if self.run.keep else f" for {_duration(self.run.idle_timeout)} once idle"
             terminalreporter.write_line(
                 f"dtf: the cluster in {self.run.data_dir} keeps running{how_long}, for the next run; "
@@ -286,17 +376,43 @@ class DtfSession:
     # -- the end --------------------------------------------------------------------
 
     def pytest_unconfigure(self, config: pytest.Config) -> None:
+        if self._leaves_cluster():
+            return
         finding = self._finding
         target: Target | None = self.target
         if finding is not None and target is None:
             with contextlib.suppress(BaseException):
                 target = finding.result()
-        self._pool.shutdown(wait=False)
-        if target is None or not target.started_here or self._leaves_cluster():
+        if target is None or not target.started_here:
             return
         stop_data_dir(self.run.data_dir)
         if self.execution is None and target.fresh_data_dir:
             shutil.rmtree(self.run.data_dir, ignore_errors=True)  # nothing ran: leave nothing behind
+
+
+def _find(finding: Future[Target], run: RunConfig, starting: Callable[[], None]) -> None:
+    try:
+        finding.set_result(find_target(run, starting))
+    except BaseException as exc:
+        finding.set_exception(exc)
+
+
+class ControllerFixtures:
+    """pytest-xdist's `worker_id` and `testrun_uid` fixtures where it is not installed, for
+    the tests the session's own child runs (`local_lane`): the child's worker id, as a
+    batch's worker would give it (`master`, xdist's controller's, outside one)."""
+
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+
+    @pytest.fixture(scope="session")
+    def worker_id(self, request: pytest.FixtureRequest) -> str:
+        workerinput = getattr(request.config, "workerinput", None)  # the session's own child's
+        return str(workerinput["workerid"]) if isinstance(workerinput, dict) else "master"
+
+    @pytest.fixture(scope="session")
+    def testrun_uid(self) -> str:
+        return self.run_id
 
 
 def _duration(seconds: float) -> str:

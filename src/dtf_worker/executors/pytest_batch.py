@@ -65,7 +65,7 @@ class PytestExecutor:
 
     def prewarm(self, announced: str | None) -> None:
         """Start the pytest server for batches announced as `{"cwd": ..., "args": [...],
-        "xdist": bool}` (the environment variable `pytest_share.PREWARM_VARIABLE`), while
+        "xdist": bool}` (the environment variable `dtf_common.worker_env.PREWARM_VARIABLE`), while
         the worker registers."""
         try:
             spec = json.loads(announced or "null")

@@ -333,6 +333,22 @@ def _flush_pending() -> None:
         _state.pending = None
 
 
+def yield_now() -> None:
+    """Stop after the running test, as `yield_after` does (from a signal handler)."""
+    _state.yield_at = 0.0
+
+
+def end_batch() -> None:
+    """The end of a batch that ends without its session's end: the last test's line, and
+    whether it yielded."""
+    _flush_pending()
+    if _state.yielded:
+        _write({"yielded": True})
+    if _state.sink is not None:
+        _state.sink.close()
+        _state.sink = None
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     _flush_pending()

@@ -444,7 +444,7 @@ def resume_child(session: Any, spec: dict[str, Any], *, close: tuple[int, ...]) 
     session as pytest does. Never returns."""
 
     def run() -> int:
-        _redirect_output(session.config, spec["stdout"], spec["stderr"])
+        redirect_output(session.config, spec["stdout"], spec["stderr"])
         os.chdir(spec["cwd"])
         os.environ.update(spec["env"])
         _reseed()
@@ -483,7 +483,7 @@ def _as_batch_process(run: Callable[[], int], close: tuple[int, ...]) -> None:
             os._exit(code)
 
 
-def _redirect_output(config: Any, stdout: str, stderr: str) -> None:
+def redirect_output(config: Any, stdout: str, stderr: str) -> None:
     """Point fds 1 and 2 at the batch's log files, and with them the copies pytest keeps:
     the originals its capturing restores after each test."""
     import faulthandler

@@ -45,10 +45,6 @@ from dtf_worker.executors.environment import inherited
 # "0" switches warm servers off altogether: every batch starts a fresh pytest.
 FORK_VARIABLE = "DTF_PYTEST_FORK"
 SHARE_VARIABLE = "DTF_PYTEST_SHARE"
-# Set by `dtf run` for the workers it starts: the directory and options of its batches,
-# so a worker starts (or clones) their pytest server at once (`task_runner` takes it out
-# of the environment its tasks inherit).
-PREWARM_VARIABLE = "DTF_PYTEST_PREWARM"
 # Variables the worker sets for each batch: they do not name a server (its warm-up runs
 # without them), and each batch's child gets its own.
 BATCH_VARIABLES = frozenset(
