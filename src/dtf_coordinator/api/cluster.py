@@ -13,7 +13,6 @@ the asking of peers and the publishing.
 from __future__ import annotations
 
 import inspect
-import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -50,10 +49,6 @@ ROLES: dict[str, ClusterState] = {
     "stopped": "stopped",
 }
 STATES: frozenset[str] = frozenset({"leader", "follower", "candidate", "offline", "unknown", "stopped"})
-
-
-def wall_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def to_datetime(ms: int | float) -> datetime:

@@ -21,6 +21,7 @@ from urllib.parse import quote
 
 from starlette.applications import Starlette
 
+from dtf_common.clock import wall_ms
 from dtf_common.errors import Conflict, NotFound, NotLeader, Unavailable
 from dtf_common.pb.dtf.v1 import raft_pb2
 from dtf_coordinator.api.cluster import (
@@ -33,7 +34,6 @@ from dtf_coordinator.api.cluster import (
     peer_health,
     read_local,
     select_metrics,
-    wall_ms,
 )
 from dtf_coordinator.api.context import ApiContext
 from dtf_coordinator.api.models import ClusterHealth, ClusterStatus, LeaderInfo, NodeHealth, NodeMembershipChange

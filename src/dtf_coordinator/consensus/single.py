@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from dtf_common.clock import wall_ms
 from dtf_common.errors import Unavailable
 from dtf_common.pb.dtf.v1 import commands_pb2
 from dtf_coordinator.consensus.base import EffectSink
@@ -28,10 +29,6 @@ from dtf_coordinator.state import Outcome, StateMachine, StateParams
 log = logging.getLogger("dtf.consensus")
 MAX_BATCH = 8192
 HARD_STATE = "hardstate.json"
-
-
-def wall_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 class SingleNode:

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import psutil
 
+from dtf_common.clock import wall_ms
 from dtf_coordinator.service.events import EventHub, Message
 
 log = logging.getLogger("dtf.cluster")
@@ -135,10 +136,6 @@ class PeerSample:
     @property
     def ok(self) -> bool:
         return self.report is not None
-
-
-def wall_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 class PeerProbe:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from dtf_common.clock import wall_ms
 from dtf_common.pb.dtf.v1 import commands_pb2
 from dtf_coordinator.consensus import Consensus
 from dtf_coordinator.state import LeasesReleased
@@ -17,10 +17,6 @@ log = logging.getLogger("dtf.loops")
 # The longest a worker's gRPC channel waits between reconnection attempts
 # (grpc.max_reconnect_backoff_ms in dtf_worker.client); heartbeats retry within their interval.
 WORKER_RECONNECT_MAX_MS = 5_000
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 class LoopService:
@@ -77,7 +73,7 @@ class HealthMonitor(LoopService):
         heartbeat_interval: float,
         failure_threshold: int,
         lease_ttl_ms: int,
-        clock: Callable[[], int] = now_ms,
+        clock: Callable[[], int] = wall_ms,
     ) -> None:
         self.node = node
         self.interval = check_interval

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dtf_common.clock import wall_ms
 from dtf_common.errors import NotLeader, Unavailable
 from dtf_common.pb.dtf.v1 import commands_pb2, raft_pb2
 from dtf_coordinator.consensus.base import EffectSink
@@ -44,10 +45,6 @@ EARLY_TYPES = frozenset({raft_pb2.MSG_APP, raft_pb2.MSG_HEARTBEAT, raft_pb2.MSG_
 
 def _replaced() -> Unavailable:
     return Unavailable("a new leader replaced this write before it committed; it was not applied, retry")
-
-
-def wall_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 @dataclass(frozen=True)
