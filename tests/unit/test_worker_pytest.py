@@ -17,10 +17,10 @@ from typing import Any
 import pytest
 from test_worker_executors import context, is_gone, leased, run
 
+from dtf_pytest.cases import outcome_of, read_lines
 from dtf_worker.executors.base import ExecutionResult
 from dtf_worker.executors.process import ProcessRun
 from dtf_worker.executors.pytest_batch import PytestExecutor, summarize_failure
-from dtf_worker.executors.pytest_cases import outcome_of, read_lines
 from dtf_worker.executors.pytest_pool import BatchSpec, PytestServer, PytestServerPool, ServerKey
 from dtf_worker.executors.pytest_share import FORK_VARIABLE
 
@@ -224,7 +224,8 @@ def test_a_batch_with_live_output_sends_what_its_tests_print_and_nothing_of_its_
         {
             "test_loud.py": "import sys, time\n\n\n"
             + "".join(
-                f"def test_{i}():\n    print('out-{i}')\n    print('err-{i}', file=sys.stderr)\n    time.sleep(0.2)\n\n\n"
+                f"def test_{i}():\n    print('out-{i}')\n    print('err-{i}', file=sys.stderr)\n"
+                "    time.sleep(0.2)\n\n\n"
                 for i in range(4)
             )
         },

@@ -4,7 +4,7 @@ A run that starts its cluster would otherwise wait a second or two, on a small m
 more, for the coordinator and workers to start, with every test collected and nothing
 running. Instead the session forks a child right after its collection, and the child
 runs the tests from the first, as a batch forked from a warm server does (the
-`pytest_reports` plugin writes each test's reports; `begin_batch` takes the session as
+`dtf_pytest.reports` plugin writes each test's reports; `begin_batch` takes the session as
 it stands): a process of its own, so a test that crashes or hangs it costs the run
 nothing but that child. The session plays each finished test's reports as it comes.
 Once the cluster is up the child is told to stop after its running test (SIGUSR1, as
@@ -33,10 +33,10 @@ from typing import Any, NoReturn
 
 import pytest
 
-from dtf_worker.executors import pytest_reports
-from dtf_worker.executors.live_output import OutputTail
-from dtf_worker.executors.pytest_cases import Case, read_lines
-from dtf_worker.executors.pytest_server import REPORTS_PLUGIN, redirect_output
+from dtf_pytest import reports as pytest_reports
+from dtf_pytest.cases import Case, read_lines
+from dtf_pytest.output import OutputTail
+from dtf_pytest.server import REPORTS_PLUGIN, redirect_output
 
 SESSION_PLUGIN = "dtf-session"
 # How long a stopped child may take to finish its running test before it is killed; the

@@ -91,7 +91,7 @@ def _activate(config: pytest.Config, target: str) -> int | None:
     """Register the session plugin; pytest's exit code when the options are wrong."""
     from dtf.run.config import RunConfig
     from dtf.run.session import DtfSession
-    from dtf_common.xdist import disable_xdist, xdist_request
+    from dtf_pytest.xdist import disable_xdist, xdist_request
 
     numprocesses, dist = xdist_request(config.option)
     disable_xdist(config.option)  # before xdist's own hook turns `-n` into its workers

@@ -1,6 +1,6 @@
 """Workers' test reports played into the run's own pytest session.
 
-A batch's pytest serialises every report it makes (`dtf_worker.executors.pytest_reports`)
+A batch's pytest serialises every report it makes (`dtf_pytest.reports`)
 with pytest's own `pytest_report_to_serializable`; here the run's session turns each one
 back into a report with `pytest_report_from_serializable`, fills in what it knows of its
 own item (node id, location, keywords) and calls the hooks a test's run calls:

@@ -7,10 +7,10 @@ parameters: {"args": [...], "node_ids": [...], "select": [...], "cwd": "...", "e
 `args` are pytest's arguments and `node_ids` more positional ones after them. With
 `select` (node ids as pytest names them when run with these arguments from this
 directory), the batch runs exactly those tests, in that order, out of what the arguments
-collect (`pytest_reports`): the way `dtf run` hands a worker part of the suite its own
+collect (`dtf_pytest.reports`): the way `dtf run` hands a worker part of the suite its own
 pytest session collected, with nothing translated on the way. With `workerinput`, the
 batch's pytest plays an xdist worker (`gwN`, N this worker's slot; see
-`pytest_reports`). With `yield_after`, the batch stops at the first test boundary after
+`dtf_pytest.reports`). With `yield_after`, the batch stops at the first test boundary after
 that many seconds and reports the tests it ran, with `results.yielded = true`: the task
 completes (unless a test failed) and whoever submitted it runs the rest elsewhere.
 With `live_output` (pytest's `-s` in `dtf run`), what the tests print goes to whoever
@@ -22,7 +22,7 @@ starts in milliseconds; where that is not possible (no fork, `DTF_PYTEST_FORK=0`
 server that would not start) in a fresh `python -m pytest`. Either way the batch has a
 process of its own, killed with its process group on timeout or cancel.
 
-Results come from the lines `pytest_reports` writes as each test ends, so a batch that
+Results come from the lines `dtf_pytest.reports` writes as each test ends, so a batch that
 dies or is killed still reports every test it finished. While the batch runs, the tests
 it finished are sent every STREAM_EVERY_S as PROGRESS outcomes (`ReportStreamer`), so
 whoever follows the task sees them as they end; the final outcome brings the rest. Each
@@ -43,12 +43,12 @@ from typing import Any
 
 from dtf_common.errors import InvalidArgument
 from dtf_common.pb.dtf.v1 import types_pb2, worker_service_pb2
-from dtf_worker.executors import pytest_reports
+from dtf_pytest import reports as pytest_reports
+from dtf_pytest.cases import BatchReport, Case, read_lines
+from dtf_pytest.output import OutputTail
 from dtf_worker.executors.base import ExecutionContext, ExecutionResult, ProgressSink, SnapshotUnavailable
-from dtf_worker.executors.live_output import OutputTail
 from dtf_worker.executors.params import Parameters
 from dtf_worker.executors.process import ProcessRun
-from dtf_worker.executors.pytest_cases import BatchReport, Case, read_lines
 from dtf_worker.executors.pytest_pool import BatchSpec, PytestServerPool, ServerKey
 from dtf_worker.executors.pytest_share import batch_key, batch_options
 from dtf_worker.executors.records import new_record

@@ -1,4 +1,4 @@
-"""Long-lived pytest processes (`pytest_server`) for the pytest executor.
+"""Long-lived pytest processes (`dtf_pytest.server`) for the pytest executor.
 
 A new `python -m pytest` per batch pays the interpreter, pytest, its plugins and the
 suite's conftest files again every time (about 1.4 s on a 2-core machine with a few
@@ -148,7 +148,7 @@ def _resolve(future: asyncio.Future[None]) -> None:
 
 
 class PytestServer:
-    """One `pytest_server` process and its channel: pipes to a process this worker started
+    """One `dtf_pytest.server` process and its channel: pipes to a process this worker started
     (`spawn`), or a connection to a clone of a shared server (`clone`)."""
 
     def __init__(

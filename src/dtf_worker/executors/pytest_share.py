@@ -39,7 +39,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import astuple, dataclass
 from pathlib import Path
 
-from dtf_worker.executors import pytest_reports, pytest_server
+from dtf_pytest import reports as pytest_reports
+from dtf_pytest import server as pytest_server
 from dtf_worker.executors.environment import inherited
 
 # "0" switches warm servers off altogether: every batch starts a fresh pytest.
@@ -60,7 +61,7 @@ BATCH_VARIABLES = frozenset(
 
 
 def warm_up_env(key: ServerKey) -> dict[str, str]:
-    """The warm-up's batch: every file, no selection (see `pytest_server`)."""
+    """The warm-up's batch: every file, no selection (see `dtf_pytest.server`)."""
     batch: dict[str, object] = {"every_file": True}
     if key.xdist:
         # Each batch's child sets its own; pytest-randomly reads a seed from it.
@@ -168,9 +169,9 @@ def share_dir(env: Mapping[str, str] | None = None) -> Path | None:
 
 
 def spawn_server(key: ServerKey, share: tuple[SharePaths, int] | None = None) -> subprocess.Popen[bytes]:
-    """Start a `pytest_server` for `key`. Its warm-up is a pytest session of the batches'
+    """Start a `dtf_pytest.server` for `key`. Its warm-up is a pytest session of the batches'
     own arguments that collects every test and then serves batches from inside its run
-    loop (see `pytest_server`). With `share`
+    loop (see `dtf_pytest.server`). With `share`
     (where, and the lock held for it), it takes the lock over and shares itself once
     warm; the lock is released here either way."""
     config: dict[str, object] = {"warm_argv": list(key.args), "warm_env": warm_up_env(key)}

@@ -17,7 +17,7 @@ points stdout and stderr at the batch's log files (and the copies pytest's captu
 faulthandler keep), and adds the batch's own variables to the environment. A batch that
 selects tests by node id with the server's own arguments (`"resume": true`, as every
 batch of `dtf run` does) then *resumes* the warm session: the reports plugin narrows
-`session.items` to the batch's selection (`pytest_reports.begin_batch`), and the child
+`session.items` to the batch's selection (`dtf_pytest.reports.begin_batch`), and the child
 runs pytest's own run loop over them and ends the session as pytest does
 (`pytest_sessionfinish`, unconfigure). Nothing is imported or collected again: a batch
 starts running tests within milliseconds. Any other batch runs `pytest.main` on its own
@@ -67,7 +67,7 @@ from typing import Any
 # How often to look for the child's exit where pidfd_open is missing.
 POLL_S = 0.02
 # The plugin every batch runs with; in a resumed session it selects the batch's tests.
-REPORTS_PLUGIN = "dtf_worker.executors.pytest_reports"
+REPORTS_PLUGIN = "dtf_pytest.reports"
 # How often an idle clone looks whether its origin stopped sharing (see `take_over`).
 TAKE_OVER_S = 1.0
 _OUTPUT_TAIL_CHARS = 4000

@@ -1,4 +1,4 @@
-"""pytest plugin loaded into every batch's pytest (`-p dtf_worker.executors.pytest_reports`).
+"""pytest plugin loaded into every batch's pytest (`-p dtf_pytest.reports`).
 
 It does three things, each keyed by exactly the node ids pytest itself gives its items:
 
@@ -23,7 +23,7 @@ It does three things, each keyed by exactly the node ids pytest itself gives its
    ends, so a test that kills its process loses none of those before it.
 3. **Serves a warm session.** A warm server's warm-up session collects every test and
    then forks each batch from inside its run loop; `begin_batch` gives the batch's
-   child its state and selection (see `pytest_server`).
+   child its state and selection (see `dtf_pytest.server`).
 4. **Plays an xdist worker** when the batch file has `workerinput`: `config.workerinput`
    and `config.workeroutput` exist (so pytest's cache, stepwise and junitxml plugins
    leave writing to the collecting session, and plugins that know xdist's workers
@@ -55,7 +55,7 @@ from typing import IO, Any
 import pytest
 from _pytest.config import create_terminal_writer
 
-from dtf_common.xdist import disable_xdist
+from dtf_pytest.xdist import disable_xdist
 
 BATCH_VAR = "DTF_PYTEST_BATCH"
 REPORTS_VAR = "DTF_PYTEST_REPORTS"
@@ -153,7 +153,7 @@ def _start(config: pytest.Config) -> None:
 
 def begin_batch(session: pytest.Session) -> None:
     """In a batch's child forked from a warm server inside its session, which collected
-    every test with the batch's own arguments (`pytest_server.resume_child`): take up the
+    every test with the batch's own arguments (`dtf_pytest.server.resume_child`): take up the
     batch's file, and leave in the session exactly the batch's selection, in its order,
     as a session of the batch's own would have after its collection."""
     collected, errors = list(session.items), _state.collect_errors

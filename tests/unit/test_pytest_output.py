@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dtf_worker.executors.live_output import OutputTail
+from dtf_pytest.output import OutputTail
 
 
 def test_each_read_brings_what_was_written_since_the_last_and_keeps_characters_whole(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""What a batch's pytest reported, read from the lines `pytest_reports` wrote (pure).
+"""What a batch's pytest reported, read from the lines `dtf_pytest.reports` wrote (pure).
 
 Each test's line carries pytest's own serialised reports; here they are only summed up
 for the store: one outcome word (pytest's: passed, failed, error, skipped, xfailed,
