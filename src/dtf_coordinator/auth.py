@@ -1,29 +1,29 @@
-"""JWT authentication and role checks (HS256 via python-jose).
-
-Roles: admin (everything), submitter (submit and cancel, plus read), viewer (read) and
-worker (the gRPC worker service only).
+"""JWT authentication and role checks: tokens are made by `dtf_common.tokens` (roles
+there) and verified here.
 """
 
 from __future__ import annotations
 
-import time
-import uuid
 from dataclasses import dataclass
-from enum import StrEnum
 
 from jose import JWTError, jwt
 
 from dtf_common.errors import PermissionDenied, Unauthenticated
+from dtf_common.tokens import ALGORITHM, Role, create_token
 
-ALGORITHM = "HS256"
-
-
-class Role(StrEnum):
-    ADMIN = "admin"
-    SUBMITTER = "submitter"
-    VIEWER = "viewer"
-    WORKER = "worker"
-
+__all__ = [
+    "ADMIN",
+    "ALGORITHM",
+    "READ",
+    "SUBMIT",
+    "WORKER",
+    "Principal",
+    "Role",
+    "bearer",
+    "create_token",
+    "require",
+    "verify_token",
+]
 
 READ = frozenset({Role.ADMIN, Role.SUBMITTER, Role.VIEWER})
 SUBMIT = frozenset({Role.ADMIN, Role.SUBMITTER})
@@ -35,16 +35,6 @@ WORKER = frozenset({Role.ADMIN, Role.WORKER})
 class Principal:
     subject: str
     role: Role
-
-
-def create_token(secret: str, role: Role | str, *, subject: str | None = None, expires_in: int = 86400) -> str:
-    role = Role(role)
-    now = int(time.time())
-    claims = {"sub": subject or f"{role.value}-{uuid.uuid4().hex[:8]}", "role": role.value, "iat": now}
-    if expires_in > 0:
-        claims["exp"] = now + expires_in
-    token: str = jwt.encode(claims, secret, algorithm=ALGORITHM)
-    return token
 
 
 def verify_token(secret: str, token: str) -> Principal:

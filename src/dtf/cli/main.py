@@ -78,7 +78,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 def cmd_up(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from dtf.cli.local_cluster import LocalCluster
+    from dtf.local_cluster import LocalCluster
 
     console = Console(stderr=True)
     labels = dict(kv.split("=", 1) for kv in args.label or [])
@@ -127,7 +127,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 def cmd_token_create(args: argparse.Namespace) -> int:
     from dtf_common.config import CoordinatorConfig, load_config
-    from dtf_coordinator.auth import create_token
+    from dtf_common.tokens import create_token
 
     secret = args.secret or os.environ.get("JWT_SECRET")
     if not secret:
@@ -281,7 +281,7 @@ def run_pytest_options(args: argparse.Namespace) -> list[str]:
 def cmd_down(args: argparse.Namespace) -> int:
     """Stop the cluster in a data directory: SIGTERM to the pids in its connection.json
     (and to the `dtf up` supervising them, which would restart them), then wait."""
-    from dtf.cli.local_cluster import stop_data_dir
+    from dtf.local_cluster import stop_data_dir
 
     stopped = stop_data_dir(Path(args.data_dir), args.timeout)
     if stopped is None:

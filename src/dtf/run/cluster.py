@@ -143,7 +143,7 @@ def launch_cluster(config: RunConfig) -> bool:
     starts (or clones) its pytest server at once. Returns whether the data directory is
     new. The processes outlive this one: the cluster stops itself once idle for
     `idle_timeout` (never with `keep`), or with `dtf down`."""
-    from dtf.cli.local_cluster import LocalCluster
+    from dtf.local_cluster import LocalCluster
 
     fresh = not config.data_dir.exists()
     idle = 0.0 if config.keep else config.idle_timeout

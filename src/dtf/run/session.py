@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from dtf.cli.local_cluster import stop_data_dir
+from dtf.local_cluster import stop_data_dir
 from dtf.run.args import batch_pytest_args
 from dtf.run.cluster import Target, find_target, launched_by_this_run, ship_snapshot, wait_for_workers
 from dtf.run.config import RunConfig

@@ -307,7 +307,7 @@ class LocalCluster:
     def launch_workers(self, env: dict[str, str] | None = None) -> None:
         """The second half of `launch`, once `launch_coordinators` has started them; `env`:
         variables the workers get beside this process's environment."""
-        from dtf_coordinator.auth import create_token  # after the coordinators are on their way
+        from dtf_common.tokens import create_token  # after the coordinators are on their way
 
         secret, grpc_addresses = self._secret_value, self._grpc_addresses
         token = create_token(secret, "worker", subject="local-workers", expires_in=0)
