@@ -34,6 +34,7 @@ from dtf_common.errors import ConfigError, Conflict, DtfError, NotFound, Unavail
 from dtf_common.pb.dtf.v1 import worker_service_pb2
 from dtf_worker.backoff import Backoff
 from dtf_worker.client import CoordinatorClient
+from dtf_worker.executors.registry import default_executors
 from dtf_worker.hardware import HardwareProfile, detect_hardware
 from dtf_worker.health import collect_health
 from dtf_worker.identity import lock_working_dir, register_request, resolve_worker_id
@@ -76,6 +77,7 @@ class WorkerDaemon:
         self._sender: ResultSender | None = None
         self.snapshots: SnapshotCache | None = None
         self.tasks = TaskRunner(
+            executors=default_executors(),
             worker_id=self.worker_id,
             runs_dir=self.working_dir / "runs",
             cache_dir=Path(config.execution.cache_dir).resolve(),

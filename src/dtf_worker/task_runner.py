@@ -24,8 +24,7 @@ from dtf_common.errors import InvalidArgument
 from dtf_common.pb.dtf.v1 import types_pb2, worker_service_pb2
 from dtf_common.worker_env import INDEX_VARIABLE, PREWARM_VARIABLE
 from dtf_worker.executors.base import ExecutionContext, ExecutionResult
-from dtf_worker.executors.pytest_batch import PytestExecutor
-from dtf_worker.executors.registry import get_executor
+from dtf_worker.executors.registry import ExecutorRegistry
 from dtf_worker.spool import Spool
 
 log = logging.getLogger("dtf.worker")
@@ -86,6 +85,7 @@ class TaskRunner:
     def __init__(
         self,
         *,
+        executors: ExecutorRegistry,
         worker_id: str,
         runs_dir: Path,
         cache_dir: Path,
@@ -94,6 +94,7 @@ class TaskRunner:
         on_spooled: Callable[[], None],
         slots: int = 1,
     ) -> None:
+        self.executors = executors
         self.worker_id = worker_id
         self.slots = max(1, slots)
         try:
@@ -113,10 +114,8 @@ class TaskRunner:
         self.slot_freed = asyncio.Event()
         self._reporting: set[str] = set()  # leases whose final outcome awaits acknowledgement
         self._done: OrderedDict[str, None] = OrderedDict()  # leases already run: a re-delivery is ignored
-        pytest_executor = get_executor("pytest")
-        if isinstance(pytest_executor, PytestExecutor):
-            # A `dtf run` that started this worker announced its batches: warm up for them now.
-            pytest_executor.prewarm(os.environ.pop(PREWARM_VARIABLE, None))
+        # A `dtf run` that started this worker announced its batches: warm up for them now.
+        executors.prewarm(os.environ.pop(PREWARM_VARIABLE, None))
 
     def held_leases(self) -> list[str]:
         """Running tasks, and finished ones whose outcome the coordinator has not yet acknowledged."""
@@ -214,7 +213,7 @@ class TaskRunner:
 
     async def _run_executor(self, task: worker_service_pb2.LeasedTask, ctx: ExecutionContext) -> ExecutionResult:
         try:
-            executor = get_executor(task.type)
+            executor = self.executors.get(task.type)
         except InvalidArgument as exc:
             return ExecutionResult(ok=False, error=exc.message, non_retryable=True)
         try:

@@ -14,7 +14,9 @@ import pytest
 
 from dtf_common.pb.dtf.v1 import worker_service_pb2
 from dtf_worker.executors.base import ExecutionContext, ExecutionResult
-from dtf_worker.executors.registry import get_executor
+from dtf_worker.executors.registry import default_executors
+
+EXECUTORS = default_executors()
 
 
 def leased(task_type: str, parameters: Any, **fields: Any) -> worker_service_pb2.LeasedTask:
@@ -38,7 +40,7 @@ def context(tmp_path: Path, **overrides: Any) -> ExecutionContext:
 
 
 def run(task: worker_service_pb2.LeasedTask, ctx: ExecutionContext) -> ExecutionResult:
-    return asyncio.run(get_executor(task.type).run(task, ctx))
+    return asyncio.run(EXECUTORS.get(task.type).run(task, ctx))
 
 
 def is_gone(pid: int) -> bool:
@@ -106,7 +108,7 @@ def test_cancel_event_stops_the_task(tmp_path: Path) -> None:
     ctx = context(tmp_path)
 
     async def cancel_soon() -> ExecutionResult:
-        running = asyncio.create_task(get_executor("command").run(leased("command", {"command": "sleep 30"}), ctx))
+        running = asyncio.create_task(EXECUTORS.get("command").run(leased("command", {"command": "sleep 30"}), ctx))
         await asyncio.sleep(0.3)
         ctx.cancel.set()
         return await running
@@ -159,7 +161,7 @@ def test_noop_and_unknown_type(tmp_path: Path) -> None:
     result = run(leased("noop", {}), context(tmp_path))
     assert result.ok and result.results == {"noop": True} and result.records == []
     with pytest.raises(Exception, match="unknown task type 'nope'"):
-        get_executor("nope")
+        EXECUTORS.get("nope")
 
 
 def test_tasks_learn_who_runs_them_and_where_to_cache(tmp_path: Path) -> None:

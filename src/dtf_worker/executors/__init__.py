@@ -1,4 +1,5 @@
-"""Executors: one module per task type, looked up through `registry.get_executor`.
+"""Executors: one module per task type, given to the worker's task runner in a registry
+(`registry.default_executors`).
 
 This package's `__init__` imports nothing on purpose: `bench_runner` and
 `pytest_progress` run inside task subprocesses, and importing the worker's gRPC
