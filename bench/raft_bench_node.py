@@ -81,7 +81,8 @@ async def run_dtf(args: argparse.Namespace) -> None:
     from dtf_common.pb.dtf.v1 import commands_pb2, types_pb2
     from dtf_common.tls import channel_credentials, load_tls, server_credentials
     from dtf_coordinator.consensus.raft.node import RaftNode, RaftSettings
-    from dtf_coordinator.consensus.raft.transport import Credentials
+    from dtf_coordinator.consensus.raft.transport import Credentials, Transport
+    from dtf_coordinator.state import StateMachine
 
     if args.no_fsync:
         os.fsync = lambda fd: None  # every durable write of the node becomes a page-cache write
@@ -112,7 +113,8 @@ async def run_dtf(args: argparse.Namespace) -> None:
         else:
             leading.clear()
 
-    node = RaftNode(args.dir, None, settings, credentials, on_leader_change=leader_changed)
+    transport = Transport(args.id, settings.bind, settings.peers, credentials)
+    node = RaftNode(args.dir, StateMachine(), settings, transport, on_leader_change=leader_changed)
     await node.start(lambda _effects: None)
     health = health_json(args.payload)
 
@@ -181,7 +183,7 @@ async def run_dtf(args: argparse.Namespace) -> None:
             "leader": node.is_leader(),
             "leader_id": node.leader_hint(),
             "applied": node.state.applied_index,
-            "commit": st.get("commit", 0),
+            "commit": st.commit_index,
             "term": node.term,
         }
 

@@ -1,9 +1,9 @@
 """Assembles a coordinator from its configuration and runs it.
 
-The pieces: consensus (a cluster of one for now) over the command log, the results
-store, the service layer with its background loops, the gRPC worker service (8081) and
-the FastAPI app (8080), and the blob store (project snapshots, under
-`<data_dir>/blobs`). `CoordinatorRuntime.start()` binds both servers (port 0 picks a
+The pieces: consensus over the command log, the service layer with its background
+loops (both put together by `wiring.build_coordinator`), the results store, the gRPC
+worker service (8081) and the FastAPI app (8080), and the blob store (project
+snapshots, under `<data_dir>/blobs`). `CoordinatorRuntime.start()` binds both servers (port 0 picks a
 free port) and `ports` tells which were bound.
 """
 
@@ -22,73 +22,22 @@ import grpc
 import uvicorn
 
 from dtf_common.config import CoordinatorConfig, load_config
-from dtf_common.errors import ConfigError
 from dtf_coordinator.api.app import create_app
 from dtf_coordinator.api.context import ApiContext
 from dtf_coordinator.blobs import BlobStore
-from dtf_coordinator.consensus import SingleNode
-from dtf_coordinator.consensus.raft.node import LeaderChange, RaftNode, RaftSettings
-from dtf_coordinator.consensus.raft.transport import Credentials
-from dtf_coordinator.metrics import Metrics
+from dtf_coordinator.consensus import Consensus
+from dtf_coordinator.consensus.raft.node import RaftNode
 from dtf_coordinator.rpc.worker_service import add_worker_service
-from dtf_coordinator.scheduling import Planner
-from dtf_coordinator.service.coordinator import Coordinator, iso_time
-from dtf_coordinator.service.dispatch import Dispatcher
-from dtf_coordinator.service.events import EventHub
 from dtf_coordinator.service.idle import Activity, IdleShutdown
-from dtf_coordinator.service.loops import HealthMonitor, LoopService
+from dtf_coordinator.service.loops import LoopService
 from dtf_coordinator.service.store_sync import StoreSync
 from dtf_coordinator.shutdown import STOP_DEADLINE_S, stop_within
-from dtf_coordinator.state import Effect, StateParams
+from dtf_coordinator.state import Effect
 from dtf_coordinator.store import Store, open_store
+from dtf_coordinator.wiring import build_coordinator, grpc_transport
 
 log = logging.getLogger("dtf.coordinator")
 READY_FILE = "coordinator.json"
-
-
-def state_params(config: CoordinatorConfig) -> StateParams:
-    ts = config.task_scheduler
-    return StateParams(
-        max_queue_size=ts.max_queue_size,
-        lease_ttl_ms=int(ts.lease_timeout * 1000),
-        max_attempts=ts.max_attempts,
-        retry_backoff_ms=int(ts.retry_backoff * 1000),
-        retry_backoff_max_ms=int(ts.retry_backoff_max * 1000),
-    )
-
-
-def raft_settings(config: CoordinatorConfig) -> RaftSettings:
-    ha = config.high_availability
-    host = config.server.host
-    listed = [p.address for p in ha.peers if p.id == ha.coordinator_id]
-    own = listed[0] if listed else f"{'127.0.0.1' if host in ('0.0.0.0', '::', '') else host}:{ha.raft_port}"
-    ticks = ha.tick_ms
-    return RaftSettings(
-        node_id=ha.coordinator_id,
-        bind=f"{host}:{ha.raft_port}",
-        peers={ha.coordinator_id: own, **{p.id: p.address for p in ha.other_peers}},
-        tick_ms=ticks,
-        election_ticks_min=max(2, ha.election_timeout_min // ticks),
-        election_ticks_max=max(3, ha.election_timeout_max // ticks),
-        heartbeat_ticks=max(1, ha.heartbeat_interval // ticks),
-        write_wait_s=ha.leader_lease_duration / 1000,
-    )
-
-
-def raft_credentials(config: CoordinatorConfig) -> Credentials:
-    from dtf_common.tls import channel_credentials, load_tls, server_credentials  # only for HA
-
-    tls = config.high_availability.tls
-    for name in ("ca_file", "cert_file", "key_file"):
-        if not getattr(tls, name):
-            raise ConfigError(
-                f"high_availability.tls.{name} is required: coordinators talk Raft only over mutual TLS "
-                "(`dtf certs create` makes the files)",
-                field=f"high_availability.tls.{name}",
-            )
-    assert tls.ca_file and tls.cert_file and tls.key_file
-    material = load_tls(tls.ca_file, tls.cert_file, tls.key_file)
-    return Credentials(server=server_credentials(material), channel=channel_credentials(material))
 
 
 class Snapshotter(LoopService):
@@ -99,7 +48,7 @@ class Snapshotter(LoopService):
 
     def __init__(
         self,
-        node: SingleNode | RaftNode,
+        node: Consensus,
         store_sync: StoreSync,
         every: int,
         interval: float = 1.0,
@@ -125,46 +74,18 @@ class CoordinatorRuntime:
     def __init__(self, config: CoordinatorConfig) -> None:
         self.config = config
         self.data_dir = Path(config.server.data_dir)
-        self.metrics = Metrics()
-        self.hub = EventHub()
-        self.node: SingleNode | RaftNode
-        if config.high_availability.enabled:
-            self.node = RaftNode(
-                self.data_dir / "raft",
-                state_params(config),
-                raft_settings(config),
-                raft_credentials(config),
-                on_commit=self.metrics.on_commit,
-                on_leader_change=self._leader_changed,
-            )
-        else:
-            self.node = SingleNode(
-                self.data_dir / "log",
-                state_params(config),
-                node_id=config.high_availability.coordinator_id,
-                on_commit=self.metrics.on_commit,
-            )
-        lb = config.load_balancer
-        planner = Planner(lb.strategy, lb.worker_cap, lb.task_cap_per_worker)
-        self.dispatcher = Dispatcher(self.node, planner, on_granted=self._observe_grants)
-        self.coordinator = Coordinator(
-            self.node,
-            self.dispatcher,
-            hub=self.hub,
-            metrics=self.metrics,
-            max_queue_size=config.task_scheduler.max_queue_size,
-            heartbeat_interval_s=config.health_monitor.heartbeat_interval,
-            lease_ttl_s=config.task_scheduler.lease_timeout,
-        )
+        # Between coordinator processes Raft goes over gRPC; its bound port is announced.
+        self.raft_transport = grpc_transport(config) if config.high_availability.enabled else None
+        parts = build_coordinator(config, raft_transport=self.raft_transport)
+        self.parts = parts
+        self.metrics = parts.metrics
+        self.hub = parts.hub
+        self.node = parts.node
+        self.dispatcher = parts.dispatcher
+        self.coordinator = parts.coordinator
+        self.monitor = parts.monitor
         self.store: Store | None = None
         self.store_sync: StoreSync | None = None
-        self.monitor = HealthMonitor(
-            self.node,
-            check_interval=min(config.health_monitor.check_interval, config.health_monitor.heartbeat_interval),
-            heartbeat_interval=config.health_monitor.heartbeat_interval,
-            failure_threshold=config.health_monitor.failure_threshold,
-            lease_ttl_ms=int(config.task_scheduler.lease_timeout * 1000),
-        )
         self.blobs: BlobStore | None = None
         # Set to stop the coordinator (by `serve`'s signal handlers, or once idle).
         self.stopping = asyncio.Event()
@@ -173,32 +94,6 @@ class CoordinatorRuntime:
         self._grpc: grpc.aio.Server | None = None
         self._http: uvicorn.Server | None = None
         self._tasks: list[asyncio.Task[Any]] = []
-
-    def _leader_changed(self, change: LeaderChange) -> None:
-        if change.current == self.node.node_id:
-            # A new leader gives workers time to find it before counting missed heartbeats.
-            self.monitor.leader_since_ms = self.monitor.clock()
-            self.dispatcher.kick()
-        self.metrics.on_leader_change(change)
-        self.hub.publish(
-            "leadership_updates",
-            {
-                "type": "leadership_update",
-                "previous_leader_id": change.previous,
-                "new_leader_id": change.current,
-                "term": change.term,
-                "reason": change.reason,
-                "timestamp": iso_time(change.time_ms),
-            },
-        )
-
-    def _observe_grants(self, granted: list[tuple[str, str, str]], time_ms: int) -> None:
-        tasks = self.node.state.tasks
-        for task_id, _worker, _lease in granted:
-            task = tasks.get(task_id)
-            if task is not None:
-                ready_ms = max(task.create_ms, task.not_before_ms)
-                self.metrics.lease_latency.observe(max(0, time_ms - ready_ms) / 1000)
 
     def _on_effects(self, effects: list[Effect]) -> None:
         assert self.store_sync is not None
@@ -296,8 +191,8 @@ class CoordinatorRuntime:
             "api_url": f"http://{public}:{self.ports['api']}",
             "grpc_address": f"{public}:{self.ports['grpc']}",
         }
-        if isinstance(self.node, RaftNode):
-            info["raft_address"] = f"{public}:{self.node.transport.port}"
+        if self.raft_transport is not None:
+            info["raft_address"] = f"{public}:{self.raft_transport.port}"
         self.coordinator.directory[self.node.node_id] = {
             "api_url": info["api_url"],
             "grpc_address": info["grpc_address"],

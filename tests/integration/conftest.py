@@ -1,5 +1,6 @@
 """Shared fixtures of the API tests: a real coordinator (durable single node, dispatcher,
-event hub, metrics, an in-memory DuckDB results store kept in sync) behind the real app.
+event hub, metrics, wired by `build_coordinator` as the runtime wires it; an in-memory
+DuckDB results store kept in sync) behind the real app.
 
 `api` is one such coordinator with an httpx client over ASGI; `api_factory` builds more
 with other limits; `api_server` serves `api` with uvicorn on a free port for tests
@@ -20,18 +21,21 @@ import pytest
 import uvicorn
 from fastapi import FastAPI
 
-from dtf_common.config import CoordinatorConfig, SecurityConfig
+from dtf_common.config import (
+    CoordinatorConfig,
+    HealthMonitorConfig,
+    SecurityConfig,
+    ServerConfig,
+    TaskSchedulerConfig,
+)
 from dtf_coordinator.api import ApiContext, create_app
 from dtf_coordinator.auth import Role, create_token
 from dtf_coordinator.consensus import SingleNode
-from dtf_coordinator.metrics import Metrics
-from dtf_coordinator.scheduling import Planner
 from dtf_coordinator.service.coordinator import Coordinator
-from dtf_coordinator.service.dispatch import Dispatcher
-from dtf_coordinator.service.events import EventHub
 from dtf_coordinator.service.store_sync import StoreSync
-from dtf_coordinator.state import Effect, StateParams
+from dtf_coordinator.state import Effect, StateMachine
 from dtf_coordinator.store import Store, open_store
+from dtf_coordinator.wiring import build_coordinator
 
 API_SECRET = "api-test-secret-0123456789abcdef"
 
@@ -39,7 +43,7 @@ API_SECRET = "api-test-secret-0123456789abcdef"
 @dataclass
 class ApiHarness:
     ctx: ApiContext
-    node: SingleNode
+    node: SingleNode[StateMachine]
     coordinator: Coordinator
     store: Store
     sync: StoreSync
@@ -69,22 +73,15 @@ async def api_factory(tmp_path: Path) -> AsyncIterator[ApiFactory]:
         async def make(*, max_queue_size: int = 1000, max_body_bytes: int = 1024 * 1024) -> ApiHarness:
             nonlocal count
             count += 1
-            metrics = Metrics()
-            node = SingleNode(
-                tmp_path / f"log-{count}",
-                StateParams(max_queue_size=max_queue_size, lease_ttl_ms=5_000),
-                on_commit=metrics.on_commit,
+            config = CoordinatorConfig(
+                server=ServerConfig(data_dir=str(tmp_path / f"coordinator-{count}")),
+                security=SecurityConfig(jwt_secret=API_SECRET, max_body_bytes=max_body_bytes),
+                task_scheduler=TaskSchedulerConfig(max_queue_size=max_queue_size, lease_timeout=5),
+                health_monitor=HealthMonitorConfig(heartbeat_interval=1),
             )
-            hub = EventHub()
-            coordinator = Coordinator(
-                node,
-                Dispatcher(node, Planner()),
-                hub=hub,
-                metrics=metrics,
-                max_queue_size=max_queue_size,
-                heartbeat_interval_s=1,
-                lease_ttl_s=5,
-            )
+            parts = build_coordinator(config)
+            node, coordinator, hub, metrics = parts.node, parts.coordinator, parts.hub, parts.metrics
+            assert isinstance(node, SingleNode)
             store = open_store("duckdb:///:memory:")
             stack.callback(store.close, flush=False)
             sync = StoreSync(lambda: node.state, store.writer)
@@ -97,8 +94,6 @@ async def api_factory(tmp_path: Path) -> AsyncIterator[ApiFactory]:
             stack.push_async_callback(node.stop)
             dispatcher = asyncio.create_task(coordinator.dispatcher.run())
             stack.push_async_callback(_cancel, dispatcher)
-
-            config = CoordinatorConfig(security=SecurityConfig(jwt_secret=API_SECRET, max_body_bytes=max_body_bytes))
             ctx = ApiContext(
                 config=config,
                 coordinator=coordinator,

@@ -14,8 +14,8 @@ from typing import Any
 from dtf_common.pb.dtf.v1 import commands_pb2, types_pb2
 from dtf_common.tls import channel_credentials, create_ca, create_node_cert, load_tls, server_credentials
 from dtf_coordinator.consensus.raft.node import RaftNode, RaftSettings
-from dtf_coordinator.consensus.raft.transport import Credentials
-from dtf_coordinator.state import Effect
+from dtf_coordinator.consensus.raft.transport import Credentials, Transport
+from dtf_coordinator.state import Effect, StateMachine
 
 
 def free_port() -> int:
@@ -37,7 +37,7 @@ class RaftCluster:
     initial: int | None = None  # members at bootstrap; the rest join at run time
     tick_ms: int = 10
     addresses: dict[str, str] = field(default_factory=dict)
-    nodes: dict[str, RaftNode] = field(default_factory=dict)
+    nodes: dict[str, RaftNode[StateMachine]] = field(default_factory=dict)
     effects: dict[str, list[Effect]] = field(default_factory=dict)
     installed: dict[str, list[tuple[set[str], dict[str, Any]]]] = field(default_factory=dict)
 
@@ -53,7 +53,7 @@ class RaftCluster:
         material = load_tls(certs / "ca.pem", certs / f"{node_id}.pem", certs / f"{node_id}-key.pem")
         return Credentials(server=server_credentials(material), channel=channel_credentials(material))
 
-    def make(self, node_id: str, **overrides: int) -> RaftNode:
+    def make(self, node_id: str, **overrides: int) -> RaftNode[StateMachine]:
         """A node of this cluster, not started."""
         settings = RaftSettings(
             node_id=node_id,
@@ -67,14 +67,15 @@ class RaftCluster:
             heartbeat_ticks=overrides.get("heartbeat_ticks", 5),
             write_wait_s=5.0,
         )
-        node = RaftNode(self.root / node_id, None, settings, self.credentials(node_id))
+        transport = Transport(node_id, settings.bind, settings.peers, self.credentials(node_id))
+        node = RaftNode(self.root / node_id, StateMachine(), settings, transport)
         # What a snapshot carries beside the state: here, a marker naming the exporting node.
         node.export_extra = lambda: {"exported_by": node_id}
         installed = self.installed.setdefault(node_id, [])
         node.on_snapshot_installed = lambda state, extra: installed.append((set(state.tasks), extra))
         return node
 
-    async def start(self, node_id: str, **overrides: int) -> RaftNode:
+    async def start(self, node_id: str, **overrides: int) -> RaftNode[StateMachine]:
         node = self.make(node_id, **overrides)
         sink: Callable[[list[Effect]], None] = self.effects.setdefault(node_id, []).extend
         await node.start(sink)
@@ -94,7 +95,7 @@ class RaftCluster:
         for node_id in list(self.nodes):
             await self.stop(node_id)
 
-    async def leader(self, wait_s: float = 10.0, among: list[str] | None = None) -> RaftNode:
+    async def leader(self, wait_s: float = 10.0, among: list[str] | None = None) -> RaftNode[StateMachine]:
         """The one node that leads, once the running nodes agree on it."""
         deadline = time.monotonic() + wait_s
         while time.monotonic() < deadline:

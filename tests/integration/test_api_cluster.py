@@ -1,10 +1,10 @@
 """`/api/cluster/*` and the WebSocket's cluster channels over real uvicorn servers.
 
 A cluster of one (the default coordinator) answers everything itself. The multi-node
-views are checked with coordinators whose consensus node is a `RaftMember`: the port a
-Raft node offers the API (role, term, status, conf_state, leader history, membership
-changes), scripted, over a real single node, so that two real API servers can ask each
-other for their health and forward a disable to the leader.
+views are checked with coordinators whose consensus node is a `RaftMember`: the
+`Consensus` port as a Raft node answers it (its `NodeStatus`, membership changes),
+scripted, over a real single node, so that two real API servers can ask each other for
+their health and forward a disable to the leader.
 """
 
 from __future__ import annotations
@@ -26,10 +26,19 @@ from fastapi import FastAPI
 from websockets.asyncio.client import ClientConnection, connect
 
 from dtf_common.errors import NotLeader
-from dtf_common.pb.dtf.v1 import commands_pb2, raft_pb2
+from dtf_common.pb.dtf.v1 import commands_pb2
 from dtf_coordinator.api.cluster import LocalView, build_leader_info, build_status
 from dtf_coordinator.api.cluster_service import ClusterService, service_of
 from dtf_coordinator.consensus import SingleNode
+from dtf_coordinator.consensus.base import BeforeSnapshot
+from dtf_coordinator.consensus.status import (
+    LeaderChange,
+    MembershipAction,
+    MembershipChange,
+    NodeStatus,
+    PeerProgress,
+    Role,
+)
 from dtf_coordinator.service.cluster_health import (
     ChannelFeed,
     HealthFigures,
@@ -39,7 +48,7 @@ from dtf_coordinator.service.cluster_health import (
     classify,
 )
 from dtf_coordinator.service.events import EventHub
-from dtf_coordinator.state import Outcome
+from dtf_coordinator.state import Outcome, StateMachine
 
 if TYPE_CHECKING:
     from conftest import ApiFactory, ApiHarness
@@ -301,34 +310,32 @@ async def test_feed_interval_follows_the_config(api: ApiHarness) -> None:
 
 
 @dataclasses.dataclass
-class Change:
-    """The fields of a Raft node's `LeaderChange`."""
+class Conf:
+    """The voters as replicated, which a test edits as replication would."""
 
-    previous: str | None
-    current: str | None
-    term: int
-    reason: str
-    time_ms: int
-    election_seconds: float | None = None
+    voters: list[str]
+    disabled: list[str] = dataclasses.field(default_factory=list)
 
 
 class RaftMember:
-    """A Raft member as the API reads it (what `RaftNode` offers), scripted by the test,
+    """A Raft member as the API reads it (the `Consensus` port), scripted by the test,
     over a real single node that keeps taking writes."""
 
-    def __init__(self, inner: SingleNode, node_id: str, voters: list[str], *, leader: str | None, term: int) -> None:
+    def __init__(
+        self, inner: SingleNode[StateMachine], node_id: str, voters: list[str], *, leader: str | None, term: int
+    ) -> None:
         self.inner = inner
         self.state = inner.state
         self.node_id = node_id
         self.term = term
         self.leader = leader
-        self.role = "leader" if leader == node_id else "follower"
+        self.role: Role = "leader" if leader == node_id else "follower"
         self.started_ms = time.time_ns() // 1_000_000 - 120_000
-        self.leader_history: list[Change] = []
+        self.leader_history: list[LeaderChange] = []
         self.last_contact: dict[str, int] = {}
-        self.progress: dict[str, dict[str, Any]] = {}
-        self.conf = raft_pb2.ConfState(voters=voters)
-        self.changes: list[raft_pb2.ConfChange] = []
+        self.progress: dict[str, PeerProgress] = {}
+        self.conf = Conf(list(voters))
+        self.changes: list[MembershipChange] = []
 
     async def start(self, sink: Any) -> None:  # the inner node is started by the harness
         pass
@@ -339,39 +346,51 @@ class RaftMember:
     async def propose(self, command: commands_pb2.Command) -> Outcome:
         return await self.inner.propose(command)
 
+    async def read_barrier(self) -> int:
+        return await self.inner.read_barrier()
+
     def is_leader(self) -> bool:
         return self.role == "leader"
 
     def leader_hint(self) -> str | None:
         return self.leader
 
-    def status(self) -> dict[str, Any]:
-        status: dict[str, Any] = {
-            "id": self.node_id,
-            "role": self.role,
-            "term": self.term,
-            "leader": self.leader,
-            "commit": 40,
-            "applied": 39,
-            "last_index": 42,
-        }
-        if self.role == "leader":
-            status["progress"] = self.progress
-        return status
+    def status(self) -> NodeStatus:
+        return NodeStatus(
+            node_id=self.node_id,
+            role=self.role,
+            term=self.term,
+            leader_id=self.leader,
+            commit_index=40,
+            applied_index=39,
+            last_index=42,
+            voters=tuple(sorted(self.conf.voters)),
+            disabled=frozenset(self.conf.disabled),
+            progress=self.progress if self.role == "leader" else {},
+            last_contact=self.last_contact,
+            leader_history=tuple(self.leader_history),
+            started_ms=self.started_ms,
+            can_change_membership=True,
+        )
 
-    @property
-    def conf_state(self) -> raft_pb2.ConfState:
-        return self.conf
-
-    async def change_membership(self, change: raft_pb2.ConfChange) -> int:
+    async def change_membership(self, change: MembershipChange) -> int:
         if self.role != "leader":
             raise NotLeader("membership changes go to the leader", leader_hint=self.leader)
-        if change.type == raft_pb2.ConfChange.DISABLE_NODE:
+        if change.action is MembershipAction.DISABLE:
             self.conf.disabled.append(change.node_id)
         else:
             self.conf.disabled.remove(change.node_id)
         self.changes.append(change)
         return 43
+
+    def transfer_leadership(self, to: str) -> None:
+        pass
+
+    def snapshot_due(self, every: int) -> bool:
+        return False
+
+    async def take_snapshot(self, before_save: BeforeSnapshot | None = None) -> int:
+        return self.state.applied_index
 
 
 @dataclasses.dataclass
@@ -395,16 +414,16 @@ async def cluster(api_factory: ApiFactory) -> AsyncIterator[Cluster]:
     one = RaftMember(leader.node, "coordinator-1", VOTERS, leader="coordinator-1", term=5)
     two = RaftMember(follower.node, "coordinator-2", VOTERS, leader="coordinator-1", term=5)
     one.progress = {
-        "coordinator-2": {"match": 42, "next": 43, "state": "replicate", "recent_active": True},
-        "coordinator-3": {"match": 17, "next": 18, "state": "probe", "recent_active": False},
+        "coordinator-2": PeerProgress(match=42, next=43, state="replicate", recent_active=True),
+        "coordinator-3": PeerProgress(match=17, next=18, state="probe", recent_active=False),
     }
     one.last_contact = {"coordinator-2": now - 20, "coordinator-3": now - 600_000}
     two.last_contact = {"coordinator-1": now - 10}
     one.leader_history = [
-        Change(None, "coordinator-3", 3, "elected", now - 300_000, 0.2),
-        Change("coordinator-3", "coordinator-1", 5, "leader_timeout", now - 100_000, 0.31),
+        LeaderChange(None, "coordinator-3", 3, "elected", now - 300_000, 0.2),
+        LeaderChange("coordinator-3", "coordinator-1", 5, "leader_timeout", now - 100_000, 0.31),
     ]
-    two.leader_history = [Change(None, "coordinator-1", 5, "leader_discovered", now - 99_000)]
+    two.leader_history = [LeaderChange(None, "coordinator-1", 5, "leader_discovered", now - 99_000)]
     leader.coordinator.node = one
     follower.coordinator.node = two
     async with serve(leader.app) as leader_url, serve(follower.app) as follower_url:

@@ -26,19 +26,19 @@ from dtf_common.config import CoordinatorConfig, HighAvailabilityConfig, Securit
 from dtf_coordinator.api import ApiContext, create_app
 from dtf_coordinator.api.cluster_service import service_of
 from dtf_coordinator.auth import Role, create_token
-from dtf_coordinator.metrics import Metrics
-from dtf_coordinator.scheduling import Planner
-from dtf_coordinator.service.coordinator import Coordinator, iso_time
-from dtf_coordinator.service.dispatch import Dispatcher
+from dtf_coordinator.consensus.status import LeaderChange
 from dtf_coordinator.service.events import EventHub
+from dtf_coordinator.state import StateMachine
 from dtf_coordinator.store import Store, open_store
+from dtf_coordinator.wiring import CoordinatorParts, build_coordinator
 
 # Skipped where the Raft node or its test harness is not part of the tree.
 pytest.importorskip("dtf_coordinator.consensus.raft.core")
 pytest.importorskip("raft_harness")
 from raft_harness import RaftCluster, submit
 
-from dtf_coordinator.consensus.raft.node import LeaderChange, RaftNode, RaftSettings
+from dtf_coordinator.consensus.raft.node import RaftNode, RaftSettings
+from dtf_coordinator.consensus.raft.transport import Transport
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
@@ -53,7 +53,7 @@ def anyio_backend() -> str:
 
 @dataclass
 class Member:
-    node: RaftNode
+    node: RaftNode[StateMachine]
     hub: EventHub
     app: FastAPI
     store: Store
@@ -74,39 +74,16 @@ class HaApi:
         return {"Authorization": f"Bearer {self.tokens[role]}"}
 
     async def start(self, node_id: str) -> Member:
-        hub, metrics = EventHub(), Metrics()
+        built: list[CoordinatorParts] = []
 
-        def leader_changed(change: LeaderChange) -> None:  # as the coordinator runtime publishes it
-            hub.publish(
-                "leadership_updates",
-                {
-                    "type": "leadership_update",
-                    "previous_leader_id": change.previous,
-                    "new_leader_id": change.current,
-                    "term": change.term,
-                    "reason": change.reason,
-                    "timestamp": iso_time(change.time_ms),
-                },
-            )
+        def leader_changed(change: LeaderChange) -> None:  # as the coordinator runtime reports it
+            built[0].leader_changed(change)
 
         settings = RaftSettings(
             node_id=node_id, bind=self.raft.addresses[node_id], peers=dict(self.raft.addresses), write_wait_s=5.0
         )
-        node = RaftNode(
-            self.raft.root / node_id, None, settings, self.raft.credentials(node_id), on_leader_change=leader_changed
-        )
-        coordinator = Coordinator(
-            node,
-            Dispatcher(node, Planner()),
-            hub=hub,
-            metrics=metrics,
-            max_queue_size=1000,
-            heartbeat_interval_s=1,
-            lease_ttl_s=5,
-        )
-        await node.start(coordinator.on_effects)
-        self.raft.nodes[node_id] = node
-        store = open_store("duckdb:///:memory:")
+        transport = Transport(node_id, settings.bind, settings.peers, self.raft.credentials(node_id))
+        node = RaftNode(self.raft.root / node_id, StateMachine(), settings, transport, on_leader_change=leader_changed)
         ha = HighAvailabilityConfig(
             enabled=True,
             coordinator_id=node_id,
@@ -115,6 +92,12 @@ class HaApi:
             leader_lease_duration=5000,
         )
         config = CoordinatorConfig(security=SecurityConfig(jwt_secret=SECRET), high_availability=ha)
+        parts = build_coordinator(config, node)
+        built.append(parts)
+        hub, metrics, coordinator = parts.hub, parts.metrics, parts.coordinator
+        await node.start(coordinator.on_effects)
+        self.raft.nodes[node_id] = node
+        store = open_store("duckdb:///:memory:")
         ctx = ApiContext(
             config=config, coordinator=coordinator, results=store.reader, hub=hub, metrics=metrics, secret=SECRET
         )

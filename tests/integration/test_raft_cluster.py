@@ -14,7 +14,8 @@ import pytest
 from raft_harness import RaftCluster, submit
 
 from dtf_common.errors import Unavailable
-from dtf_common.pb.dtf.v1 import commands_pb2, raft_pb2
+from dtf_common.pb.dtf.v1 import commands_pb2
+from dtf_coordinator.consensus.status import MembershipAction, MembershipChange
 from dtf_coordinator.state import Submitted
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
@@ -131,12 +132,12 @@ async def test_a_restarted_cluster_comes_back_with_everything_acknowledged(clust
 async def test_disabling_the_leader_moves_leadership_and_keeps_it_off(cluster: RaftCluster) -> None:
     leader = await cluster.leader()
     await leader.propose(submit("warm-up"))
-    await leader.change_membership(raft_pb2.ConfChange(type=raft_pb2.ConfChange.DISABLE_NODE, node_id=leader.node_id))
+    await leader.change_membership(MembershipChange(MembershipAction.DISABLE, leader.node_id))
     new = await cluster.leader(among=[n for n in cluster.ids if n != leader.node_id])
     assert new.node_id != leader.node_id
     assert leader.node_id in new.conf_state.disabled
     await new.propose(submit("after-disable"))
-    await new.change_membership(raft_pb2.ConfChange(type=raft_pb2.ConfChange.ENABLE_NODE, node_id=leader.node_id))
+    await new.change_membership(MembershipChange(MembershipAction.ENABLE, leader.node_id))
     await cluster.converged()
     assert all(leader.node_id not in n.conf_state.disabled for n in cluster.nodes.values())
 
@@ -175,9 +176,7 @@ async def test_a_node_added_at_run_time_catches_up_votes_and_can_be_removed(tmp_
         for i in range(5):
             await leader.propose(submit(f"before-join-{i}"))
         joining = "coordinator-4"
-        add = raft_pb2.ConfChange(
-            type=raft_pb2.ConfChange.ADD_NODE, node_id=joining, address=cluster.addresses[joining]
-        )
+        add = MembershipChange(MembershipAction.ADD, joining, cluster.addresses[joining])
         await leader.change_membership(add)
         for node in cluster.nodes.values():
             await node.take_snapshot()
@@ -189,7 +188,7 @@ async def test_a_node_added_at_run_time_catches_up_votes_and_can_be_removed(tmp_
         await cluster.stop(follower, crash=True)
         await leader.propose(submit("with-three-of-four"))
         await cluster.start(follower)
-        remove = raft_pb2.ConfChange(type=raft_pb2.ConfChange.REMOVE_NODE, node_id=joining)
+        remove = MembershipChange(MembershipAction.REMOVE, joining)
         await leader.change_membership(remove)
         await cluster.stop(joining)
         await leader.propose(submit("after-removal"))

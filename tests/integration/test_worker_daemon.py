@@ -25,22 +25,17 @@ import grpc
 import grpc.aio
 import pytest
 
-from dtf_common.config import WorkerConfig
+from dtf_common.config import CoordinatorConfig, HealthMonitorConfig, TaskSchedulerConfig, WorkerConfig
 from dtf_common.errors import ConfigError
 from dtf_common.pb.dtf.v1 import types_pb2
 from dtf_common.schemas import Task, TaskCreate, TaskStatus, Worker, WorkerStatus
 from dtf_coordinator.auth import create_token
 from dtf_coordinator.consensus import SingleNode
-from dtf_coordinator.metrics import Metrics
 from dtf_coordinator.rpc.worker_service import add_worker_service
-from dtf_coordinator.scheduling import Planner
-from dtf_coordinator.service.coordinator import Coordinator
-from dtf_coordinator.service.dispatch import Dispatcher
-from dtf_coordinator.service.events import EventHub
-from dtf_coordinator.service.loops import HealthMonitor
 from dtf_coordinator.service.store_sync import StoreSync
-from dtf_coordinator.state import Effect, StateParams
+from dtf_coordinator.state import Effect, StateMachine, StateParams
 from dtf_coordinator.store import Store, open_store
+from dtf_coordinator.wiring import build_coordinator
 from dtf_worker.daemon import WorkerDaemon, main, run_worker
 from dtf_worker.hardware import detect_hardware
 from dtf_worker.identity import register_request, resolve_worker_id
@@ -59,24 +54,17 @@ class LiveCoordinator:
     def __init__(self, data_dir: Path, *, port: int = 0, results_store: bool = False) -> None:
         self.data_dir = data_dir
         self.port = port
-        self.node = SingleNode(data_dir / "log", PARAMS)
-        self.dispatcher = Dispatcher(self.node, Planner())
-        self.coordinator = Coordinator(
-            self.node,
-            self.dispatcher,
-            hub=EventHub(),
-            metrics=Metrics(),
-            max_queue_size=PARAMS.max_queue_size,
-            heartbeat_interval_s=HEARTBEAT_S,
-            lease_ttl_s=LEASE_TTL_MS / 1000,
+        config = CoordinatorConfig(
+            task_scheduler=TaskSchedulerConfig(max_queue_size=PARAMS.max_queue_size, lease_timeout=LEASE_TTL_MS / 1000),
+            health_monitor=HealthMonitorConfig(
+                check_interval=0.1, heartbeat_interval=HEARTBEAT_S, failure_threshold=MISSED_HEARTBEATS
+            ),
         )
-        self.monitor = HealthMonitor(
-            self.node,
-            check_interval=0.1,
-            heartbeat_interval=HEARTBEAT_S,
-            failure_threshold=MISSED_HEARTBEATS,
-            lease_ttl_ms=LEASE_TTL_MS,
-        )
+        self.node = SingleNode(data_dir / "log", StateMachine(PARAMS))
+        parts = build_coordinator(config, self.node)
+        self.dispatcher = parts.dispatcher
+        self.coordinator = parts.coordinator
+        self.monitor = parts.monitor
         self.store: Store | None = None
         self.sync: StoreSync | None = None
         if results_store:

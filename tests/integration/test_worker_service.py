@@ -11,19 +11,16 @@ from pathlib import Path
 import grpc
 import pytest
 
+from dtf_common.config import CoordinatorConfig, HealthMonitorConfig, TaskSchedulerConfig
 from dtf_common.pb.dtf.v1 import types_pb2
 from dtf_common.pb.dtf.v1 import worker_service_pb2 as pb
 from dtf_common.pb.dtf.v1 import worker_service_pb2_grpc as pb_grpc
 from dtf_common.schemas import TaskCreate
 from dtf_coordinator.auth import create_token
 from dtf_coordinator.consensus import SingleNode
-from dtf_coordinator.metrics import Metrics
 from dtf_coordinator.rpc.worker_service import add_worker_service
-from dtf_coordinator.scheduling import Planner
-from dtf_coordinator.service.coordinator import Coordinator
-from dtf_coordinator.service.dispatch import Dispatcher
-from dtf_coordinator.service.events import EventHub
-from dtf_coordinator.state import StateParams
+from dtf_coordinator.state import StateMachine, StateParams
+from dtf_coordinator.wiring import build_coordinator
 
 SECRET = "integration-test-secret-0123456789"
 Kind = types_pb2.TaskOutcome
@@ -31,17 +28,16 @@ Kind = types_pb2.TaskOutcome
 
 class Harness:
     def __init__(self, directory: Path, params: StateParams) -> None:
-        self.node = SingleNode(directory, params)
-        self.dispatcher = Dispatcher(self.node, Planner())
-        self.coordinator = Coordinator(
-            self.node,
-            self.dispatcher,
-            hub=EventHub(),
-            metrics=Metrics(),
-            max_queue_size=params.max_queue_size,
-            heartbeat_interval_s=0.5,
-            lease_ttl_s=params.lease_ttl_ms / 1000,
+        config = CoordinatorConfig(
+            task_scheduler=TaskSchedulerConfig(
+                max_queue_size=params.max_queue_size, lease_timeout=params.lease_ttl_ms / 1000
+            ),
+            health_monitor=HealthMonitorConfig(heartbeat_interval=0.5),
         )
+        self.node = SingleNode(directory, StateMachine(params))
+        parts = build_coordinator(config, self.node)
+        self.dispatcher = parts.dispatcher
+        self.coordinator = parts.coordinator
         self.server = grpc.aio.server()
         self.tasks: list[asyncio.Task[None]] = []
         self.port = 0

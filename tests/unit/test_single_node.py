@@ -20,7 +20,7 @@ from dtf_common.errors import Unavailable
 from dtf_common.pb.dtf.v1 import commands_pb2
 from dtf_coordinator.consensus import LogStore, SingleNode
 from dtf_coordinator.consensus.log_store import LOG_NAME
-from dtf_coordinator.state import Effect, Submitted, TaskTransition
+from dtf_coordinator.state import Effect, StateMachine, Submitted, TaskTransition
 
 
 def run(coro: Coroutine[Any, Any, Any]) -> Any:
@@ -40,7 +40,7 @@ def ticking(start: int = 1_000) -> Callable[[], int]:
 async def started_node(
     directory: Path, *, sink: Callable[[list[Effect]], None] = lambda _effects: None, **kw: Any
 ) -> SingleNode:
-    node = SingleNode(directory, clock=kw.pop("clock", ticking()), **kw)
+    node = SingleNode(directory, StateMachine(), clock=kw.pop("clock", ticking()), **kw)
     await node.start(sink)
     return node
 
@@ -270,6 +270,7 @@ CHILD = textwrap.dedent(
     import asyncio, sys
     from dtf_common.pb.dtf.v1 import commands_pb2, types_pb2
     from dtf_coordinator.consensus import SingleNode
+    from dtf_coordinator.state import StateMachine
 
     async def proposer(node, worker):
         i = 0
@@ -283,7 +284,7 @@ CHILD = textwrap.dedent(
             i += 1
 
     async def main():
-        node = SingleNode(sys.argv[1])
+        node = SingleNode(sys.argv[1], StateMachine())
         await node.start(lambda effects: None)
         print("ready", flush=True)
         await asyncio.gather(*(proposer(node, w) for w in range(8)))

@@ -1,22 +1,20 @@
 """Cluster views, for `/api/cluster/*` and the WebSocket's cluster messages: pure
 functions from what the consensus node says to the API's models.
 
-A coordinator is a cluster of one (`SingleNode`: its own leader while it runs) or a Raft
-member (`RaftNode`). `read_local` reads the node through what both offer (node_id,
-is_leader, leader_hint) and, on a Raft member, its role, term, `status()`, `conf_state`,
-`leader_history` and `last_contact`, tolerating whatever a node lacks. The `build_*`
-functions turn that reading, and what peers said of themselves (`PeerSample`), into
-the API's models. Every coordinator answers with its own view; `cluster_service` does
-the asking of peers and the publishing.
+A coordinator is a cluster of one (its own leader while it runs) or a Raft member.
+`read_local` turns the node's typed `NodeStatus` into a `LocalView` in the API's
+vocabulary (a cluster state for its role). The `build_*` functions turn that view, and
+what peers said of themselves (`PeerSample`), into the API's models. Every coordinator
+answers with its own view; `cluster_service` does the asking of peers and the
+publishing.
 """
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal, cast
+from typing import Literal, cast
 
 from dtf_common.errors import InvalidArgument
 from dtf_coordinator.api.models import (
@@ -31,6 +29,7 @@ from dtf_coordinator.api.models import (
 )
 from dtf_coordinator.service.cluster_health import HealthFigures, PeerSample, classify
 from dtf_coordinator.service.coordinator import Coordinator
+from dtf_coordinator.service.membership import LeaderChange, PeerProgress
 
 # Figures a health request may ask for, by their short and their full names.
 METRICS = {
@@ -73,9 +72,9 @@ class LocalView:
     commit_index: int = 0
     applied_index: int = 0
     last_index: int = 0
-    progress: dict[str, dict[str, Any]] = field(default_factory=dict)
-    last_contact: dict[str, int] = field(default_factory=dict)
-    history: list[Any] = field(default_factory=list)  # LeaderChange records, oldest first
+    progress: Mapping[str, PeerProgress] = field(default_factory=dict)
+    last_contact: Mapping[str, int] = field(default_factory=dict)
+    history: Sequence[LeaderChange] = ()  # oldest first
 
     @property
     def enabled_voters(self) -> list[str]:
@@ -88,82 +87,23 @@ class LocalView:
 
 
 def read_local(coordinator: Coordinator) -> LocalView:
-    node = coordinator.node
-    leading = node.is_leader()
-    status = _raft_status(node)
-    conf = _conf_state(node)
-    raft = conf is not None and callable(getattr(node, "change_membership", None))
-    raw_role = getattr(node, "role", None)  # a cluster of one has none: it leads while it runs
-    role: ClusterState = "leader" if leading else "stopped"
-    if isinstance(raw_role, str):
-        role = ROLES.get(raw_role, "unknown")
-    hint = node.leader_hint()
-    if leading:
-        leader: str | None = node.node_id
-    elif raft and hint and hint != node.node_id:
-        leader = hint
-    else:
-        leader = None
-    state = getattr(node, "state", None)
-    applied = _int(status.get("applied"), _int(getattr(state, "applied_index", 0)))
-    commit = _int(status.get("commit"), applied)
-    voters, disabled = conf if conf is not None else ([node.node_id], frozenset[str]())
-    if node.node_id not in voters and not raft:
-        voters = [node.node_id, *voters]
-    started = _int(getattr(node, "started_ms", 0)) or int(coordinator.started_at * 1000)
-    contact = getattr(node, "last_contact", None)
-    history = getattr(node, "leader_history", None)
-    progress = status.get("progress")
+    status = coordinator.node.status()
     return LocalView(
-        node_id=node.node_id,
-        role=role,
-        term=_int(getattr(node, "term", None), _int(status.get("term"))),
-        leader_id=leader,
-        started_ms=started,
-        voters=list(voters),
-        disabled=disabled,
-        raft=raft,
-        commit_index=commit,
-        applied_index=applied,
-        last_index=_int(status.get("last_index"), _last_log_index(node, applied)),
-        progress={str(k): v for k, v in progress.items() if isinstance(v, dict)} if isinstance(progress, dict) else {},
-        last_contact=dict(contact) if isinstance(contact, dict) else {},
-        history=list(history) if isinstance(history, list) else [],
+        node_id=status.node_id,
+        role=ROLES.get(status.role, "unknown"),
+        term=status.term,
+        leader_id=status.leader_id,
+        started_ms=status.started_ms or int(coordinator.started_at * 1000),
+        voters=list(status.voters),
+        disabled=status.disabled,
+        raft=status.can_change_membership,
+        commit_index=status.commit_index,
+        applied_index=status.applied_index,
+        last_index=status.last_index,
+        progress=status.progress,
+        last_contact=status.last_contact,
+        history=status.leader_history,
     )
-
-
-def _int(value: object, default: int = 0) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else default
-
-
-def _raft_status(node: object) -> dict[str, Any]:
-    status = getattr(node, "status", None)
-    if not callable(status):
-        return {}
-    try:
-        value = status()
-    except Exception:
-        return {}
-    return cast(dict[str, Any], value) if isinstance(value, dict) else {}
-
-
-def _conf_state(node: object) -> tuple[list[str], frozenset[str]] | None:
-    # Looked up statically first: on a node that is not started, reading it fails.
-    if inspect.getattr_static(node, "conf_state", None) is None:
-        return None
-    try:
-        conf = getattr(node, "conf_state", None)
-    except Exception:
-        return None
-    voters = getattr(conf, "voters", None)
-    if voters is None:
-        return None
-    return sorted(str(v) for v in voters), frozenset(str(d) for d in getattr(conf, "disabled", ()))
-
-
-def _last_log_index(node: object, default: int) -> int:
-    log = getattr(node, "log", None)
-    return _int(getattr(log, "last_index", None), default)
 
 
 # ---------------------------------------------------------------------------- building the views
@@ -226,7 +166,7 @@ def _peer(
     contact = local.last_contact.get(node_id)
     recent = contact is not None and now_ms - contact <= recent_ms
     progress = local.progress.get(node_id)
-    active = recent or bool(progress and progress.get("recent_active")) or report is not None
+    active = recent or (progress is not None and progress.recent_active) or report is not None
     said = report.get("state") if report is not None else None
     state: ClusterState
     if node_id == local.leader_id:
@@ -260,32 +200,29 @@ def _peer(
     return node, active
 
 
-def _progress(raw: dict[str, Any] | None) -> ReplicationProgress | None:
-    if raw is None:
+def _progress(progress: PeerProgress | None) -> ReplicationProgress | None:
+    if progress is None:
         return None
     return ReplicationProgress(
-        match=_int(raw.get("match")),
-        next=_int(raw.get("next")),
-        state=str(raw.get("state", "")),
-        recent_active=bool(raw.get("recent_active", False)),
+        match=progress.match, next=progress.next, state=progress.state, recent_active=progress.recent_active
     )
 
 
 def build_leader_info(local: LocalView, *, now_ms: int) -> LeaderInfo:
-    changes = _changes(local)
+    changes = sorted(local.history, key=lambda c: c.time_ms)
     history: list[LeadershipChange] = []
-    for n, (previous, current, term, reason, time_ms, election) in enumerate(changes):
-        until = changes[n + 1][4] if n + 1 < len(changes) else now_ms
+    for n, change in enumerate(changes):
+        until = changes[n + 1].time_ms if n + 1 < len(changes) else now_ms
         history.append(
             LeadershipChange(
-                previous_leader_id=previous,
-                new_leader_id=current,
-                term=term,
-                reason=reason,
-                timestamp=to_datetime(time_ms),
-                election_seconds=election,
-                leader_id=current,
-                duration_seconds=round(max(0, until - time_ms) / 1000, 3),
+                previous_leader_id=change.previous,
+                new_leader_id=change.current,
+                term=change.term,
+                reason=change.reason,
+                timestamp=to_datetime(change.time_ms),
+                election_seconds=change.election_seconds,
+                leader_id=change.current,
+                duration_seconds=round(max(0, until - change.time_ms) / 1000, 3),
             )
         )
     history.reverse()
@@ -298,35 +235,6 @@ def build_leader_info(local: LocalView, *, now_ms: int) -> LeaderInfo:
         uptime_seconds=round(max(0.0, now_ms / 1000 - start_time.timestamp()), 3) if start_time else None,
         leadership_history=history,
     )
-
-
-Change = tuple[str | None, str | None, int, str, int, float | None]
-
-
-def _changes(local: LocalView) -> list[Change]:
-    """Changes of leader, oldest first. A cluster of one elected itself when it started."""
-    if not local.raft:
-        if local.leader_id is None:
-            return []
-        return [(None, local.leader_id, local.term, "elected", local.started_ms, None)]
-    changes: list[Change] = []
-    for record in local.history:
-        time_ms = getattr(record, "time_ms", None)
-        if not isinstance(time_ms, int):
-            continue
-        election = getattr(record, "election_seconds", None)
-        changes.append(
-            (
-                getattr(record, "previous", None),
-                getattr(record, "current", None),
-                _int(getattr(record, "term", None)),
-                str(getattr(record, "reason", "")),
-                time_ms,
-                float(election) if isinstance(election, int | float) else None,
-            )
-        )
-    changes.sort(key=lambda c: c[4])
-    return changes
 
 
 def own_health(local: LocalView, figures: HealthFigures, *, now_ms: int) -> NodeHealth:

@@ -1,5 +1,6 @@
-"""The cluster service of one app: asks peers, publishes the cluster feeds, and carries
-out node disable/enable (forwarding it to the leader from a follower).
+"""The cluster service of one app: asks peers, publishes the cluster feeds, and passes
+node membership changes to `service.membership` (relaying a disable/enable to the
+leader over its API when the rules say the leader carries it out).
 
 What only a peer knows (its uptime, its health figures and, on a follower, the other
 followers' roles) comes from the peer's own API (`PeerProbe`): at most once per
@@ -11,10 +12,9 @@ health sampler, the peers' latest answers and the feeds that publish
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Literal, cast
 from urllib.parse import quote
@@ -22,8 +22,7 @@ from urllib.parse import quote
 from starlette.applications import Starlette
 
 from dtf_common.clock import wall_ms
-from dtf_common.errors import Conflict, NotFound, NotLeader, Unavailable
-from dtf_common.pb.dtf.v1 import raft_pb2
+from dtf_common.errors import Unavailable
 from dtf_coordinator.api.cluster import (
     LocalView,
     build_leader_info,
@@ -40,6 +39,7 @@ from dtf_coordinator.api.models import ClusterHealth, ClusterStatus, LeaderInfo,
 from dtf_coordinator.auth import Role, create_token
 from dtf_coordinator.service.cluster_health import ChannelFeed, HealthSampler, PeerProbe
 from dtf_coordinator.service.events import Message
+from dtf_coordinator.service.membership import Applied, Membership
 
 CLUSTER_STATUS = "cluster_status"
 CLUSTER_HEALTH = "cluster_health"
@@ -78,6 +78,7 @@ class ClusterService:
                 ctx.hub, CLUSTER_HEALTH, self.ha.health_check_interval / 1000, self._health_update
             ),
         }
+        self.membership = Membership(self.coordinator, apply_wait_s=self.ha.leader_lease_duration / 1000)
         self._minted: tuple[str, float] | None = None
 
     # ---------------------------------------------------------------- views
@@ -154,99 +155,14 @@ class ClusterService:
     async def change(
         self, node_id: str, *, disable: bool, authorization: str | None, forwarded_by: str | None
     ) -> NodeMembershipChange | Relayed:
-        """Disable or enable `node_id`: on the leader, propose the change and wait until it
-        is applied; on a follower, pass the request to the leader and relay its answer."""
-        local = self.local()
-        if node_id not in local.voters:
-            members = ", ".join(local.voters)
-            raise NotFound(f"node {node_id} is not a member of the cluster ({members})", field="node_id")
-        if not local.raft:
-            if disable:
-                raise Conflict(
-                    f"{node_id} is the only node of the cluster: disabling it would stop the cluster", field="node_id"
-                )
-            raise Conflict(f"{node_id} is not disabled", field="node_id")
-        if local.role != "leader":
-            return await self._forward(local, node_id, disable, authorization, forwarded_by)
-        self._check_change(local, node_id, disable=disable)
-        kind = raft_pb2.ConfChange.DISABLE_NODE if disable else raft_pb2.ConfChange.ENABLE_NODE
-        try:
-            index = await self._apply_change(raft_pb2.ConfChange(type=kind, node_id=node_id), local.node_id)
-        except NotLeader as exc:
-            # Leadership moved while the change was on its way: the new leader decides.
-            if forwarded_by is not None:
-                raise
-            hint = exc.context.get("leader_hint")
-            moved = self.local()
-            if isinstance(hint, str) and hint and moved.leader_id is None:
-                moved = replace(moved, leader_id=hint)
-            return await self._forward(moved, node_id, disable, authorization, None)
-        return NodeMembershipChange(node_id=node_id, disabled=disable, index=index, leader_id=local.node_id)
-
-    async def _apply_change(self, change: raft_pb2.ConfChange, leader_id: str) -> int:
-        """Propose a membership change on this leader; its log index once applied."""
-        wait_s = self.ha.leader_lease_duration / 1000
-        try:
-            index = await asyncio.wait_for(
-                self.coordinator.node.change_membership(change),  # type: ignore[attr-defined]
-                wait_s,
-            )
-        except TimeoutError:
-            raise Unavailable(
-                f"the change was proposed but not applied within {wait_s:g} s (is a quorum reachable?); "
-                "it may still take effect: check /api/cluster/status",
-                leader_hint=leader_id,
-            ) from None
-        return index if isinstance(index, int) else 0
-
-    async def add_or_remove(
-        self, node_id: str, *, address: str | None, api_url: str | None = None, grpc_address: str | None = None
-    ) -> NodeMembershipChange:
-        """Add a voter (`address` is its Raft host:port) or remove one (`address` None), on
-        the leader, one change at a time (single-server changes, thesis §4.1)."""
-        local = self.local()
-        if not local.raft:
-            raise Conflict("a coordinator without high availability has no membership to change", field="node_id")
-        if local.role != "leader":
-            raise NotLeader("membership changes go to the leader", leader_hint=local.leader_id)
-        if address is not None and node_id in local.voters:
-            raise Conflict(f"node {node_id} is already a member", field="node_id")
-        if address is None and node_id not in local.voters:
-            raise NotFound(f"node {node_id} is not a member of the cluster", field="node_id")
-        if address is None and local.voters == [node_id]:
-            raise Conflict(f"{node_id} is the last member: removing it would end the cluster", field="node_id")
-        kind = raft_pb2.ConfChange.ADD_NODE if address is not None else raft_pb2.ConfChange.REMOVE_NODE
-        if address is not None:
-            self.coordinator.directory[node_id] = {"api_url": api_url or "", "grpc_address": grpc_address or ""}
-        change = raft_pb2.ConfChange(type=kind, node_id=node_id, address=address or "")
-        index = await self._apply_change(change, local.node_id)
-        if address is None:
-            self.coordinator.directory.pop(node_id, None)
-        return NodeMembershipChange(node_id=node_id, disabled=False, index=index, leader_id=local.node_id)
-
-    @staticmethod
-    def _check_change(local: LocalView, node_id: str, *, disable: bool) -> None:
-        if disable and node_id in local.disabled:
-            raise Conflict(f"node {node_id} is already disabled", field="node_id")
-        if not disable and node_id not in local.disabled:
-            raise Conflict(f"node {node_id} is not disabled", field="node_id")
-        if disable and local.enabled_voters == [node_id]:
-            raise Conflict(
-                f"{node_id} is the last enabled node: disabling it would leave no one to lead", field="node_id"
-            )
-
-    async def _forward(
-        self, local: LocalView, node_id: str, disable: bool, authorization: str | None, forwarded_by: str | None
-    ) -> Relayed:
-        leader = local.leader_id
-        if leader is None:
-            raise Unavailable("the cluster has no leader right now (an election is in progress or a quorum is lost)")
-        url = self.coordinator.api_url_of(leader)
-        if forwarded_by is not None or not url:
-            # Forwarded once already (leadership moved meanwhile), or nowhere to send it.
-            raise NotLeader(f"this coordinator is not the leader; send the request to {leader}", leader_hint=leader)
+        """Disable or enable `node_id`: carried out here on the leader; from a follower,
+        passed to the leader with the caller's token and its answer relayed."""
+        outcome = await self.membership.set_disabled(node_id, disable=disable, forwarded=forwarded_by is not None)
+        if isinstance(outcome, Applied):
+            return _change_model(outcome)
+        leader, url = outcome.leader_id, outcome.api_url
         action = "disable" if disable else "enable"
-        headers = {FORWARDED_HEADER: local.node_id}
+        headers = {FORWARDED_HEADER: self.coordinator.node.node_id}
         if authorization:
             headers["Authorization"] = authorization
         timeout = self.ha.leader_lease_duration / 1000 + 2
@@ -262,6 +178,20 @@ class ClusterService:
                 f"the leader {leader} did not answer ({type(exc).__name__})", leader_hint=leader
             ) from None
         return Relayed(response.status_code, response.content, response.headers.get("content-type"))
+
+    async def add_or_remove(
+        self, node_id: str, *, address: str | None, api_url: str | None = None, grpc_address: str | None = None
+    ) -> NodeMembershipChange:
+        """Add a voter (`address` is its Raft host:port) or remove one (`address` None)."""
+        if address is None:
+            return _change_model(await self.membership.remove(node_id))
+        return _change_model(await self.membership.add(node_id, address, api_url=api_url, grpc_address=grpc_address))
+
+
+def _change_model(applied: Applied) -> NodeMembershipChange:
+    return NodeMembershipChange(
+        node_id=applied.node_id, disabled=applied.disabled, index=applied.index, leader_id=applied.leader_id
+    )
 
 
 def service_of(app: Starlette) -> ClusterService:

@@ -5,6 +5,11 @@ all, so many commands share one write and one fsync. A proposal's future resolve
 after its entry is durable and applied. On start, the latest snapshot is restored and
 the log after it replayed, re-emitting effects (the results store upserts by id, so
 replay never duplicates).
+
+It answers the whole `Consensus` port: it leads while it runs (a leader-change history
+of one election, at start), its read barrier is immediate (every acknowledged write is
+already applied here), and it refuses membership changes and transfers to any other
+node with `Conflict`: a coordinator without high availability has no peers.
 """
 
 from __future__ import annotations
@@ -17,25 +22,28 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Generic, TypeVar
 
 from dtf_common.clock import wall_ms
-from dtf_common.errors import Unavailable
+from dtf_common.errors import Conflict, Unavailable
 from dtf_common.pb.dtf.v1 import commands_pb2
-from dtf_coordinator.consensus.base import EffectSink
+from dtf_coordinator.consensus.base import BeforeSnapshot, EffectSink, ReplicatedState
 from dtf_coordinator.consensus.log_store import LogStore, fsync_dir
 from dtf_coordinator.consensus.snapshots import SnapshotStore
-from dtf_coordinator.state import Outcome, StateMachine, StateParams
+from dtf_coordinator.consensus.status import LeaderChange, MembershipChange, NodeStatus
+from dtf_coordinator.state import Outcome
 
 log = logging.getLogger("dtf.consensus")
 MAX_BATCH = 8192
 HARD_STATE = "hardstate.json"
+S = TypeVar("S", bound=ReplicatedState)
 
 
-class SingleNode:
+class SingleNode(Generic[S]):
     def __init__(
         self,
         directory: Path | str,
-        params: StateParams | None = None,
+        state: S,
         *,
         node_id: str = "coordinator-1",
         clock: Callable[[], int] = wall_ms,
@@ -43,12 +51,12 @@ class SingleNode:
     ) -> None:
         self.dir = Path(directory)
         self.node_id = node_id
-        self.params = params or StateParams()
-        self.state = StateMachine(self.params)
+        self.state = state  # as it starts out: a snapshot on disk replaces it
         self.log = LogStore(self.dir)
         self.snapshots = SnapshotStore(self.dir)
         self.term = 0
         self.replayed = 0
+        self.started_ms = 0
         self._clock = clock
         self._last_ms = 0
         self._on_commit = on_commit
@@ -66,7 +74,7 @@ class SingleNode:
         self.dir.mkdir(parents=True, exist_ok=True)
         snapshot = self.snapshots.load()
         if snapshot is not None:
-            self.state = StateMachine.restore(snapshot["state"], self.params)
+            self.state = self.state.restored(snapshot["state"])
             self.term = int(snapshot.get("term", 0))
         entries = self.log.open()
         # Entries up to the snapshot may have been compacted away: number new ones after it.
@@ -85,6 +93,7 @@ class SingleNode:
         self.term = max(self.term, self._load_term()) + 1
         self._save_term()
         self._task = asyncio.create_task(self._commit_loop(), name="dtf-commit")
+        self.started_ms = wall_ms()
         log.info(
             "node %s: term %d, applied index %d (%d entries replayed, %d bytes of torn tail dropped)",
             self.node_id,
@@ -111,6 +120,38 @@ class SingleNode:
 
     def leader_hint(self) -> str | None:
         return self.node_id
+
+    def status(self) -> NodeStatus:
+        leading = self.is_leader()
+        applied = self.state.applied_index
+        elected = LeaderChange(None, self.node_id, self.term, "elected", self.started_ms)
+        return NodeStatus(
+            node_id=self.node_id,
+            role="leader" if leading else ("failed" if self._failed is not None else "stopped"),
+            term=self.term,
+            leader_id=self.node_id if leading else None,
+            commit_index=applied,
+            applied_index=applied,
+            last_index=self.log.last_index,
+            voters=(self.node_id,),
+            leader_history=(elected,) if leading else (),
+            started_ms=self.started_ms,
+            failure=str(self._failed) if self._failed is not None else None,
+        )
+
+    async def read_barrier(self) -> int:
+        """Every acknowledged write is already applied here: nothing to wait for."""
+        return self.state.applied_index
+
+    async def change_membership(self, change: MembershipChange) -> int:
+        raise Conflict(
+            f"a coordinator without high availability has no membership to change ({change.action} {change.node_id})",
+            field="node_id",
+        )
+
+    def transfer_leadership(self, to: str) -> None:
+        if to != self.node_id:
+            raise Conflict(f"{self.node_id} is the only node of the cluster: it cannot hand over to {to}")
 
     # ------------------------------------------------------------------ proposals
 
@@ -185,7 +226,7 @@ class SingleNode:
     def snapshot_due(self, every: int) -> bool:
         return len(self.log.entries) >= every
 
-    async def take_snapshot(self, before_save: Callable[[int], object] | None = None) -> int:
+    async def take_snapshot(self, before_save: BeforeSnapshot | None = None) -> int:
         """Snapshot the applied state, then drop the log it covers. Returns the index."""
         data = {"term": self.term, "state": self.state.snapshot()}
         index = self.state.applied_index

@@ -116,9 +116,8 @@ class Coordinator:
     async def read_barrier(self, consistency: str) -> None:
         """For a linearizable read: wait until this node's state holds every write
         acknowledged before now, as a quorum confirms. A cluster of one always does."""
-        barrier = getattr(self.node, "read_barrier", None)
-        if consistency == "linearizable" and barrier is not None:
-            await barrier()
+        if consistency == "linearizable":
+            await self.node.read_barrier()
 
     @property
     def state(self) -> Any:
@@ -355,11 +354,9 @@ class Coordinator:
         for ws, n in counts.items():
             self.metrics.workers.labels(ws.value).set(n)
         self.metrics.applied_index.set(state.applied_index)
-        raft = getattr(self.node, "status", None)
-        if raft is not None:
-            status = raft()
-            self.metrics.raft_term.set(status.get("term", 0))
-            self.metrics.raft_commit_index.set(status.get("commit", 0))
+        status = self.node.status()
+        self.metrics.raft_term.set(status.term)
+        self.metrics.raft_commit_index.set(status.commit_index)
         self.metrics.raft_is_leader.set(1 if self.node.is_leader() else 0)
 
 

@@ -569,6 +569,10 @@ class StateMachine:
             sm.workers[worker.worker_id] = worker
         return sm
 
+    def restored(self, data: dict[str, Any]) -> StateMachine:
+        """A machine with this one's parameters holding a snapshot's `data`."""
+        return StateMachine.restore(data, self.params)
+
     def fingerprint(self) -> str:
         """A digest of the whole state: equal on replicas that applied the same log."""
         return hashlib.sha256(json.dumps(self.snapshot(), sort_keys=True).encode()).hexdigest()

@@ -22,6 +22,8 @@ from dtf_coordinator.consensus.raft import (
     RaftConfig,
     RaftCore,
 )
+from dtf_coordinator.consensus.raft.errors import ChangeInProgress, LastVoter, TermNotCommitted
+from dtf_coordinator.consensus.status import PeerProgress
 from raft.simulation import Durable, Network, ack_all, entries, make_leader, message, node, take
 
 CONFIG = RaftConfig()  # PreVote and CheckQuorum on, as in production
@@ -211,15 +213,9 @@ def test_an_unreachable_follower_goes_back_to_probing() -> None:
     core = leader_in_replicate(CONFIG)
     core.propose([b"x"])
     take(core)
-    assert core.status()["progress"]["b"]["state"] == "replicate"
+    assert core.status().progress["b"].state == "replicate"
     core.report_unreachable("b")
-    assert core.status()["progress"]["b"] == {
-        "match": 1,
-        "next": 2,
-        "state": "probe",
-        "recent_active": True,
-        "inflight": 0,
-    }
+    assert core.status().progress["b"] == PeerProgress(match=1, next=2, state="probe", recent_active=True, inflight=0)
 
 
 def test_heartbeat_answers_free_a_window_full_of_lost_appends() -> None:
@@ -252,7 +248,7 @@ def test_a_lagging_follower_gets_a_snapshot_then_the_rest_of_the_log() -> None:
     assert (c.commit, c.applied, c.snapshot_meta.index) == (net.core("a").commit, net.core("a").commit, index)
     assert list(c.conf_state.voters) == ["a", "b", "c"]
     assert net.peers["c"].commands == [*(f"cmd-{n}".encode() for n in range(10)), b"after"]
-    assert net.core("a").status()["progress"]["c"]["state"] == "replicate"
+    assert net.core("a").status().progress["c"].state == "replicate"
 
 
 def test_a_failed_snapshot_is_retried_after_the_next_heartbeat() -> None:
@@ -263,7 +259,7 @@ def test_a_failed_snapshot_is_retried_after_the_next_heartbeat() -> None:
     net.start("c")
     net.drop_types.add(raft_pb2.MSG_SNAP)
     net.tick(CONFIG.heartbeat_ticks)
-    assert net.core("a").status()["progress"]["c"]["state"] == "probe"
+    assert net.core("a").status().progress["c"].state == "probe"
     assert net.core("c").commit < net.core("a").commit
     net.recover()
     net.tick(2 * CONFIG.heartbeat_ticks)
@@ -423,7 +419,7 @@ def test_transfer_needs_a_leader_and_ignores_targets_that_may_not_lead() -> None
     for target in ("c", "zz", "a"):
         net.core("a").transfer_leadership(target)
         net.stabilize()
-        assert net.leader() == "a" and net.core("a").status()["transferee"] is None
+        assert net.leader() == "a" and net.core("a").status().transferee is None
 
 
 # ---------------------------------------------------------------------- membership (§4.1)
@@ -460,7 +456,7 @@ def test_removing_a_follower_shrinks_the_quorum() -> None:
     net.crash("c")
     _, index = net.propose("a", b"x")
     assert net.core("a").commit == index
-    assert set(net.core("a").status()["progress"]) == {"a", "b"}
+    assert set(net.core("a").status().progress) == {"a", "b"}
 
 
 def test_a_removed_leader_steps_down_once_its_removal_commits() -> None:
@@ -475,19 +471,25 @@ def test_a_removed_leader_steps_down_once_its_removal_commits() -> None:
 def test_membership_changes_go_one_at_a_time_and_only_after_an_own_term_commit() -> None:
     core = node(config=CONFIG)
     make_leader(core)
-    with pytest.raises(ValueError, match="its term"):
+    with pytest.raises(TermNotCommitted) as early:
         core.propose_conf_change(change(ADD, "d"))
+    assert early.value.retryable
     ack_all(core, 1)
     core.propose_conf_change(change(ADD, "d"))
-    with pytest.raises(ValueError, match="uncommitted"):
+    with pytest.raises(ChangeInProgress) as busy:
         core.propose_conf_change(change(ADD, "e"))
+    assert busy.value.retryable
     with pytest.raises(NotLeader) as refused:
         node("b").propose_conf_change(change(ADD, "e"))
     assert refused.value.leader_id is None
     solo = Network("a", config=CONFIG)
     solo.elect("a")
-    with pytest.raises(ValueError, match="last voter"):
+    with pytest.raises(LastVoter) as last:
         solo.core("a").propose_conf_change(change(REMOVE, "a"))
+    assert not last.value.retryable
+    # A change that names no node is its caller's bug, not a refusal.
+    with pytest.raises(ValueError, match="must name a node"):
+        solo.core("a").propose_conf_change(change(ADD, ""))
 
 
 def test_a_disabled_node_votes_and_replicates_but_never_campaigns() -> None:
@@ -617,9 +619,9 @@ def test_entries_overwritten_before_they_were_persisted_do_not_count_as_persiste
     second = core.ready()
     assert [(e.index, e.term) for e in second.entries] == [(2, 2)]
     core.advance(first)
-    assert core.status()["persisted"] == 1  # entries 2 and 3 of term 1 are gone
+    assert core.status().persisted == 1  # entries 2 and 3 of term 1 are gone
     core.advance(second)
-    assert core.status()["persisted"] == 2
+    assert core.status().persisted == 2
 
 
 def test_messages_for_others_without_a_sender_or_malformed_are_ignored() -> None:
@@ -667,20 +669,15 @@ def test_status_describes_the_node_and_a_leaders_view_of_each_peer() -> None:
     net = cluster()
     net.propose("a", b"x")
     status = net.core("a").status()
-    assert {k: status[k] for k in ("id", "role", "term", "leader", "commit", "applied", "last_index")} == {
-        "id": "a",
-        "role": LEADER,
-        "term": 1,
-        "leader": "a",
-        "commit": 2,
-        "applied": 2,
-        "last_index": 2,
-    }
-    assert status["progress"]["b"] == {
-        "match": 2,
-        "next": 3,
-        "state": "replicate",
-        "recent_active": True,
-        "inflight": 0,
-    }
-    assert "progress" not in net.core("b").status()
+    seen = (
+        status.node_id,
+        status.role,
+        status.term,
+        status.leader_id,
+        status.commit,
+        status.applied,
+        status.last_index,
+    )
+    assert seen == ("a", LEADER, 1, "a", 2, 2, 2)
+    assert status.progress["b"] == PeerProgress(match=2, next=3, state="replicate", recent_active=True, inflight=0)
+    assert net.core("b").status().progress == {} and net.core("b").status().transferee is None

@@ -11,7 +11,7 @@ from dtf_coordinator.consensus.raft.core import (
     LEADER,
     PRE_CANDIDATE,
     TRANSFER_CONTEXT,
-    NotLeader,
+    CoreStatus,
     RaftConfig,
     RaftCore,
     ReadState,
@@ -19,6 +19,7 @@ from dtf_coordinator.consensus.raft.core import (
     SoftState,
     apply_conf_change,
 )
+from dtf_coordinator.consensus.raft.errors import NotLeader, Refusal
 
 __all__ = [
     "CANDIDATE",
@@ -26,11 +27,13 @@ __all__ = [
     "LEADER",
     "PRE_CANDIDATE",
     "TRANSFER_CONTEXT",
+    "CoreStatus",
     "NotLeader",
     "RaftConfig",
     "RaftCore",
     "ReadState",
     "Ready",
+    "Refusal",
     "SoftState",
     "apply_conf_change",
 ]

@@ -34,8 +34,10 @@ from typing import Any
 from google.protobuf.message import DecodeError  # type: ignore[import-untyped]
 
 from dtf_common.pb.dtf.v1 import commands_pb2, raft_pb2
+from dtf_coordinator.consensus.raft.errors import ChangeInProgress, LastVoter, NotLeader, TermNotCommitted
 from dtf_coordinator.consensus.raft.log import RaftLog
 from dtf_coordinator.consensus.raft.progress import PROBE, REPLICATE, SNAPSHOT, Progress
+from dtf_coordinator.consensus.status import PeerProgress
 
 FOLLOWER = "follower"
 PRE_CANDIDATE = "pre_candidate"
@@ -69,15 +71,6 @@ _FROM_LEADER = frozenset({MSG_APP, MSG_HEARTBEAT, MSG_SNAP})
 _LAST_RESORT_TIMEOUTS = 3
 
 
-class NotLeader(Exception):
-    """This node cannot take proposals: it is not the leader, or it is handing leadership
-    over (then `leader_id` is None: the next leader is not known yet)."""
-
-    def __init__(self, leader_id: str | None) -> None:
-        super().__init__(f"not the leader (leader: {leader_id or 'unknown'})")
-        self.leader_id = leader_id
-
-
 @dataclass(frozen=True)
 class RaftConfig:
     election_ticks_min: int = 15  # randomised election timeout in [min, max] ticks, re-drawn on each reset
@@ -100,6 +93,28 @@ class RaftConfig:
 class SoftState:
     leader_id: str | None
     role: str  # "follower" | "pre_candidate" | "candidate" | "leader"
+
+
+@dataclass(frozen=True, slots=True)
+class CoreStatus:
+    """One reading of the core: its role, log positions and membership; `progress` (each
+    peer's replication, this node's included) and `transferee` on a leader only."""
+
+    node_id: str
+    role: str
+    term: int
+    vote: str
+    leader_id: str | None
+    commit: int
+    applied: int
+    persisted: int
+    first_index: int
+    last_index: int
+    snapshot_index: int
+    voters: tuple[str, ...]
+    disabled: tuple[str, ...]
+    progress: dict[str, PeerProgress] = field(default_factory=dict)
+    transferee: str | None = None
 
 
 @dataclass
@@ -289,36 +304,37 @@ class RaftCore:
         """The term of the entry at `index`; None if compacted away or not in the log."""
         return self._log.term(index)
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> CoreStatus:
         log = self._log
-        status: dict[str, Any] = {
-            "id": self.node_id,
-            "role": self._role,
-            "term": self._term,
-            "vote": self._vote,
-            "leader": self._leader_id,
-            "commit": log.commit,
-            "applied": log.applied,
-            "persisted": log.persisted,
-            "first_index": log.first_index,
-            "last_index": log.last_index,
-            "snapshot_index": log.snapshot_index,
-            "voters": list(self._voters),
-            "disabled": sorted(self._disabled),
-        }
-        if self._role == LEADER:
-            status["transferee"] = self._transferee
-            status["progress"] = {
-                peer: {
-                    "match": pr.match,
-                    "next": pr.next,
-                    "state": pr.state,
-                    "recent_active": pr.recent_active or peer == self.node_id,
-                    "inflight": len(pr.inflights),
-                }
+        leading = self._role == LEADER
+        return CoreStatus(
+            node_id=self.node_id,
+            role=self._role,
+            term=self._term,
+            vote=self._vote,
+            leader_id=self._leader_id,
+            commit=log.commit,
+            applied=log.applied,
+            persisted=log.persisted,
+            first_index=log.first_index,
+            last_index=log.last_index,
+            snapshot_index=log.snapshot_index,
+            voters=tuple(self._voters),
+            disabled=tuple(sorted(self._disabled)),
+            progress={
+                peer: PeerProgress(
+                    match=pr.match,
+                    next=pr.next,
+                    state=pr.state,
+                    recent_active=pr.recent_active or peer == self.node_id,
+                    inflight=len(pr.inflights),
+                )
                 for peer, pr in self._prs.items()
             }
-        return status
+            if leading
+            else {},
+            transferee=self._transferee if leading else None,
+        )
 
     # ------------------------------------------------------------------ inputs
 
@@ -356,11 +372,11 @@ class RaftCore:
         if not change.node_id:
             raise ValueError("a membership change must name a node")
         if self._pending_conf_index > log.commit:
-            raise ValueError("a membership change is still uncommitted")
+            raise ChangeInProgress()
         if log.term(log.commit) != self._term:
-            raise ValueError("the leader has not yet committed an entry of its term")
+            raise TermNotCommitted()
         if change.type == raft_pb2.ConfChange.REMOVE_NODE and self._voters == [change.node_id]:
-            raise ValueError("cannot remove the last voter")
+            raise LastVoter(change.node_id)
         index = log.last_index + 1
         entry = commands_pb2.LogEntry(
             term=self._term, index=index, command=change.SerializeToString(), type=ENTRY_CONF_CHANGE

@@ -25,22 +25,39 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar, cast
 
 from dtf_common.clock import wall_ms
 from dtf_common.errors import NotLeader, Unavailable
 from dtf_common.pb.dtf.v1 import commands_pb2, raft_pb2
-from dtf_coordinator.consensus.base import EffectSink
-from dtf_coordinator.consensus.raft.core import NotLeader as CoreNotLeader
+from dtf_coordinator.consensus.base import BeforeSnapshot, EffectSink, ReplicatedState
 from dtf_coordinator.consensus.raft.core import RaftConfig, RaftCore, Ready
+from dtf_coordinator.consensus.raft.errors import NotLeader as CoreNotLeader
+from dtf_coordinator.consensus.raft.errors import Refusal
 from dtf_coordinator.consensus.raft.storage import RaftStorage, decode_snapshot, encode_snapshot
-from dtf_coordinator.consensus.raft.transport import Credentials, Transport
-from dtf_coordinator.state import Outcome, StateMachine, StateParams
+from dtf_coordinator.consensus.raft.transport_port import RaftTransport, Receiver
+from dtf_coordinator.consensus.status import LeaderChange, MembershipAction, MembershipChange, NodeStatus, Role
+from dtf_coordinator.state import Outcome
 
 log = logging.getLogger("dtf.raft")
 
 # A leader's messages that promise nothing about its own disk may leave before its fsync.
 EARLY_TYPES = frozenset({raft_pb2.MSG_APP, raft_pb2.MSG_HEARTBEAT, raft_pb2.MSG_SNAP, raft_pb2.MSG_TIMEOUT_NOW})
+
+
+S = TypeVar("S", bound=ReplicatedState)
+
+_CONF_CHANGE_TYPES = {
+    MembershipAction.ADD: raft_pb2.ConfChange.ADD_NODE,
+    MembershipAction.REMOVE: raft_pb2.ConfChange.REMOVE_NODE,
+    MembershipAction.DISABLE: raft_pb2.ConfChange.DISABLE_NODE,
+    MembershipAction.ENABLE: raft_pb2.ConfChange.ENABLE_NODE,
+}
+
+
+def conf_change(change: MembershipChange) -> raft_pb2.ConfChange:
+    """A membership change as the Raft log carries it."""
+    return raft_pb2.ConfChange(type=_CONF_CHANGE_TYPES[change.action], node_id=change.node_id, address=change.address)
 
 
 def _replaced() -> Unavailable:
@@ -50,23 +67,13 @@ def _replaced() -> Unavailable:
 @dataclass(frozen=True)
 class RaftSettings:
     node_id: str
-    bind: str  # host:port of this node's Raft service
+    bind: str  # host:port of this node's Raft service (for the gRPC transport)
     peers: dict[str, str]  # every voter's Raft address, this node's included
     tick_ms: int = 10
     election_ticks_min: int = 15
     election_ticks_max: int = 30
     heartbeat_ticks: int = 5
     write_wait_s: float = 10.0  # how long a write waits for a leader before Unavailable
-
-
-@dataclass
-class LeaderChange:
-    previous: str | None
-    current: str | None
-    term: int
-    reason: str
-    time_ms: int
-    election_seconds: float | None = None
 
 
 Appended = asyncio.Future[tuple[int, int]]  # resolves to (term, index) once the leader appended
@@ -91,15 +98,20 @@ class _Inbox:
     campaign: bool = False
 
 
-class RaftNode:
-    """Implements the `Consensus` port with Raft among the configured coordinators."""
+class RaftNode(Generic[S]):
+    """Implements the `Consensus` port with Raft among the configured coordinators.
+
+    The caller gives it the state machine to drive (`state`, as it starts out: a
+    snapshot on disk replaces it with `state.restored(...)`) and the transport to its
+    peers (gRPC between processes, or `InmemTransport` in one process for tests).
+    """
 
     def __init__(
         self,
         directory: Path | str,
-        params: StateParams | None,
+        state: S,
         settings: RaftSettings,
-        credentials: Credentials,
+        transport: RaftTransport,
         *,
         clock: Callable[[], int] = wall_ms,
         on_commit: Callable[[int, float], None] | None = None,
@@ -109,24 +121,15 @@ class RaftNode:
         self.dir = Path(directory)
         self.settings = settings
         self.node_id = settings.node_id
-        self.params = params or StateParams()
-        self.state = StateMachine(self.params)
+        self.state = state
         self.storage = RaftStorage(self.dir)
-        self.transport = Transport(
-            settings.node_id,
-            settings.bind,
-            settings.peers,
-            credentials,
-            on_unreachable=self._peer_unreachable,
-            on_snapshot_sent=self._snapshot_sent,
-            snapshot_source=lambda: self.storage.snapshot_bytes,
-        )
+        self.transport = transport
         self.core: RaftCore | None = None
         self.leader_history: list[LeaderChange] = []
         self.last_contact: dict[str, int] = {}  # peer -> wall ms of its latest message
         # Hooks for what a snapshot carries beside the state (the results store's rows).
         self.export_extra: Callable[[], dict[str, Any]] | None = None
-        self.on_snapshot_installed: Callable[[StateMachine, dict[str, Any]], None] | None = None
+        self.on_snapshot_installed: Callable[[S, dict[str, Any]], None] | None = None
         self.started_ms = 0
         self._seed = seed
         self._clock = clock
@@ -146,7 +149,7 @@ class RaftNode:
         self._applied_term = 0
         self._pending_snapshots: dict[int, bytes] = {}
         self._leader: str | None = None
-        self._role = "follower"
+        self._role: Role = "follower"
         self._election_started: float | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._failed: BaseException | None = None
@@ -161,7 +164,7 @@ class RaftNode:
         loaded = await asyncio.to_thread(self.storage.load)
         self._persisted_term, self._persisted_vote = loaded.hard_state.term, loaded.hard_state.vote
         if loaded.snapshot is not None and loaded.state is not None:
-            self.state = StateMachine.restore(loaded.state, self.params)
+            self.state = self.state.restored(loaded.state)
             self._applied_term = loaded.snapshot.term
             self._sink(self.state.drain_effects())
         bootstrap = raft_pb2.ConfState(voters=sorted(self.settings.peers), addresses=self.settings.peers)
@@ -179,7 +182,16 @@ class RaftNode:
             bootstrap=bootstrap,
         )
         self.transport.set_peers(self._peer_addresses(self.core.conf_state))
-        await self.transport.start(self._deliver, self._snapshot_arrived, self._forwarded)
+        await self.transport.start(
+            Receiver(
+                deliver=self._deliver,
+                snapshot_arrived=self._snapshot_arrived,
+                forwarded=self._forwarded,
+                unreachable=self._peer_unreachable,
+                snapshot_sent=self._snapshot_sent,
+                snapshot_source=lambda: self.storage.snapshot_bytes,
+            )
+        )
         self.started_ms = wall_ms()
         if len(self.core.conf_state.voters) == 1 and self.core.conf_state.voters[0] == self.node_id:
             self._inbox.campaign = True  # a cluster of one need not wait out an election timeout
@@ -216,12 +228,12 @@ class RaftNode:
         an election timeout."""
         if self.core is None or not self.is_leader() or not self._tasks:
             return
-        progress = self.core.status().get("progress") or {}
+        progress = self.core.status().progress
         disabled = set(self.core.conf_state.disabled)
         peers = [p for p in progress if p != self.node_id and p not in disabled]
         if not peers:
             return
-        target = max(peers, key=lambda p: int(progress[p].get("match", 0)))
+        target = max(peers, key=lambda p: progress[p].match)
         self._stepped_down.clear()
         self.transfer_leadership(target)
         with contextlib.suppress(TimeoutError):
@@ -261,7 +273,7 @@ class RaftNode:
         return self.core.term if self.core is not None else 0
 
     @property
-    def role(self) -> str:
+    def role(self) -> Role:
         return self._role
 
     async def propose(self, command: commands_pb2.Command) -> Outcome:
@@ -351,13 +363,13 @@ class RaftNode:
             await caught_up
         return index
 
-    async def change_membership(self, change: raft_pb2.ConfChange) -> int:
+    async def change_membership(self, change: MembershipChange) -> int:
         """Propose a membership change on the leader; returns once it is applied here."""
         self._check_running()
         if self._role != "leader":
             raise NotLeader("membership changes go to the leader", leader_hint=self._leader)
         fut: asyncio.Future[tuple[int, int]] = asyncio.get_running_loop().create_future()
-        self._inbox.conf_changes.append((change, fut))
+        self._inbox.conf_changes.append((conf_change(change), fut))
         self._wake.set()
         term, index = await fut
         await self._await_applied(term, index)
@@ -367,12 +379,34 @@ class RaftNode:
         self._inbox.transfers.append(to)
         self._wake.set()
 
-    def status(self) -> dict[str, Any]:
-        if self.core is None:
-            return {"id": self.node_id, "role": "stopped"}
-        status = self.core.status()
-        status["failed"] = str(self._failed) if self._failed else None
-        return status
+    def status(self) -> NodeStatus:
+        core = self.core
+        if core is None:
+            applied = self.state.applied_index
+            return NodeStatus(self.node_id, "stopped", 0, None, applied, applied, applied, (self.node_id,))
+        raw = core.status()
+        conf = core.conf_state
+        if self.is_leader():
+            leader: str | None = self.node_id
+        else:
+            leader = self._leader if self._leader != self.node_id else None
+        return NodeStatus(
+            node_id=self.node_id,
+            role=self._role,
+            term=core.term,
+            leader_id=leader,
+            commit_index=raw.commit,
+            applied_index=raw.applied,
+            last_index=raw.last_index,
+            voters=tuple(sorted(conf.voters)),
+            disabled=frozenset(conf.disabled),
+            progress=raw.progress,
+            last_contact=dict(self.last_contact),
+            leader_history=tuple(self.leader_history),
+            started_ms=self.started_ms,
+            can_change_membership=True,
+            failure=str(self._failed) if self._failed is not None else None,
+        )
 
     @property
     def conf_state(self) -> raft_pb2.ConfState:
@@ -478,10 +512,10 @@ class RaftNode:
         for change, cfut in inbox.conf_changes:
             try:
                 cfut.set_result(core.propose_conf_change(change))
-            except CoreNotLeader as exc:
-                cfut.set_exception(NotLeader("not the leader", leader_hint=exc.leader_id))
-            except ValueError as exc:
-                cfut.set_exception(Unavailable(str(exc)))
+            except Refusal as exc:
+                # Expected (not the leader, a change in flight): already the dtf error the
+                # caller sees. A ValueError here is a malformed change, a bug: not caught.
+                cfut.set_exception(exc)
         for ctx, rfut in inbox.reads:
             self._reads[ctx] = rfut
             core.read_index(ctx)
@@ -550,7 +584,7 @@ class RaftNode:
             raise RuntimeError(f"core asked to install snapshot {meta.index}, which never arrived")
         _meta, state, extra = decode_snapshot(data)
         self.storage.install_snapshot(data, meta.index)
-        self.state = StateMachine.restore(state, self.params)
+        self.state = self.state.restored(state)
         self._applied_term = meta.term
         self._sink(self.state.drain_effects())
         if self.on_snapshot_installed is not None:
@@ -601,7 +635,7 @@ class RaftNode:
 
     def _role_changed(self, leader: str | None, role: str, term: int) -> None:
         previous_leader, previous_role = self._leader, self._role
-        self._role = role
+        self._role = cast(Role, role)  # the core's roles are a subset of the port's
         if previous_role == "leader" and role != "leader":
             self._stepped_down.set()
         if (role in ("pre_candidate", "candidate") or leader is None) and self._election_started is None:
@@ -635,7 +669,7 @@ class RaftNode:
     def snapshot_due(self, every: int) -> bool:
         return len(self.storage.log.entries) >= every and self.state.applied_index > self.storage.log.base_index
 
-    async def take_snapshot(self, before_save: Callable[[int], object] | None = None) -> int:
+    async def take_snapshot(self, before_save: BeforeSnapshot | None = None) -> int:
         """Snapshot the applied state (with `export_extra()` beside it, once `before_save`
         has run); the loop then writes it and compacts the log."""
         assert self.core is not None

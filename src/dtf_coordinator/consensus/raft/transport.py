@@ -23,7 +23,10 @@ import grpc
 import grpc.aio
 
 from dtf_common import errors
+from dtf_common.grpc_errors import error_from_rpc
 from dtf_common.pb.dtf.v1 import raft_pb2, raft_pb2_grpc
+from dtf_coordinator.consensus.raft.transport_port import Deliver, ForwardHandler, Receiver, SnapshotReceived
+from dtf_coordinator.rpc.status import abort
 
 log = logging.getLogger("dtf.raft.transport")
 
@@ -42,10 +45,6 @@ _CHANNEL_OPTIONS = [
 ]
 
 Ctx = grpc.aio.ServicerContext[Any, Any]
-Deliver = Callable[[raft_pb2.RaftMessage], None]
-SnapshotReceived = Callable[[raft_pb2.RaftMessage, bytes], None]
-ForwardHandler = Callable[[bytes], Awaitable[tuple[int, int]]]
-SnapshotSource = Callable[[], bytes | None]
 
 
 class IntegrityError(ValueError):
@@ -151,10 +150,8 @@ class RaftServicer(raft_pb2_grpc.RaftServiceServicer):  # type: ignore[misc]
     async def Forward(self, request: raft_pb2.ForwardRequest, context: Ctx) -> raft_pb2.ForwardReply:
         try:
             term, index = await self._forward(request.command)
-        except errors.NotLeader as exc:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, f"not_leader:{exc.context.get('leader_hint') or ''}")
-        except errors.DtfError as exc:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, exc.message)
+        except errors.DtfError as exc:  # NotLeader names the leader in metadata, as to workers
+            await abort(context, exc)
         return raft_pb2.ForwardReply(term=term, index=index)
 
 
@@ -170,42 +167,36 @@ class Peer:
 
 
 class Transport:
-    """Owns the Raft server and one channel per peer."""
+    """Owns the Raft server and one channel per peer (the `RaftTransport` port over gRPC)."""
 
-    def __init__(
-        self,
-        node_id: str,
-        bind: str,
-        peers: dict[str, str],
-        credentials: Credentials,
-        *,
-        on_unreachable: Callable[[str], None],
-        on_snapshot_sent: Callable[[str, bool], None],
-        snapshot_source: SnapshotSource,
-    ) -> None:
+    def __init__(self, node_id: str, bind: str, peers: dict[str, str], credentials: Credentials) -> None:
         self.node_id = node_id
         self.bind = bind
         self.credentials = credentials
         self.peers: dict[str, Peer] = {}
         self.port = 0
         self.dropped: dict[str, int] = {}
-        self._on_unreachable = on_unreachable
-        self._on_snapshot_sent = on_snapshot_sent
-        self._snapshot_source = snapshot_source
+        # The node's side, given to `start`.
+        self._on_unreachable: Callable[[str], None] = lambda _peer: None
+        self._on_snapshot_sent: Callable[[str, bool], None] = lambda _peer, _ok: None
+        self._snapshot_source: Callable[[], bytes | None] = lambda: None
         self._server: grpc.aio.Server | None = None
         self._background: set[asyncio.Task[None]] = set()
         self._retiring: set[asyncio.Task[None]] = set()  # peers being closed: awaited, never cancelled
         self._wanted = dict(peers)
 
-    async def start(self, deliver: Deliver, on_snapshot: SnapshotReceived, forward: ForwardHandler) -> int:
+    async def start(self, receiver: Receiver) -> None:
+        self._on_unreachable = receiver.unreachable
+        self._on_snapshot_sent = receiver.snapshot_sent
+        self._snapshot_source = receiver.snapshot_source
         self._server = grpc.aio.server(
             options=[("grpc.max_receive_message_length", _MAX_MESSAGE), ("grpc.so_reuseport", 0)]
         )
         servicer = RaftServicer(
             self.node_id,
-            deliver,
-            on_snapshot,
-            forward,
+            receiver.deliver,
+            receiver.snapshot_arrived,
+            receiver.forwarded,
             check_peer=self.credentials.check_peer,
             on_dropped=self._count_drop,
         )
@@ -215,7 +206,6 @@ class Transport:
             raise OSError(f"cannot bind the Raft port {self.bind}")
         await self._server.start()
         self.set_peers(self._wanted)
-        return self.port
 
     def _count_drop(self, reason: str) -> None:
         self.dropped[reason] = self.dropped.get(reason, 0) + 1
@@ -363,12 +353,10 @@ class Transport:
                 raft_pb2.ForwardRequest(command=command, **{"from": self.node_id}), timeout=FORWARD_TIMEOUT_S
             )
         except grpc.aio.AioRpcError as exc:
-            details = exc.details() or ""
-            if details.startswith("not_leader:"):
-                raise errors.NotLeader(
-                    "the node asked is no longer the leader", leader_hint=details[11:] or None
-                ) from None
-            raise errors.Unavailable(f"forwarding to the leader {leader_id!r} failed: {details}") from None
+            error = error_from_rpc(exc.code(), exc.details() or "", exc.trailing_metadata())  # type: ignore[arg-type]
+            if isinstance(error, errors.NotLeader):
+                raise error from None
+            raise errors.Unavailable(f"forwarding to the leader {leader_id!r} failed: {error.message}") from None
         return reply.term, reply.index
 
     async def stop(self) -> None:
