@@ -59,11 +59,6 @@ PROBLEM = "application/problem+json"
 SVG = "{http://www.w3.org/2000/svg}"
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 @contextlib.asynccontextmanager
 async def serve(app: FastAPI) -> AsyncIterator[str]:
     """`app` on 127.0.0.1 and a free port; yields its base URL."""

@@ -46,11 +46,6 @@ SECRET = "ha-api-test-secret-0123456789abcdef"
 PROBLEM = "application/problem+json"
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 @dataclass
 class Member:
     node: RaftNode[StateMachine]

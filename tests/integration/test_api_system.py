@@ -20,11 +20,6 @@ PROBLEM = "application/problem+json"
 CMD = {"type": "command", "parameters": {"command": ["true"]}}
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 async def run_on_a_worker(api: ApiHarness, worker_id: str = "worker-1", *, flush: bool = True) -> tuple[str, list[str]]:
     """Submit a task, have a worker (through the service layer, as gRPC does) lease it and
     report two results; flush them to the results store unless told not to. Returns

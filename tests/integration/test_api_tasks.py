@@ -23,11 +23,6 @@ PROBLEM = "application/problem+json"
 CMD = {"type": "command", "parameters": {"command": ["true"]}}
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 def problem(response: httpx.Response, status: int, code: str) -> dict[str, object]:
     assert response.status_code == status, response.text
     assert response.headers["content-type"] == PROBLEM

@@ -19,11 +19,6 @@ pytestmark = pytest.mark.anyio
 CMD = {"type": "command", "parameters": {"command": ["true"]}}
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 async def ask(ws: ClientConnection, message: dict[str, Any] | str) -> dict[str, Any]:
     await ws.send(message if isinstance(message, str) else json.dumps(message))
     return await receive(ws)

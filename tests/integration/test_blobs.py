@@ -42,11 +42,6 @@ def test_fails():
 
 
 @pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
 async def runtime(tmp_path: Path) -> AsyncIterator[CoordinatorRuntime]:
     config = CoordinatorConfig.model_validate(
         {

@@ -22,11 +22,6 @@ pytestmark = pytest.mark.anyio
 CALL_TIMEOUT_S = 5.0
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 class RecordingRaft(raft_pb2_grpc.RaftServiceServicer):  # type: ignore[misc]
     """Answers RequestVote and remembers which node's certificate sent each one."""
 

@@ -22,11 +22,6 @@ pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
 
 @pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
 async def cluster(tmp_path: Path) -> AsyncIterator[RaftCluster]:
     c = RaftCluster(tmp_path)
     await c.start_all()

@@ -137,11 +137,6 @@ async def live_coordinator(data_dir: Path, **kwargs: Any) -> AsyncIterator[LiveC
 
 
 @pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
 async def live(tmp_path: Path) -> AsyncIterator[LiveCoordinator]:
     async with live_coordinator(tmp_path / "coordinator") as coordinator:
         yield coordinator

@@ -65,11 +65,6 @@ async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
     await h.stop()
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 def stub_for(
     port: int, role: str = "worker"
 ) -> tuple[grpc.aio.Channel, pb_grpc.WorkerServiceStub, list[tuple[str, str]]]:
