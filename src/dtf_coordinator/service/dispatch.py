@@ -11,7 +11,6 @@ next poll; the worker ignores a lease id it already runs.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 import uuid
@@ -22,6 +21,7 @@ from dtf_common.pb.dtf.v1 import commands_pb2
 from dtf_common.schemas import TaskStatus
 from dtf_coordinator.consensus import Consensus
 from dtf_coordinator.scheduling import Planner
+from dtf_coordinator.service.loops import LoopService
 from dtf_coordinator.state import Assigned
 
 log = logging.getLogger("dtf.dispatch")
@@ -35,7 +35,12 @@ class Poller:
     future: asyncio.Future[list[Grant]]
 
 
-class Dispatcher:
+class Dispatcher(LoopService):
+    """A pass when kicked (tasks became ready, a worker started waiting), and every
+    `backoff_poll_s` in case a kick was missed."""
+
+    name = "dispatch"
+
     def __init__(
         self,
         node: Consensus,
@@ -51,13 +56,9 @@ class Dispatcher:
         self.planner = planner
         self.waiting: dict[str, Poller] = {}
         self.delivered: set[str] = set()
-        self._kick = asyncio.Event()
         self._on_granted = on_granted
         self._new_lease_id = new_lease_id
-        self._backoff_poll_s = backoff_poll_s
-
-    def kick(self) -> None:
-        self._kick.set()
+        self.interval = backoff_poll_s
 
     def undelivered(self, worker_id: str) -> list[Grant]:
         state = self.node.state
@@ -97,18 +98,6 @@ class Dispatcher:
         finally:
             if self.waiting.get(worker_id) is poller:
                 del self.waiting[worker_id]
-
-    async def run(self) -> None:
-        while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._kick.wait(), timeout=self._backoff_poll_s)
-            self._kick.clear()
-            try:
-                await self.run_once()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("dispatch pass failed")
 
     async def run_once(self) -> int:
         """One placement pass; returns the number of leases granted."""

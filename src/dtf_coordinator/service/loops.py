@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,23 +21,50 @@ WORKER_RECONNECT_MAX_MS = 5_000
 
 
 class LoopService:
-    """Calls `run_once` every `interval` seconds until cancelled; errors are logged, not fatal."""
+    """A background loop around a testable `run_once`: called every `interval` seconds, or
+    at once after `kick()`, for as long as `should_run()` holds (always, by default) and
+    until cancelled. It waits first unless `run_first`. An error in one pass is logged
+    and the loop goes on: the next pass retries whatever is still to do."""
 
     name = "loop"
     interval: float = 1.0
+    run_first = False
+    _wake: asyncio.Event | None = None
 
     async def run_once(self) -> Any:  # pragma: no cover - overridden
         raise NotImplementedError
 
+    def should_run(self) -> bool:
+        return True
+
+    def kick(self) -> None:
+        """Run the next pass now instead of at the end of the interval."""
+        self._event().set()
+
+    def _event(self) -> asyncio.Event:
+        if self._wake is None:
+            self._wake = asyncio.Event()
+        return self._wake
+
+    async def _wait(self) -> None:
+        wake = self._event()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(wake.wait(), timeout=self.interval)
+        wake.clear()
+
     async def run(self) -> None:
-        while True:
-            await asyncio.sleep(self.interval)
+        if not self.run_first:
+            await self._wait()
+        # No await between the check and leaving: a service that stops on `should_run`
+        # can be started again by whoever sees it done.
+        while self.should_run():
             try:
                 await self.run_once()
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("%s failed", self.name)
+            await self._wait()
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from dtf_common.convert import result_to_row
+from dtf_coordinator.service.loops import LoopService
 from dtf_coordinator.service.views import task_row, worker_row
 from dtf_coordinator.state import Effect, ResultsRecorded, StateMachine, TaskTransition, WorkerChanged
 
@@ -29,8 +30,8 @@ class StoreWriter(Protocol):
     def flush(self) -> object: ...
 
 
-class StoreSync:
-    name = "store-sync"
+class StoreSync(LoopService):
+    name = "results store flush"
 
     def __init__(self, state: Callable[[], StateMachine], writer: StoreWriter, *, interval: float = 0.05) -> None:
         self._state = state  # the node may replace its state machine (snapshot restore)
@@ -113,14 +114,8 @@ class StoreSync:
             return self.flushed_index
         return await self.flush()
 
-    async def run(self) -> None:
-        while True:
-            await asyncio.sleep(self.interval)
-            if self.pending or self.state.applied_index > self.flushed_index:
-                try:
-                    await self.flush()
-                except asyncio.CancelledError:
-                    raise
-                except Exception:
-                    # The rows stay derivable from the log; the next flush retries them.
-                    log.exception("results store flush failed")
+    async def run_once(self) -> int:
+        """One pass of the loop: flush when anything is waiting. A failed flush raises; its
+        rows stay derivable from the log and buffered in the writer, so the next pass
+        retries them."""
+        return await self.catch_up()
