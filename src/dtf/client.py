@@ -10,18 +10,7 @@ from typing import Any
 import httpx
 
 from dtf_common import errors
-
-_BY_STATUS: dict[int, type[errors.DtfError]] = {
-    400: errors.InvalidArgument,
-    401: errors.Unauthenticated,
-    403: errors.PermissionDenied,
-    404: errors.NotFound,
-    409: errors.Conflict,
-    413: errors.InvalidArgument,
-    422: errors.InvalidArgument,
-    429: errors.QueueFull,
-    503: errors.Unavailable,
-}
+from dtf_common.http_errors import error_from_problem
 
 
 def needs_certificates(urls: list[str]) -> bool:
@@ -90,10 +79,8 @@ class DtfClient:
         try:
             problem = response.json()
         except ValueError:
-            problem = {"detail": response.text}
-        cls = _BY_STATUS.get(response.status_code, errors.DtfError)
-        detail = problem.get("detail") or problem.get("title") or f"HTTP {response.status_code}"
-        raise cls(str(detail), field=problem.get("field"))
+            problem = None
+        raise error_from_problem(response.status_code, problem, fallback=response.text)
 
     # tasks
     def submit(self, tasks: list[dict[str, Any]] | dict[str, Any]) -> list[str]:
@@ -155,8 +142,10 @@ class DtfClient:
         if head.status_code == 200:
             return False
         if head.status_code != 404:
-            cls = _BY_STATUS.get(head.status_code, errors.DtfError)
-            raise cls(f"HEAD /api/blobs/{sha256}: HTTP {head.status_code}", field="sha256")
+            # A HEAD answer has no body: its status alone says what went wrong.
+            raise error_from_problem(
+                head.status_code, None, fallback=f"HEAD /api/blobs/{sha256}: HTTP {head.status_code}", field="sha256"
+            )
         file = Path(path)
         with file.open("rb") as data:
             headers = {"Content-Type": "application/octet-stream", "Content-Length": str(file.stat().st_size)}

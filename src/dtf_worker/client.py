@@ -1,8 +1,9 @@
 """A thin grpc.aio client for the coordinator's WorkerService.
 
 Every call carries the worker's bearer token and a deadline; gRPC failures come back as
-`dtf_common.errors` (the inverse of the coordinator's `rpc.status` mapping), so callers
-decide on retries by type, never by message text.
+`dtf_common.errors`, read by `dtf_common.grpc_errors.error_from_rpc` (the code the
+coordinator sent, or gRPC's own status), so callers decide on retries by type and its
+`retryable` flag, never by message text.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import grpc.aio
 
 from dtf_common import errors
 from dtf_common.config import CoordinatorEndpoint
+from dtf_common.grpc_errors import error_from_rpc
 from dtf_common.pb.dtf.v1 import worker_service_pb2, worker_service_pb2_grpc
 
 DEFAULT_PORT = 8081
@@ -25,21 +27,6 @@ CALL_TIMEOUT_S = 10.0
 FETCH_BLOB_DEADLINE_S = 1800.0  # a whole snapshot download (up to 1 GiB)
 _MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 _SECURE_SCHEMES = {"https": True, "grpcs": True, "http": False, "grpc": False}
-
-_ERRORS: dict[grpc.StatusCode, type[errors.DtfError]] = {
-    grpc.StatusCode.INVALID_ARGUMENT: errors.InvalidArgument,
-    grpc.StatusCode.OUT_OF_RANGE: errors.InvalidArgument,
-    grpc.StatusCode.NOT_FOUND: errors.NotFound,
-    grpc.StatusCode.FAILED_PRECONDITION: errors.Conflict,
-    grpc.StatusCode.ALREADY_EXISTS: errors.Conflict,
-    grpc.StatusCode.ABORTED: errors.Conflict,
-    grpc.StatusCode.RESOURCE_EXHAUSTED: errors.QueueFull,
-    grpc.StatusCode.UNAUTHENTICATED: errors.Unauthenticated,
-    grpc.StatusCode.PERMISSION_DENIED: errors.PermissionDenied,
-    grpc.StatusCode.UNAVAILABLE: errors.Unavailable,
-    grpc.StatusCode.DEADLINE_EXCEEDED: errors.Unavailable,
-    grpc.StatusCode.CANCELLED: errors.Unavailable,
-}
 
 
 def parse_target(url: str) -> tuple[str, bool]:
@@ -57,11 +44,6 @@ def parse_target(url: str) -> tuple[str, bool]:
         raise errors.ConfigError(f"coordinator.url has an invalid port: {url!r}", field="coordinator.url") from None
     host = f"[{parsed.hostname}]" if ":" in parsed.hostname else parsed.hostname
     return f"{host}:{port}", secure
-
-
-def translate_rpc_error(code: grpc.StatusCode, details: str) -> errors.DtfError:
-    error_type = _ERRORS.get(code, errors.DtfError)
-    return error_type(details or code.name.lower(), grpc_code=code.name)
 
 
 def _cut_off() -> errors.Unavailable | None:
@@ -128,13 +110,21 @@ class CoordinatorClient:
         self._closing.add(closing)
         closing.add_done_callback(self._closing.discard)
 
-    def _retarget(self, exc: grpc.aio.AioRpcError) -> None:
-        """After UNAVAILABLE: go to the leader it names, or else to the next address."""
-        metadata: dict[str, Any] = dict(exc.trailing_metadata() or ())  # type: ignore[arg-type]
-        leader = metadata.get(errors.LEADER_METADATA)
+    def _failed(self, exc: grpc.aio.AioRpcError) -> errors.DtfError:
+        """The dtf error of a failed call; after a retryable one the next call goes where
+        it may succeed."""
+        error = error_from_rpc(exc.code(), exc.details() or "", exc.trailing_metadata())  # type: ignore[arg-type]
+        if error.retryable:
+            self._retarget(error)
+        return error
+
+    def _retarget(self, error: errors.DtfError) -> None:
+        """Go to the leader the error names, or else, when this coordinator cannot serve
+        (not merely busy: QueueFull), to the next address."""
+        leader = error.context.get("leader_address")
         if isinstance(leader, str) and leader:
             target = leader
-        elif len(self.targets) > 1:
+        elif isinstance(error, errors.Unavailable) and len(self.targets) > 1:
             at = self.targets.index(self.target) if self.target in self.targets else -1
             target = self.targets[(at + 1) % len(self.targets)]
         else:
@@ -188,9 +178,7 @@ class CoordinatorClient:
             async for chunk in call:
                 yield chunk.data
         except grpc.aio.AioRpcError as exc:
-            if exc.code() == grpc.StatusCode.UNAVAILABLE:
-                self._retarget(exc)
-            raise translate_rpc_error(exc.code(), exc.details() or "") from None
+            raise self._failed(exc) from None
         except asyncio.CancelledError:
             if (error := _cut_off()) is None:
                 raise
@@ -205,9 +193,7 @@ class CoordinatorClient:
         try:
             return await method(request, timeout=deadline_s or self._timeout, metadata=self._metadata)
         except grpc.aio.AioRpcError as exc:
-            if exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-                self._retarget(exc)
-            raise translate_rpc_error(exc.code(), exc.details() or "") from None
+            raise self._failed(exc) from None
         except asyncio.CancelledError:
             if (error := _cut_off()) is None:
                 raise

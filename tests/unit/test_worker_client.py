@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import asyncio
 
-import grpc
 import pytest
 
 from dtf_common import errors
 from dtf_common.pb.dtf.v1 import worker_service_pb2
 from dtf_worker.backoff import Backoff
-from dtf_worker.client import CoordinatorClient, parse_target, translate_rpc_error
+from dtf_worker.client import CoordinatorClient, parse_target
 
 
 @pytest.mark.parametrize(
@@ -32,16 +31,6 @@ def test_parse_target_rejects_nonsense(url: str) -> None:
     with pytest.raises(errors.ConfigError) as caught:
         parse_target(url)
     assert caught.value.field == "coordinator.url"
-
-
-def test_status_codes_map_to_the_error_hierarchy() -> None:
-    assert isinstance(translate_rpc_error(grpc.StatusCode.UNAVAILABLE, "down"), errors.Unavailable)
-    assert isinstance(translate_rpc_error(grpc.StatusCode.DEADLINE_EXCEEDED, ""), errors.Unavailable)
-    assert isinstance(translate_rpc_error(grpc.StatusCode.UNAUTHENTICATED, "no"), errors.Unauthenticated)
-    assert isinstance(translate_rpc_error(grpc.StatusCode.NOT_FOUND, "who"), errors.NotFound)
-    assert isinstance(translate_rpc_error(grpc.StatusCode.FAILED_PRECONDITION, "x"), errors.Conflict)
-    unknown = translate_rpc_error(grpc.StatusCode.INTERNAL, "boom")
-    assert type(unknown) is errors.DtfError and unknown.context == {"grpc_code": "INTERNAL"}
 
 
 def test_unreachable_coordinator_is_unavailable() -> None:

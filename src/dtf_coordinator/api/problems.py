@@ -5,6 +5,8 @@ Every error the API answers with has the same shape::
     {"type": "https://dtf.dev/problems/not_found", "title": "Not found", "status": 404,
      "detail": "task 0b6c... not found", "field": "task_id"}
 
+`type` ends with the error's code (`dtf_common.errors.REGISTRY`; the statuses are in
+`dtf_common.http_errors`, whose `error_from_problem` reads them back for clients).
 `field` names the offending input (`body[0].priority`, `task_id`, `limit`) or is null;
 request validation errors add `errors`, one entry per failed field. `install` registers
 the handlers on an app; `problem_response` and `error_response` build responses for
@@ -25,43 +27,29 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 
 from dtf_common.errors import (
-    Conflict,
     DtfError,
-    InvalidArgument,
-    NotFound,
+    MalformedJson,
     NotLeader,
-    PermissionDenied,
+    PayloadTooLarge,
     QueueFull,
     Unauthenticated,
     Unavailable,
+    ValidationFailed,
 )
+from dtf_common.http_errors import PROBLEM_BASE, STATUS, status_of
 
 log = logging.getLogger("dtf.api")
 
-PROBLEM_BASE = "https://dtf.dev/problems/"
 MEDIA_TYPE = "application/problem+json"
 QUEUE_FULL_RETRY_AFTER_S = 5
 UNAVAILABLE_RETRY_AFTER_S = 1
-
-# DtfError class -> (HTTP status, title). Looked up along the MRO, so subclasses inherit.
-STATUS: dict[type[DtfError], tuple[int, str]] = {
-    InvalidArgument: (400, "Invalid argument"),
-    NotFound: (404, "Not found"),
-    Conflict: (409, "Conflict"),
-    QueueFull: (429, "Queue full"),
-    Unauthenticated: (401, "Unauthenticated"),
-    PermissionDenied: (403, "Permission denied"),
-    # A follower cannot take writes: retryable, with where to go in `leader_hint`.
-    NotLeader: (503, "Not the leader"),
-    Unavailable: (503, "Unavailable"),
-}
 
 # Problem codes of plain HTTP errors (unknown route, wrong method, body too large...).
 HTTP_CODES: dict[int, tuple[str, str]] = {
     400: ("bad_request", "Bad request"),
     404: ("not_found", "Not found"),
     405: ("method_not_allowed", "Method not allowed"),
-    413: ("payload_too_large", "Payload too large"),
+    413: (PayloadTooLarge.code, STATUS[PayloadTooLarge][1]),
     415: ("unsupported_media_type", "Unsupported media type"),
     500: ("internal", "Internal error"),
 }
@@ -133,13 +121,6 @@ def _phrase(status: int) -> str:
         return "Error"
 
 
-def status_of(error: DtfError) -> tuple[int, str] | None:
-    for cls in type(error).__mro__:
-        if cls in STATUS:
-            return STATUS[cls]
-    return None
-
-
 def error_response(error: DtfError) -> JSONResponse:
     """The problem response for a dtf error."""
     mapped = status_of(error)
@@ -196,8 +177,8 @@ async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
         return problem_response(
             400,
             f"request body is not valid JSON: {reason}{where}",
-            code="malformed_json",
-            title="Malformed JSON",
+            code=MalformedJson.code,
+            title=STATUS[MalformedJson][1],
             field="body",
         )
     errors = [
@@ -209,8 +190,8 @@ async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
     return problem_response(
         422,
         f"{first.field}: {first.message}{more}",
-        code="validation_error",
-        title="Request validation failed",
+        code=ValidationFailed.code,
+        title=STATUS[ValidationFailed][1],
         field=first.field,
         errors=errors,
     )

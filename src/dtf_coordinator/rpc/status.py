@@ -1,29 +1,20 @@
-"""The one mapping from dtf errors to gRPC status codes."""
+"""The one place a coordinator's gRPC servicers (WorkerService, RaftService) answer with
+a dtf error: its status code, its message as details, its code and field (and a
+leader's whereabouts) in trailing metadata, as `dtf_common.grpc_errors` defines them."""
 
 from __future__ import annotations
 
+from typing import Any, NoReturn
+
 import grpc
+import grpc.aio
 
 from dtf_common import errors
-
-CODES: dict[type[errors.DtfError], grpc.StatusCode] = {
-    errors.InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
-    errors.NotFound: grpc.StatusCode.NOT_FOUND,
-    errors.Conflict: grpc.StatusCode.FAILED_PRECONDITION,
-    errors.QueueFull: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    errors.Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
-    errors.PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
-    errors.NotLeader: grpc.StatusCode.UNAVAILABLE,
-    errors.Unavailable: grpc.StatusCode.UNAVAILABLE,
-}
+from dtf_common.grpc_errors import status_of, trailers
 
 
-def code_for(error: errors.DtfError) -> grpc.StatusCode:
-    for cls in type(error).__mro__:
-        if cls in CODES:
-            return CODES[cls]
-    return grpc.StatusCode.INTERNAL
-
-
-def details_for(error: errors.DtfError) -> str:
-    return f"{error.field}: {error.message}" if error.field else error.message
+async def abort(
+    context: grpc.aio.ServicerContext[Any, Any], error: errors.DtfError, *, leader_address: str | None = None
+) -> NoReturn:
+    """End the call with `error`; `leader_address` is where a worker finds the leader."""
+    await context.abort(status_of(error), error.message, trailers(error, leader_address=leader_address))

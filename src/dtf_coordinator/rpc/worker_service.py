@@ -8,12 +8,12 @@ from typing import Any, TypeVar
 
 import grpc
 
-from dtf_common.errors import LEADER_METADATA, DtfError, NotFound, NotLeader
+from dtf_common.errors import DtfError, NotFound, NotLeader
 from dtf_common.pb.dtf.v1 import worker_service_pb2 as pb
 from dtf_common.pb.dtf.v1 import worker_service_pb2_grpc as pb_grpc
 from dtf_coordinator.auth import WORKER, bearer, require, verify_token
 from dtf_coordinator.blobs import BlobStore
-from dtf_coordinator.rpc.status import code_for, details_for
+from dtf_coordinator.rpc.status import abort
 from dtf_coordinator.service.coordinator import Coordinator
 
 log = logging.getLogger("dtf.rpc")
@@ -34,14 +34,9 @@ class WorkerService(pb_grpc.WorkerServiceServicer):  # type: ignore[misc]
             return await fn()
         except NotLeader as exc:
             # Name the leader's worker address so the worker can go straight there.
-            address = self.coordinator.worker_address_of(exc.context.get("leader_hint"))
-            if address:
-                context.set_trailing_metadata(((LEADER_METADATA, address),))
-            await context.abort(code_for(exc), details_for(exc))
-            raise
+            await abort(context, exc, leader_address=self.coordinator.worker_address_of(exc.context.get("leader_hint")))
         except DtfError as exc:
-            await context.abort(code_for(exc), details_for(exc))
-            raise  # abort raises; this keeps type checkers content
+            await abort(context, exc)
 
     async def Register(self, request: pb.RegisterRequest, context: Ctx) -> pb.RegisterResponse:
         return await self._call(context, lambda: self.coordinator.register_worker(request))
@@ -72,7 +67,7 @@ class WorkerService(pb_grpc.WorkerServiceServicer):  # type: ignore[misc]
             try:
                 acks = await self.coordinator.report(request.worker_id, request.outcomes)
             except DtfError as exc:
-                await context.abort(code_for(exc), details_for(exc))
+                await abort(context, exc)
             yield pb.ReportResponse(batch_id=request.batch_id, acks=acks)
 
     async def Deregister(self, request: pb.DeregisterRequest, context: Ctx) -> pb.DeregisterResponse:
@@ -93,7 +88,7 @@ class WorkerService(pb_grpc.WorkerServiceServicer):  # type: ignore[misc]
             async for data in chunks:
                 yield pb.BlobChunk(data=data)
         except DtfError as exc:  # raised by the first read: an unknown or malformed hash
-            await context.abort(code_for(exc), details_for(exc))
+            await abort(context, exc)
 
 
 def add_worker_service(

@@ -31,7 +31,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from dtf_common.pb.dtf.v1 import commands_pb2, raft_pb2
-from dtf_coordinator.consensus.raft import CANDIDATE, LEADER, PRE_CANDIDATE, NotLeader, RaftConfig, RaftCore, Ready
+from dtf_coordinator.consensus.raft import (
+    CANDIDATE,
+    LEADER,
+    PRE_CANDIDATE,
+    NotLeader,
+    RaftConfig,
+    RaftCore,
+    Ready,
+    Refusal,
+)
 
 MAX_NODES = 7
 
@@ -456,7 +465,7 @@ class Simulation:
             return
         try:
             core.propose_conf_change(change)
-        except (NotLeader, ValueError):
+        except Refusal:  # not the leader, a change in flight, the last voter
             return
         self.stats.conf_changes += 1
         if change.type == raft_pb2.ConfChange.ADD_NODE:
