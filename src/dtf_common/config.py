@@ -33,7 +33,13 @@ class ServerConfig(Section):
     host: str = Field(default="0.0.0.0", description="address the API and worker ports bind to")
     port: int = Field(default=8080, ge=0, le=65535, description="REST, WebSocket and Swagger UI (0 = any free port)")
     workers_port: int = Field(default=8081, ge=0, le=65535, description="gRPC worker service")
-    dashboard_port: int | None = Field(default=8082, ge=0, le=65535, description="dashboard (reserved)")
+    dashboard_port: int | None = Field(
+        default=8082,
+        ge=0,
+        le=65535,
+        description="reserved for the dashboard's own port (the dashboard issue builds it); "
+        "until then the dashboard is served on `port`",
+    )
     data_dir: str = Field(default="./dtf-data", description="command log, snapshots, coordinator.json")
     idle_shutdown: float = Field(
         default=0,
@@ -62,7 +68,9 @@ class DatabaseConfig(Section):
 
 class SecurityConfig(Section):
     jwt_secret: str = Field(default="", description="HS256 signing secret for tokens (16+ characters)")
-    token_expiry: int = Field(default=86400, gt=0, description="seconds a created token lives")
+    token_expiry: int = Field(
+        default=86400, gt=0, description="seconds a token made by `dtf token create --config` lives by default"
+    )
     local_mode: bool = Field(default=False, description="allow an empty or placeholder secret (loopback use only)")
     max_body_bytes: int = Field(default=16 * 1024 * 1024, gt=0, description="largest request body (413 above)")
 
@@ -76,32 +84,41 @@ class TaskSchedulerConfig(Section):
     snapshot_every: int = Field(default=10_000, ge=10, description="log entries between snapshots")
 
 
+# Sections of components that open issues build: accepted, validated, and doing nothing
+# yet; each key says so (docs/configuration.md).
+RESERVED_RESOURCES = "reserved: dynamic resource management, built by the resources and orchestration issue"
+RESERVED_ORCHESTRATOR = "reserved: the multi-device orchestrator, built by the resources and orchestration issue"
+RESERVED_AGGREGATOR = "reserved: the result aggregator, built by the results insight issue"
+
+
 class DynamicResourceManagementConfig(Section):
-    enabled: bool = Field(default=True, description="evaluate scaling (reserved)")
-    scale_up_threshold: float = Field(default=0.8, ge=0, le=1)
-    scale_down_threshold: float = Field(default=0.3, ge=0, le=1)
-    evaluation_interval: float = Field(default=300, gt=0)
+    enabled: bool = Field(default=True, description=RESERVED_RESOURCES)
+    scale_up_threshold: float = Field(default=0.8, ge=0, le=1, description=RESERVED_RESOURCES)
+    scale_down_threshold: float = Field(default=0.3, ge=0, le=1, description=RESERVED_RESOURCES)
+    evaluation_interval: float = Field(default=300, gt=0, description=RESERVED_RESOURCES)
 
 
 class MultiDeviceOrchestratorConfig(Section):
-    enabled: bool = True
-    subtask_timeout: float = Field(default=3600, gt=0)
-    retry_failed_subtasks: bool = True
-    model_parallel_auto_splitting: bool = True
-    default_priority: int = Field(default=5, ge=0, le=10)
-    retry_limit: int = Field(default=3, ge=0)
+    enabled: bool = Field(default=True, description=RESERVED_ORCHESTRATOR)
+    subtask_timeout: float = Field(default=3600, gt=0, description=RESERVED_ORCHESTRATOR)
+    retry_failed_subtasks: bool = Field(default=True, description=RESERVED_ORCHESTRATOR)
+    model_parallel_auto_splitting: bool = Field(default=True, description=RESERVED_ORCHESTRATOR)
+    default_priority: int = Field(default=5, ge=0, le=10, description=RESERVED_ORCHESTRATOR)
+    retry_limit: int = Field(default=3, ge=0, description=RESERVED_ORCHESTRATOR)
 
 
 class ResultAggregatorConfig(Section):
-    cache_ttl: float = Field(default=300, ge=0)
-    anomaly_threshold: float = Field(default=2.5, gt=0)
-    comparative_lookback_days: int = Field(default=7, ge=1)
+    cache_ttl: float = Field(default=300, ge=0, description=RESERVED_AGGREGATOR)
+    anomaly_threshold: float = Field(default=2.5, gt=0, description=RESERVED_AGGREGATOR)
+    comparative_lookback_days: int = Field(default=7, ge=1, description=RESERVED_AGGREGATOR)
 
 
 class HealthMonitorConfig(Section):
     check_interval: float = Field(default=30, gt=0, description="seconds between health checks")
     failure_threshold: int = Field(default=3, ge=1, description="missed heartbeats before a worker is offline")
-    recovery_attempts: int = Field(default=2, ge=0, description="reserved for worker auto-recovery")
+    recovery_attempts: int = Field(
+        default=2, ge=0, description="reserved: restarts of a dead local worker (the resources issue builds it)"
+    )
     heartbeat_interval: float = Field(default=5.0, gt=0, description="seconds between worker heartbeats")
 
 
@@ -230,7 +247,9 @@ class ExecutionConfig(Section):
 
 
 class ReportingConfig(Section):
-    metrics_interval: float = Field(default=15, gt=0)
+    metrics_interval: float = Field(
+        default=15, gt=0, description="seconds between the performance figures a heartbeat carries (tasks run, slots)"
+    )
     result_batch_size: int = Field(default=100, ge=1, le=10_000, description="most outcomes per report call")
     spool_dir: str | None = Field(default=None, description="durable result spool; <working_dir>/spool when absent")
 

@@ -91,6 +91,7 @@ class WorkerDaemon:
         self._loops: dict[str, asyncio.Task[None]] = {}
         self._heartbeat_interval = DEFAULT_HEARTBEAT_S
         self._next_health = 0.0
+        self._next_metrics = 0.0
         self._stopping = False
         self._lock: IO[bytes] | None = None
         self._prompt_until = 0.0
@@ -281,16 +282,19 @@ class WorkerDaemon:
                 return
 
     async def heartbeat_once(self) -> None:
-        health = ""
+        health = performance = ""  # empty: unchanged since the last report
         now = time.monotonic()
         if now >= self._next_health:
             health = json.dumps(collect_health(self.working_dir, self.config.health))
             self._next_health = now + self.config.health.report_interval
+        if now >= self._next_metrics:
+            performance = json.dumps(self.performance())
+            self._next_metrics = now + self.config.reporting.metrics_interval
         response = await self.client.heartbeat(
             worker_service_pb2.HeartbeatRequest(
                 worker_id=self.worker_id,
                 health_json=health,
-                performance_json=json.dumps(self.performance()),
+                performance_json=performance,
                 lease_ids=self.tasks.held_leases(),
             )
         )

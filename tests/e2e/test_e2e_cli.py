@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ import psutil
 import pytest
 import yaml
 from e2e_harness import TRANSIENT, Cluster, all_pages, command_task, wait_until
+from jose import jwt
 
 from dtf.client import DtfClient
 
@@ -170,3 +172,20 @@ def test_dtf_up_resumes(cluster: Cluster, tmp_path: Path) -> None:
     up.terminate()
     assert up.wait() == 0, up.tail()
     assert [pid for pid in _children_of_up(info) if psutil.pid_exists(pid)] == []
+
+
+@pytest.mark.parametrize(("flags", "lifetime"), [([], 7200), (["--expires-in", "60"], 60)])
+def test_token_create_takes_its_lifetime_from_the_configuration_unless_told(
+    tmp_path: Path, flags: list[str], lifetime: int
+) -> None:
+    secret = "a-real-secret-of-enough-length"
+    config = tmp_path / "coordinator.yaml"
+    config.write_text(yaml.safe_dump({"security": {"jwt_secret": secret, "token_expiry": 7200}}))
+    made = subprocess.run(
+        [sys.executable, "-m", "dtf.cli.main", "token", "create", "--role", "viewer", "--config", str(config), *flags],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    claims = jwt.decode(made.stdout.strip(), secret, algorithms=["HS256"])
+    assert claims["role"] == "viewer" and claims["exp"] - claims["iat"] == lifetime

@@ -257,6 +257,25 @@ async def test_runs_leased_tasks_and_reports_every_outcome(tmp_path: Path) -> No
 
 
 @pytest.mark.anyio
+@pytest.mark.parametrize("interval", [0.05, 3600.0])
+async def test_performance_figures_go_with_a_heartbeat_once_per_metrics_interval(
+    live: LiveCoordinator, tmp_path: Path, interval: float
+) -> None:
+    config = worker_config(tmp_path, live.port)
+    config.reporting.metrics_interval = interval
+    daemon = WorkerDaemon(config)
+    async with running(daemon):
+        [task_id] = await live.submit(TaskCreate(type="noop"))
+        await eventually(is_final(live, task_id))
+        await asyncio.sleep(1.5)  # a heartbeat or more since the task ended
+        reported = json.loads(live.node.state.workers[daemon.worker_id].performance_json)
+
+    # The first heartbeat reports at once; later ones only once the interval has passed.
+    assert reported["slots"] == 2
+    assert reported["completed"] == (1 if interval < 1 else 0)
+
+
+@pytest.mark.anyio
 async def test_a_restarted_worker_rejoins_as_the_same_worker(live: LiveCoordinator, tmp_path: Path) -> None:
     config = worker_config(tmp_path, live.port)
     ids = []

@@ -124,20 +124,26 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------- tokens
 
+DEFAULT_TOKEN_EXPIRY_S = 86400
+
 
 def cmd_token_create(args: argparse.Namespace) -> int:
     from dtf_common.config import CoordinatorConfig, load_config
     from dtf_common.tokens import create_token
 
+    config = load_config(CoordinatorConfig, args.config) if args.config else None
     secret = args.secret or os.environ.get("JWT_SECRET")
     if not secret:
-        if args.config:
-            secret = load_config(CoordinatorConfig, args.config).security.jwt_secret
+        if config is not None:
+            secret = config.security.jwt_secret
         elif args.data_dir and (Path(args.data_dir) / "secret").exists():
             secret = (Path(args.data_dir) / "secret").read_text().strip()
     if not secret:
         raise DtfError("no secret: pass --config, --data-dir, --secret or set JWT_SECRET", field="secret")
-    print(create_token(secret, args.role, subject=args.subject, expires_in=args.expires_in))
+    expires_in = args.expires_in
+    if expires_in is None:  # the configuration's security.token_expiry, else a day
+        expires_in = config.security.token_expiry if config is not None else DEFAULT_TOKEN_EXPIRY_S
+    print(create_token(secret, args.role, subject=args.subject, expires_in=expires_in))
     return 0
 
 
@@ -374,7 +380,11 @@ def build_parser() -> argparse.ArgumentParser:
     t = tsub.add_parser("create", help="print a JWT for a role")
     t.add_argument("--role", required=True, choices=["admin", "submitter", "viewer", "worker"])
     t.add_argument("--subject", help="who the token is for")
-    t.add_argument("--expires-in", type=int, default=86400, help="seconds; 0 for no expiry")
+    t.add_argument(
+        "--expires-in",
+        type=int,
+        help="seconds; 0 for no expiry (default: security.token_expiry of --config, else 86400)",
+    )
     t.add_argument("--config", help="coordinator.yaml holding security.jwt_secret")
     t.add_argument("--data-dir", default="dtf-data", help="a `dtf up` data directory")
     t.add_argument("--secret", help="the signing secret itself")
