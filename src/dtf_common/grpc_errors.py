@@ -6,8 +6,8 @@ failure it is; trailing metadata tells a dtf client which error exactly.
     dtf-leader-hint  NotLeader: the leader's node id, when known
     dtf-leader-grpc  NotLeader to a worker: the leader's WorkerService address
 
-The details are the message. Servers write through `dtf_coordinator.rpc.status.abort`
-(built on `status_of` and `trailers`); every gRPC client reads with `error_from_rpc`.
+The details are the message. Every server answers through `abort` (built on `status_of`
+and `trailers`); every gRPC client reads with `error_from_rpc`.
 A failure that carries no code is gRPC's own (a peer down, a deadline passed, a
 message too large) and is read from its status code alone.
 """
@@ -15,8 +15,10 @@ message too large) and is read from its status code alone.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any, NoReturn
 
 import grpc
+import grpc.aio
 
 from dtf_common import errors
 
@@ -89,3 +91,11 @@ def error_from_rpc(
         if found.get(key)
     }
     return errors.error_from(code, details or status.name.lower(), found.get(FIELD_METADATA), context)
+
+
+async def abort(
+    context: grpc.aio.ServicerContext[Any, Any], error: errors.DtfError, *, leader_address: str | None = None
+) -> NoReturn:
+    """End a call a coordinator's servicer (WorkerService, RaftService) is answering with
+    `error`; `leader_address` is where a worker finds the leader."""
+    await context.abort(status_of(error), error.message, trailers(error, leader_address=leader_address))

@@ -12,12 +12,11 @@ import grpc.aio
 import pytest
 
 from dtf_common import errors
-from dtf_common.grpc_errors import error_from_rpc
+from dtf_common.grpc_errors import abort, error_from_rpc
 from dtf_common.pb.dtf.v1 import raft_pb2, raft_pb2_grpc
 from dtf_common.pb.dtf.v1 import worker_service_pb2 as pb
 from dtf_common.pb.dtf.v1 import worker_service_pb2_grpc as pb_grpc
 from dtf_coordinator.consensus.raft.transport import RaftServicer
-from dtf_coordinator.rpc.status import abort
 from dtf_worker.client import CoordinatorClient
 
 Ctx = grpc.aio.ServicerContext[Any, Any]

@@ -9,11 +9,11 @@ from typing import Any, TypeVar
 import grpc
 
 from dtf_common.errors import DtfError, NotFound, NotLeader
+from dtf_common.grpc_errors import abort
 from dtf_common.pb.dtf.v1 import worker_service_pb2 as pb
 from dtf_common.pb.dtf.v1 import worker_service_pb2_grpc as pb_grpc
 from dtf_coordinator.auth import WORKER, bearer, require, verify_token
 from dtf_coordinator.blobs import BlobStore
-from dtf_coordinator.rpc.status import abort
 from dtf_coordinator.service.coordinator import Coordinator
 
 log = logging.getLogger("dtf.rpc")

@@ -28,6 +28,7 @@ import psutil
 
 from dtf_common.clock import wall_ms
 from dtf_coordinator.service.events import EventHub, Message
+from dtf_coordinator.service.loops import LoopService
 
 log = logging.getLogger("dtf.cluster")
 
@@ -204,20 +205,22 @@ class PeerProbe:
         return PeerSample(node_id, self.clock(), report=report)
 
 
-class ChannelFeed:
+class ChannelFeed(LoopService):
     """Publishes `build()`'s message on `channel` every `interval_s` while anyone listens.
 
     `ensure_running` starts the loop (subscribing does); `kick` makes it publish now, or,
     when nobody listens any more, stop now. `run_once` is one publication.
     """
 
+    run_first = True
+
     def __init__(self, hub: EventHub, channel: str, interval_s: float, build: Callable[[], Awaitable[Message]]) -> None:
         self.hub = hub
         self.channel = channel
-        self.interval_s = interval_s
+        self.name = f"publishing on {channel}"
+        self.interval = interval_s
         self.build = build
         self.published = 0
-        self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -228,8 +231,8 @@ class ChannelFeed:
         if not self.running:
             self._task = asyncio.create_task(self.run(), name=f"dtf-feed-{self.channel}")
 
-    def kick(self) -> None:
-        self._wake.set()
+    def should_run(self) -> bool:
+        return self.hub.has_subscribers(self.channel)
 
     async def run_once(self) -> bool:
         message = await self.build()
@@ -238,20 +241,6 @@ class ChannelFeed:
         self.hub.publish(self.channel, message)
         self.published += 1
         return True
-
-    async def run(self) -> None:
-        # No await between the check and returning: a subscriber arriving later finds the
-        # task done and starts a new one.
-        while self.hub.has_subscribers(self.channel):
-            self._wake.clear()
-            try:
-                await self.run_once()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("publishing on %s failed", self.channel)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.interval_s)
 
     async def stop(self) -> None:
         if self._task is not None:

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from dtf_common.clock import wall_ms
 from dtf_common.pb.dtf.v1 import commands_pb2
 from dtf_common.schemas import TaskStatus
 from dtf_coordinator.consensus import Consensus
@@ -49,7 +49,7 @@ class Dispatcher(LoopService):
         on_granted: Callable[[list[tuple[str, str, str]], int], None] | None = None,
         new_lease_id: Callable[[], str] = lambda: uuid.uuid4().hex,
         backoff_poll_s: float = 0.2,
-        clock: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+        clock: Callable[[], int] = wall_ms,
     ) -> None:
         self._clock = clock
         self.node = node

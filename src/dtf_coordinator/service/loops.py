@@ -47,10 +47,8 @@ class LoopService:
         return self._wake
 
     async def _wait(self) -> None:
-        wake = self._event()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(wake.wait(), timeout=self.interval)
-        wake.clear()
+            await asyncio.wait_for(self._event().wait(), timeout=self.interval)
 
     async def run(self) -> None:
         if not self.run_first:
@@ -58,6 +56,7 @@ class LoopService:
         # No await between the check and leaving: a service that stops on `should_run`
         # can be started again by whoever sees it done.
         while self.should_run():
+            self._event().clear()  # this pass answers every kick so far; later ones wake the next
             try:
                 await self.run_once()
             except asyncio.CancelledError:

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar, cast
 
 from dtf_common.clock import wall_ms
-from dtf_common.errors import NotLeader, Unavailable
+from dtf_common.errors import InvalidArgument, NotLeader, Unavailable
 from dtf_common.pb.dtf.v1 import commands_pb2, raft_pb2
 from dtf_coordinator.consensus.base import BeforeSnapshot, EffectSink, ReplicatedState
 from dtf_coordinator.consensus.raft.core import RaftConfig, RaftCore, Ready
@@ -366,6 +366,10 @@ class RaftNode(Generic[S]):
     async def change_membership(self, change: MembershipChange) -> int:
         """Propose a membership change on the leader; returns once it is applied here."""
         self._check_running()
+        if not change.node_id:
+            # Checked here, in the caller's task: inside the Raft loop it would be a bug
+            # that stops the node for everyone.
+            raise InvalidArgument("a membership change must name a node", field="node_id")
         if self._role != "leader":
             raise NotLeader("membership changes go to the leader", leader_hint=self._leader)
         fut: asyncio.Future[tuple[int, int]] = asyncio.get_running_loop().create_future()

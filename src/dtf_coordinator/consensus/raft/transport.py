@@ -23,10 +23,9 @@ import grpc
 import grpc.aio
 
 from dtf_common import errors
-from dtf_common.grpc_errors import error_from_rpc
+from dtf_common.grpc_errors import abort, error_from_rpc
 from dtf_common.pb.dtf.v1 import raft_pb2, raft_pb2_grpc
 from dtf_coordinator.consensus.raft.transport_port import Deliver, ForwardHandler, Receiver, SnapshotReceived
-from dtf_coordinator.rpc.status import abort
 
 log = logging.getLogger("dtf.raft.transport")
 
