@@ -12,7 +12,8 @@ from collections.abc import Generator, Iterator
 from pathlib import Path
 
 import pytest
-from e2e_harness import Cluster
+
+from tests.e2e.e2e_harness import Cluster
 
 CLUSTER_KEY = pytest.StashKey[Cluster]()
 

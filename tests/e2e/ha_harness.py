@@ -33,13 +33,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from e2e_harness import FINAL, Cluster, Coordinator, Worker, all_pages, coordinator_config, wait_until
-from tcp_proxy import ProxyNet
 
 from dtf.client import DtfClient
 from dtf_common.pb.dtf.v1 import commands_pb2
 from dtf_common.tls import create_ca, create_node_cert
 from dtf_coordinator.consensus.log_store import HEADER, LOG_NAME
+from tests.e2e.e2e_harness import FINAL, Cluster, Coordinator, Worker, all_pages, coordinator_config, wait_until
+from tests.e2e.tcp_proxy import ProxyNet
 
 NODE_IDS = ("coordinator-1", "coordinator-2", "coordinator-3")
 HOST = "127.0.0.1"

@@ -11,9 +11,8 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-from e2e_harness import wait_until
-
 from dtf.run.cluster import live_cluster
+from tests.e2e.e2e_harness import wait_until
 
 PASSING = """
 import pytest

@@ -10,9 +10,9 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from e2e_harness import Cluster, command_task
 
 from dtf_coordinator.auth import create_token
+from tests.e2e.e2e_harness import Cluster, command_task
 
 pytestmark = pytest.mark.e2e
 

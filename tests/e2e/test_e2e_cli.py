@@ -11,10 +11,10 @@ from typing import Any
 import psutil
 import pytest
 import yaml
-from e2e_harness import TRANSIENT, Cluster, all_pages, command_task, wait_until
 from jose import jwt
 
 from dtf.client import DtfClient
+from tests.e2e.e2e_harness import TRANSIENT, Cluster, all_pages, command_task, wait_until
 
 pytestmark = pytest.mark.e2e
 

@@ -9,11 +9,11 @@ from collections import Counter
 from typing import Any
 
 import pytest
-from e2e_harness import FINAL, TRANSIENT, Cluster, all_pages, command_task, wait_until
 from sqlalchemy import create_engine, text
 
 from dtf.client import DtfClient
 from dtf_common import errors
+from tests.e2e.e2e_harness import FINAL, TRANSIENT, Cluster, all_pages, command_task, wait_until
 
 pytestmark = pytest.mark.e2e
 

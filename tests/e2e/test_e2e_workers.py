@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from e2e_harness import Cluster, all_pages, command_task, wait_until
+
+from tests.e2e.e2e_harness import Cluster, all_pages, command_task, wait_until
 
 pytestmark = pytest.mark.e2e
 

@@ -17,8 +17,9 @@ from collections.abc import Callable, Iterator
 
 import psutil
 import pytest
-from e2e_harness import Cluster, wait_until
-from ha_harness import (
+
+from tests.e2e.e2e_harness import Cluster, wait_until
+from tests.e2e.ha_harness import (
     ELECTION_TIMEOUT_MS,
     HaCluster,
     LeaderWatch,

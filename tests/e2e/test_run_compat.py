@@ -15,7 +15,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from run_suites import dtf_run, dtf_up, summary_counts, verbose_outcomes
+
+from tests.e2e.run_suites import dtf_run, dtf_up, summary_counts, verbose_outcomes
 
 pytestmark = pytest.mark.e2e
 

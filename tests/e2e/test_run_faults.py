@@ -13,8 +13,9 @@ from pathlib import Path
 
 import psutil
 import pytest
-from e2e_harness import wait_until
-from run_suites import PASSING, dtf_run, summary_counts, write_suite
+
+from tests.e2e.e2e_harness import wait_until
+from tests.e2e.run_suites import PASSING, dtf_run, summary_counts, write_suite
 
 pytestmark = pytest.mark.e2e
 

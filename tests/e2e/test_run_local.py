@@ -14,7 +14,9 @@ from pathlib import Path
 
 import psutil
 import pytest
-from run_suites import (
+
+from dtf.run.args import batch_pytest_args
+from tests.e2e.run_suites import (
     CRASH_ID,
     HANG_ID,
     MIXED,
@@ -27,8 +29,6 @@ from run_suites import (
     verbose_outcomes,
     write_suite,
 )
-
-from dtf.run.args import batch_pytest_args
 
 pytestmark = pytest.mark.e2e
 

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import psutil
 import pytest
-from e2e_harness import wait_until
-from run_suites import MIXED_MORE, PASSING, dtf_run, dtf_up, summary_counts, write_suite
 
 from dtf.client import DtfClient
 from dtf.run.cluster import live_cluster
+from tests.e2e.e2e_harness import wait_until
+from tests.e2e.run_suites import MIXED_MORE, PASSING, dtf_run, dtf_up, summary_counts, write_suite
 
 pytestmark = pytest.mark.e2e
 

@@ -34,11 +34,9 @@ from dtf_coordinator.wiring import CoordinatorParts, build_coordinator
 
 # Skipped where the Raft node or its test harness is not part of the tree.
 pytest.importorskip("dtf_coordinator.consensus.raft.core")
-pytest.importorskip("raft_harness")
-from raft_harness import RaftCluster, submit
-
 from dtf_coordinator.consensus.raft.node import RaftNode, RaftSettings
 from dtf_coordinator.consensus.raft.transport import Transport
+from tests.integration.raft_harness import RaftCluster, submit
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 

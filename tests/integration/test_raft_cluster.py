@@ -11,12 +11,12 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from raft_harness import RaftCluster, submit
 
 from dtf_common.errors import Unavailable
 from dtf_common.pb.dtf.v1 import commands_pb2
 from dtf_coordinator.consensus.status import MembershipAction, MembershipChange
 from dtf_coordinator.state import Submitted
+from tests.integration.raft_harness import RaftCluster, submit
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from commands import spec, submit
 
 from dtf_common.pb.dtf.v1 import commands_pb2
 from dtf_coordinator.consensus.log_store import HEADER, LOG_NAME, LogStore, encode
+from tests.unit.commands import spec, submit
 
 
 def entry(index: int, term: int = 1) -> commands_pb2.LogEntry:

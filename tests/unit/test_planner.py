@@ -6,10 +6,10 @@ import json
 from collections import Counter
 
 import pytest
-from commands import Driver, assign, completed, heartbeat, offline, register, spec, started, submit
 
 from dtf_coordinator.scheduling import Placement, Planner
 from dtf_coordinator.scheduling.planner import STRATEGIES
+from tests.unit.commands import Driver, assign, completed, heartbeat, offline, register, spec, started, submit
 
 
 def cluster(slots: dict[str, int], tasks: int, **task_kw: object) -> Driver:

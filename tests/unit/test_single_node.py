@@ -14,13 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from commands import assign, completed, register, spec, submit
 
 from dtf_common.errors import Unavailable
 from dtf_common.pb.dtf.v1 import commands_pb2
 from dtf_coordinator.consensus import LogStore, SingleNode
 from dtf_coordinator.consensus.log_store import LOG_NAME
 from dtf_coordinator.state import Effect, StateMachine, Submitted, TaskTransition
+from tests.unit.commands import assign, completed, register, spec, submit
 
 
 def run(coro: Coroutine[Any, Any, Any]) -> Any:

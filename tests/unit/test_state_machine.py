@@ -6,24 +6,6 @@ import json
 from itertools import pairwise
 
 import pytest
-from commands import (
-    Driver,
-    Kind,
-    assign,
-    cancel,
-    completed,
-    deregister,
-    expire,
-    failed,
-    heartbeat,
-    offline,
-    outcome,
-    register,
-    report,
-    spec,
-    started,
-    submit,
-)
 
 from dtf_common.errors import Conflict, InvalidArgument, NotFound, QueueFull
 from dtf_common.pb.dtf.v1 import commands_pb2, types_pb2
@@ -43,6 +25,24 @@ from dtf_coordinator.state import (
     TaskTransition,
 )
 from dtf_coordinator.state.model import InvariantError
+from tests.unit.commands import (
+    Driver,
+    Kind,
+    assign,
+    cancel,
+    completed,
+    deregister,
+    expire,
+    failed,
+    heartbeat,
+    offline,
+    outcome,
+    register,
+    report,
+    spec,
+    started,
+    submit,
+)
 
 
 def status(d: Driver, task_id: str) -> TaskStatus:

@@ -17,20 +17,6 @@ import os
 from collections import Counter
 from typing import Any
 
-from commands import (
-    assign,
-    cancel,
-    completed,
-    deregister,
-    expire,
-    failed,
-    heartbeat,
-    offline,
-    register,
-    spec,
-    started,
-    submit,
-)
 from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
@@ -51,6 +37,20 @@ from dtf_coordinator.state import (
     TaskTransition,
 )
 from dtf_coordinator.state.model import Needs, Offers
+from tests.unit.commands import (
+    assign,
+    cancel,
+    completed,
+    deregister,
+    expire,
+    failed,
+    heartbeat,
+    offline,
+    register,
+    spec,
+    started,
+    submit,
+)
 
 PARAMS = StateParams(
     max_queue_size=30, lease_ttl_ms=1_000, max_attempts=2, retry_backoff_ms=100, retry_backoff_max_ms=400

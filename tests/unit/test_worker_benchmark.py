@@ -8,9 +8,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_worker_executors import context, leased, run
 
 from dtf_worker.executors.bench_runner import latency_summary, percentile
+from tests.unit.test_worker_executors import context, leased, run
 
 MODULE = """
 import time

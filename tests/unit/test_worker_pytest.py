@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_worker_executors import context, is_gone, leased, run
 
 from dtf_pytest.cases import outcome_of, read_lines
 from dtf_worker.executors.base import ExecutionResult
@@ -23,6 +22,7 @@ from dtf_worker.executors.process import ProcessRun
 from dtf_worker.executors.pytest_batch import PytestExecutor, summarize_failure
 from dtf_worker.executors.pytest_pool import BatchSpec, PytestServer, PytestServerPool, ServerKey
 from dtf_worker.executors.pytest_share import FORK_VARIABLE
+from tests.unit.test_worker_executors import context, is_gone, leased, run
 
 SUITE = textwrap.dedent(
     """

@@ -24,7 +24,7 @@ from dtf_coordinator.consensus.raft import (
 )
 from dtf_coordinator.consensus.raft.errors import ChangeInProgress, LastVoter, TermNotCommitted
 from dtf_coordinator.consensus.status import PeerProgress
-from raft.simulation import Durable, Network, ack_all, entries, make_leader, message, node, take
+from tests.unit.raft.simulation import Durable, Network, ack_all, entries, make_leader, message, node, take
 
 CONFIG = RaftConfig()  # PreVote and CheckQuorum on, as in production
 ADD, REMOVE = raft_pb2.ConfChange.ADD_NODE, raft_pb2.ConfChange.REMOVE_NODE

@@ -14,7 +14,7 @@ import pytest
 
 from dtf_common.pb.dtf.v1 import raft_pb2
 from dtf_coordinator.consensus.raft import CANDIDATE, FOLLOWER, LEADER, RaftConfig, RaftCore
-from raft.simulation import (
+from tests.unit.raft.simulation import (
     CLASSIC,
     Durable,
     Network,

@@ -10,7 +10,7 @@ import os
 
 import pytest
 
-from raft.simulation import Simulation, run
+from tests.unit.raft.simulation import Simulation, run
 
 # 12 x 10,000 = 120,000 steps by default: a few seconds on a 2-core machine.
 SEEDS = int(os.environ.get("DTF_RAFT_SIM_SEEDS", "12"))
