@@ -3,7 +3,8 @@
 Every call carries the worker's bearer token and a deadline; gRPC failures come back as
 `dtf_common.errors`, read by `dtf_common.grpc_errors.error_from_rpc` (the code the
 coordinator sent, or gRPC's own status), so callers decide on retries by type and its
-`retryable` flag, never by message text.
+`retryable` flag, never by message text. Leased tasks are read into the worker's own
+`Lease` here (`lease_from_wire`), so nothing past the client reads a `LeasedTask`.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from dtf_common import errors
 from dtf_common.config import CoordinatorEndpoint
 from dtf_common.grpc_errors import error_from_rpc
 from dtf_common.pb.dtf.v1 import worker_service_pb2, worker_service_pb2_grpc
+from dtf_worker.lease import AnyLease, Lease, UnreadableLease, metadata_from_json, parameters_from_json
 
 DEFAULT_PORT = 8081
 CALL_TIMEOUT_S = 10.0
@@ -44,6 +46,26 @@ def parse_target(url: str) -> tuple[str, bool]:
         raise errors.ConfigError(f"coordinator.url has an invalid port: {url!r}", field="coordinator.url") from None
     host = f"[{parsed.hostname}]" if ":" in parsed.hostname else parsed.hostname
     return f"{host}:{port}", secure
+
+
+def lease_from_wire(message: worker_service_pb2.LeasedTask) -> AnyLease:
+    """The worker's own lease for a leased task; an `UnreadableLease` where its parameters
+    are not a JSON object."""
+    try:
+        parameters = parameters_from_json(message.parameters_json)
+    except errors.InvalidArgument as exc:
+        return UnreadableLease(message.task_id, message.lease_id, message.type, exc, attempt=message.attempt)
+    return Lease(
+        task_id=message.task_id,
+        lease_id=message.lease_id,
+        type=message.type,
+        parameters=parameters,
+        metadata=metadata_from_json(message.metadata_json),
+        attempt=message.attempt,
+        timeout_s=message.timeout_s,
+        priority=message.priority,
+        expires_ms=message.lease_expires_ms,
+    )
 
 
 def _cut_off() -> errors.Unavailable | None:
@@ -149,12 +171,13 @@ class CoordinatorClient:
         response: worker_service_pb2.HeartbeatResponse = await self._call(self._stub.Heartbeat, request)
         return response
 
-    async def lease_tasks(self, request: worker_service_pb2.LeaseRequest) -> worker_service_pb2.LeaseResponse:
+    async def lease_tasks(self, request: worker_service_pb2.LeaseRequest) -> list[AnyLease]:
+        """The tasks leased to this worker, as its own leases."""
         # A long poll: the deadline covers the server's wait plus an ordinary call.
         response: worker_service_pb2.LeaseResponse = await self._call(
             self._stub.LeaseTasks, request, deadline_s=request.wait_ms / 1000 + self._timeout
         )
-        return response
+        return [lease_from_wire(task) for task in response.tasks]
 
     async def report_results(self, request: worker_service_pb2.ReportRequest) -> worker_service_pb2.ReportResponse:
         response: worker_service_pb2.ReportResponse = await self._call(self._stub.ReportResults, request)

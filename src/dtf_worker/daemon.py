@@ -318,16 +318,16 @@ class WorkerDaemon:
             try:
                 await self._ensure_registered()
                 began = time.monotonic()
-                response = await self.client.lease_tasks(
+                leases = await self.client.lease_tasks(
                     worker_service_pb2.LeaseRequest(worker_id=self.worker_id, max_tasks=free, wait_ms=LEASE_WAIT_MS)
                 )
             except Exception as exc:
                 await self._after_failure("lease", exc, backoff)
                 continue
             backoff.reset()
-            for task in response.tasks:
-                self.tasks.start(task)
-            if not response.tasks and time.monotonic() - began < 0.05:
+            for lease in leases:
+                self.tasks.start(lease)
+            if not leases and time.monotonic() - began < 0.05:
                 await asyncio.sleep(0.2)  # a coordinator answering at once instead of long-polling is not hammered
 
     # ------------------------------------------------------------------ reporting

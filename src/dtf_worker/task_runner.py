@@ -3,7 +3,8 @@
 Each task gets its own working directory and cancel event. Its STARTED outcome is
 spooled before it runs and its COMPLETED or FAILED outcome after, unless it was stopped
 on purpose (lease revoked, worker shutting down): then nothing more is reported and the
-coordinator decides what happens to the task.
+coordinator decides what happens to the task. A lease the client could not read
+(`UnreadableLease`) goes the same way and fails at once, not retried.
 """
 
 from __future__ import annotations
@@ -21,10 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dtf_common.errors import InvalidArgument
-from dtf_common.pb.dtf.v1 import types_pb2, worker_service_pb2
+from dtf_common.pb.dtf.v1 import types_pb2
 from dtf_common.worker_env import INDEX_VARIABLE, PREWARM_VARIABLE
 from dtf_worker.executors.base import ExecutionContext, ExecutionResult
 from dtf_worker.executors.registry import ExecutorRegistry
+from dtf_worker.lease import AnyLease, UnreadableLease
 from dtf_worker.spool import Spool
 
 log = logging.getLogger("dtf.worker")
@@ -73,7 +75,7 @@ def _field_size(message_bytes: int) -> int:
 
 @dataclass
 class RunningTask:
-    task: worker_service_pb2.LeasedTask
+    lease: AnyLease
     ctx: ExecutionContext
     started: float
     job: asyncio.Task[None] | None = None
@@ -128,24 +130,24 @@ class TaskRunner:
             await self.slot_freed.wait()
         return slots - len(self.running)
 
-    def start(self, task: worker_service_pb2.LeasedTask) -> None:
-        if task.lease_id in self.running or task.lease_id in self._done:
-            log.info("lease %s of task %s is already running or done here; ignored", task.lease_id, task.task_id)
+    def start(self, lease: AnyLease) -> None:
+        if lease.lease_id in self.running or lease.lease_id in self._done:
+            log.info("lease %s of task %s is already running or done here; ignored", lease.lease_id, lease.task_id)
             return
         ctx = ExecutionContext(
             worker_id=self.worker_id,
             hardware_id=self.hardware_id,
-            working_dir=self.runs_dir / f"{task.task_id}.{task.lease_id}",
+            working_dir=self.runs_dir / f"{lease.task_id}.{lease.lease_id}",
             default_timeout=self.default_timeout,
-            task_id=task.task_id,
+            task_id=lease.task_id,
             cache_dir=self.cache_dir,
             materialize=self.materialize,
             slot_index=self.first_slot + self._free_slot(),
-            report_progress=functools.partial(self._spool_progress, task),
+            report_progress=functools.partial(self._spool_progress, lease),
         )
-        running = RunningTask(task=task, ctx=ctx, started=time.monotonic())
-        self.running[task.lease_id] = running
-        running.job = asyncio.create_task(self._execute(running), name=f"dtf-task-{task.task_id}")
+        running = RunningTask(lease=lease, ctx=ctx, started=time.monotonic())
+        self.running[lease.lease_id] = running
+        running.job = asyncio.create_task(self._execute(running), name=f"dtf-task-{lease.task_id}")
 
     def _free_slot(self) -> int:
         """The lowest slot no running task holds."""
@@ -158,7 +160,7 @@ class TaskRunner:
             return
         running.drop_reason = "revoked"
         running.ctx.cancel.set()
-        log.warning("lease %s of task %s was revoked; stopping the task", lease_id, running.task.task_id)
+        log.warning("lease %s of task %s was revoked; stopping the task", lease_id, running.lease.task_id)
 
     def acknowledged(self, outcomes: list[types_pb2.TaskOutcome]) -> None:
         for outcome in outcomes:
@@ -179,52 +181,56 @@ class TaskRunner:
         jobs = {r.job for r in left if r.job is not None}
         if jobs:
             await asyncio.wait(jobs, timeout=max(r.ctx.kill_grace_s for r in left) + 5)
-        return [r.task.lease_id for r in left if r.drop_reason == "shutdown"]
+        return [r.lease.lease_id for r in left if r.drop_reason == "shutdown"]
 
     async def _execute(self, running: RunningTask) -> None:
-        task, ctx = running.task, running.ctx
+        lease, ctx = running.lease, running.ctx
         # One INFO line per task (its end): at thousands of short tasks a second, logging
         # each start as well cost a quarter of the worker's CPU.
-        log.debug("task %s (%s) started: lease %s, attempt %d", task.task_id, task.type, task.lease_id, task.attempt)
+        log.debug(
+            "task %s (%s) started: lease %s, attempt %d", lease.task_id, lease.type, lease.lease_id, lease.attempt
+        )
         try:
-            self._spool(task, Outcome.STARTED)
+            self._spool(lease, Outcome.STARTED)
             ctx.working_dir.mkdir(parents=True, exist_ok=True)
-            result = await self._run_executor(task, ctx)
+            result = await self._run_executor(lease, ctx)
             took = time.monotonic() - running.started
             if running.drop_reason:
                 log.info(
-                    "task %s stopped after %.2fs (%s); outcome not reported", task.task_id, took, running.drop_reason
+                    "task %s stopped after %.2fs (%s); outcome not reported", lease.task_id, took, running.drop_reason
                 )
                 return
-            self._spool(task, Outcome.COMPLETED if result.ok else Outcome.FAILED, result)
-            self._reporting.add(task.lease_id)
+            self._spool(lease, Outcome.COMPLETED if result.ok else Outcome.FAILED, result)
+            self._reporting.add(lease.lease_id)
             self.counts["completed" if result.ok else "failed"] += 1
             if result.ok:
-                log.info("task %s (%s) completed in %.2fs, attempt %d", task.task_id, task.type, took, task.attempt)
+                log.info("task %s (%s) completed in %.2fs, attempt %d", lease.task_id, lease.type, took, lease.attempt)
             else:
-                log.info("task %s failed in %.2fs: %s", task.task_id, took, result.error)
+                log.info("task %s failed in %.2fs: %s", lease.task_id, took, result.error)
         finally:
-            del self.running[task.lease_id]
-            self._done[task.lease_id] = None
+            del self.running[lease.lease_id]
+            self._done[lease.lease_id] = None
             if len(self._done) > _REMEMBERED_LEASES:
                 self._done.popitem(last=False)
             self.slot_freed.set()
             await asyncio.to_thread(shutil.rmtree, ctx.working_dir, True)
 
-    async def _run_executor(self, task: worker_service_pb2.LeasedTask, ctx: ExecutionContext) -> ExecutionResult:
+    async def _run_executor(self, lease: AnyLease, ctx: ExecutionContext) -> ExecutionResult:
         try:
-            executor = self.executors.get(task.type)
+            executor = self.executors.get(lease.type)
         except InvalidArgument as exc:
             return ExecutionResult(ok=False, error=exc.message, non_retryable=True)
+        if isinstance(lease, UnreadableLease):
+            return ExecutionResult.invalid(lease.problem)
         try:
-            return await executor.run(task, ctx)
+            return await executor.run(lease, ctx)
         except Exception as exc:
-            log.exception("executor for task %s raised", task.task_id)
+            log.exception("executor for task %s raised", lease.task_id)
             return ExecutionResult(ok=False, error=f"worker error: {type(exc).__name__}: {exc}")
 
     def _spool_progress(
         self,
-        task: worker_service_pb2.LeasedTask,
+        lease: AnyLease,
         records: list[types_pb2.ResultRecord],
         stdout: str = "",
         stderr: str = "",
@@ -232,10 +238,10 @@ class TaskRunner:
         """Results of a running task, ahead of its end: recorded at once, and read by
         whoever follows the task while it runs (`dtf run`), after the output it printed
         before them."""
-        running = self.running.get(task.lease_id)
+        running = self.running.get(lease.lease_id)
         if not (records or stdout or stderr) or running is None or running.drop_reason:
             return
-        outcome = Outcome(task_id=task.task_id, lease_id=task.lease_id, worker_id=self.worker_id)
+        outcome = Outcome(task_id=lease.task_id, lease_id=lease.lease_id, worker_id=self.worker_id)
         outcome.kind = Outcome.PROGRESS
         outcome.stdout, outcome.stderr = stdout, stderr
         outcome.results.extend(records)
@@ -243,17 +249,17 @@ class TaskRunner:
             for piece in split_outcome(outcome):
                 self.spool.put(piece)
         except OSError:
-            log.exception("cannot spool results of task %s; they go with its end", task.task_id)
+            log.exception("cannot spool results of task %s; they go with its end", lease.task_id)
             raise
         self.on_spooled()
 
     def _spool(
         self,
-        task: worker_service_pb2.LeasedTask,
+        lease: AnyLease,
         kind: types_pb2.TaskOutcome.Kind,
         result: ExecutionResult | None = None,
     ) -> None:
-        outcome = Outcome(task_id=task.task_id, lease_id=task.lease_id, worker_id=self.worker_id, kind=kind)
+        outcome = Outcome(task_id=lease.task_id, lease_id=lease.lease_id, worker_id=self.worker_id, kind=kind)
         if result is not None:
             outcome.error = result.error or ""
             outcome.results_json = json.dumps(result.results, default=str)
@@ -265,6 +271,6 @@ class TaskRunner:
         except OSError:
             # Without the spool the outcome cannot be made durable; the lease will expire and
             # the coordinator requeue the task, which is the at-least-once path anyway.
-            log.exception("cannot spool the outcome of task %s", task.task_id)
+            log.exception("cannot spool the outcome of task %s", lease.task_id)
             return
         self.on_spooled()

@@ -12,18 +12,15 @@ from typing import Any
 import psutil
 import pytest
 
-from dtf_common.pb.dtf.v1 import worker_service_pb2
 from dtf_worker.executors.base import ExecutionContext, ExecutionResult
 from dtf_worker.executors.registry import default_executors
+from dtf_worker.lease import Lease
 
 EXECUTORS = default_executors()
 
 
-def leased(task_type: str, parameters: Any, **fields: Any) -> worker_service_pb2.LeasedTask:
-    text = parameters if isinstance(parameters, str) else json.dumps(parameters)
-    return worker_service_pb2.LeasedTask(
-        task_id="task-1", lease_id="lease-1", type=task_type, parameters_json=text, **fields
-    )
+def leased(task_type: str, parameters: dict[str, Any], **fields: Any) -> Lease:
+    return Lease(task_id="task-1", lease_id="lease-1", type=task_type, parameters=parameters, **fields)
 
 
 def context(tmp_path: Path, **overrides: Any) -> ExecutionContext:
@@ -39,8 +36,8 @@ def context(tmp_path: Path, **overrides: Any) -> ExecutionContext:
     return ExecutionContext(**{**values, **overrides})
 
 
-def run(task: worker_service_pb2.LeasedTask, ctx: ExecutionContext) -> ExecutionResult:
-    return asyncio.run(EXECUTORS.get(task.type).run(task, ctx))
+def run(lease: Lease, ctx: ExecutionContext) -> ExecutionResult:
+    return asyncio.run(EXECUTORS.get(lease.type).run(lease, ctx))
 
 
 def is_gone(pid: int) -> bool:
@@ -73,7 +70,7 @@ def test_command_success_with_env_cwd_and_named_test(tmp_path: Path) -> None:
             "env": {"GREETING": "hello", "N": 3},
             "cwd": str(tmp_path),
         },
-        metadata_json=json.dumps({"name": "greet"}),
+        metadata={"name": "greet"},
     )
     result = run(task, context(tmp_path))
     assert result.ok and result.error is None
@@ -141,11 +138,9 @@ def test_measures_cpu_time_and_peak_memory(tmp_path: Path) -> None:
         ({"command": []}, "parameters.command"),
         ({"command": "true", "env": {"A": ["x"]}}, "parameters.env.A"),
         ({"command": "true", "timeout": -1}, "parameters.timeout"),
-        ("[1, 2]", "parameters must be a JSON object"),
-        ("{not json", "not valid JSON"),
     ],
 )
-def test_invalid_parameters_are_not_retryable(tmp_path: Path, parameters: Any, field: str) -> None:
+def test_invalid_parameters_are_not_retryable(tmp_path: Path, parameters: dict[str, Any], field: str) -> None:
     result = run(leased("command", parameters), context(tmp_path))
     assert not result.ok and result.non_retryable
     assert result.error is not None and field in result.error

@@ -10,10 +10,11 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from dtf_common.errors import DtfError, InvalidArgument, Unavailable
-from dtf_common.pb.dtf.v1 import types_pb2, worker_service_pb2
+from dtf_common.pb.dtf.v1 import types_pb2
 from dtf_worker.executors.environment import inherited
 from dtf_worker.executors.params import Parameters
 from dtf_worker.executors.process import ProcessRun, run_process
+from dtf_worker.lease import Lease
 
 
 class ProgressSink(Protocol):
@@ -127,4 +128,4 @@ class ExecutionResult:
 class Executor(Protocol):
     """Runs one task type. Never raises for task-level problems: they come back as a result."""
 
-    async def run(self, task: worker_service_pb2.LeasedTask, ctx: ExecutionContext) -> ExecutionResult: ...
+    async def run(self, lease: Lease, ctx: ExecutionContext) -> ExecutionResult: ...

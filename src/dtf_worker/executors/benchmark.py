@@ -17,13 +17,13 @@ import sys
 from typing import Any
 
 from dtf_common.errors import InvalidArgument
-from dtf_common.pb.dtf.v1 import worker_service_pb2
 from dtf_common.schemas import ResultStatus
 from dtf_worker.executors import bench_runner
 from dtf_worker.executors.base import ExecutionContext, ExecutionResult
 from dtf_worker.executors.command import command_text
 from dtf_worker.executors.params import Parameters
 from dtf_worker.executors.records import new_record
+from dtf_worker.lease import Lease
 
 
 def runner_spec(params: Parameters) -> dict[str, Any]:
@@ -53,12 +53,12 @@ def runner_spec(params: Parameters) -> dict[str, Any]:
 
 
 class BenchmarkExecutor:
-    async def run(self, task: worker_service_pb2.LeasedTask, ctx: ExecutionContext) -> ExecutionResult:
+    async def run(self, lease: Lease, ctx: ExecutionContext) -> ExecutionResult:
         try:
-            params = Parameters.of(task)
+            params = Parameters.of(lease)
             spec = runner_spec(params)
             env, cwd = ctx.child_env(params.env()), params.cwd(ctx.working_dir)
-            timeout = params.timeout(task.timeout_s, ctx.default_timeout)
+            timeout = params.timeout(lease.timeout_s, ctx.default_timeout)
             pythonpath = params.str_list("pythonpath")
             test_id = params.text("test_id") or spec["entry"] or command_text(spec["command"])
         except InvalidArgument as exc:
@@ -90,7 +90,7 @@ class BenchmarkExecutor:
         else:
             error = None
         record = new_record(
-            task,
+            lease,
             ctx,
             test_id=test_id,
             status=(ResultStatus.SUCCESS if error is None else ResultStatus.FAILURE).value,

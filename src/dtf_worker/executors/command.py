@@ -10,11 +10,11 @@ import shlex
 from typing import Any
 
 from dtf_common.errors import InvalidArgument
-from dtf_common.pb.dtf.v1 import worker_service_pb2
 from dtf_common.schemas import ResultStatus
 from dtf_worker.executors.base import ExecutionContext, ExecutionResult, SnapshotUnavailable
 from dtf_worker.executors.params import Parameters
-from dtf_worker.executors.records import new_record, task_metadata
+from dtf_worker.executors.records import new_record
+from dtf_worker.lease import Lease
 
 
 def command_text(command: list[str] | str) -> str:
@@ -22,13 +22,13 @@ def command_text(command: list[str] | str) -> str:
 
 
 class CommandExecutor:
-    async def run(self, task: worker_service_pb2.LeasedTask, ctx: ExecutionContext) -> ExecutionResult:
+    async def run(self, lease: Lease, ctx: ExecutionContext) -> ExecutionResult:
         try:
-            params = Parameters.of(task)
+            params = Parameters.of(lease)
             command = params.command()
             env, cwd = ctx.child_env(params.env()), await ctx.task_cwd(params)
-            timeout = params.timeout(task.timeout_s, ctx.default_timeout)
-            test_id = params.text("test_id") or str(task_metadata(task).get("name") or command_text(command))
+            timeout = params.timeout(lease.timeout_s, ctx.default_timeout)
+            test_id = params.text("test_id") or str(lease.metadata.get("name") or command_text(command))
         except InvalidArgument as exc:
             return ExecutionResult.invalid(exc)
         except SnapshotUnavailable as exc:
@@ -49,7 +49,7 @@ class CommandExecutor:
             "stderr_tail": run.stderr_tail,
         }
         record = new_record(
-            task,
+            lease,
             ctx,
             test_id=test_id,
             status=(ResultStatus.SUCCESS if error is None else ResultStatus.FAILURE).value,

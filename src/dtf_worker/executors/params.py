@@ -1,8 +1,7 @@
-"""Typed access to a task's `parameters` JSON; every complaint names the offending field."""
+"""Typed access to a task's `parameters` object; every complaint names the offending field."""
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -10,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from dtf_common.errors import InvalidArgument
-from dtf_common.pb.dtf.v1 import worker_service_pb2
+from dtf_worker.lease import Lease
 
 Command = list[str] | str
 _SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -29,15 +28,8 @@ class Parameters:
         self.data = data
 
     @classmethod
-    def of(cls, task: worker_service_pb2.LeasedTask) -> Parameters:
-        text = task.parameters_json or "{}"
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise InvalidArgument(f"parameters are not valid JSON: {exc}", field="parameters") from None
-        if not isinstance(data, dict):
-            raise InvalidArgument("parameters must be a JSON object", field="parameters")
-        return cls(data)
+    def of(cls, lease: Lease) -> Parameters:
+        return cls(lease.parameters)
 
     def _fail(self, key: str, expected: str) -> InvalidArgument:
         got = type(self.data[key]).__name__

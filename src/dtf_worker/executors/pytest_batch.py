@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from dtf_common.errors import InvalidArgument
-from dtf_common.pb.dtf.v1 import types_pb2, worker_service_pb2
+from dtf_common.pb.dtf.v1 import types_pb2
 from dtf_pytest import reports as pytest_reports
 from dtf_pytest.cases import BatchReport, Case, read_lines
 from dtf_pytest.output import OutputTail
@@ -52,6 +52,7 @@ from dtf_worker.executors.process import ProcessRun
 from dtf_worker.executors.pytest_pool import BatchSpec, PytestServerPool, ServerKey
 from dtf_worker.executors.pytest_share import batch_key, batch_options
 from dtf_worker.executors.records import new_record
+from dtf_worker.lease import Lease
 
 EXIT_INTERRUPTED = 2
 # How often a running batch sends the results of the tests it finished meanwhile.
@@ -74,14 +75,14 @@ class PytestExecutor:
             return
         self.pool.prewarm(batch_key(cwd, args, xdist=bool(spec.get("xdist", True))))
 
-    async def run(self, task: worker_service_pb2.LeasedTask, ctx: ExecutionContext) -> ExecutionResult:
+    async def run(self, lease: Lease, ctx: ExecutionContext) -> ExecutionResult:
         try:
-            params = Parameters.of(task)
+            params = Parameters.of(lease)
             args, node_ids = params.str_list("args"), params.str_list("node_ids")
             select = params.str_list("select") if params.data.get("select") is not None else None
             workerinput = params.mapping("workerinput") if params.data.get("workerinput") is not None else None
             env, cwd = ctx.child_env(params.env()), await ctx.task_cwd(params)
-            timeout = params.timeout(task.timeout_s, ctx.default_timeout)
+            timeout = params.timeout(lease.timeout_s, ctx.default_timeout)
             yield_after = params.number("yield_after", 0.0)
             live = params.flag("live_output")
         except InvalidArgument as exc:
@@ -106,7 +107,7 @@ class PytestExecutor:
         env[pytest_reports.REPORTS_VAR] = str(reports)
         streamer = ReportStreamer(
             reports,
-            lambda cases: [_record(task, ctx, case, {}) for case in cases],
+            lambda cases: [_record(lease, ctx, case, {}) for case in cases],
             OutputTail(ctx.files_dir) if live and ctx.report_progress is not None else None,
         )
         streaming = (
@@ -144,7 +145,7 @@ class PytestExecutor:
             process = "resumed"
         process_metrics = {"scope": "pytest process", **run.measurements()}
         # What the batch sent while it ran is not sent again.
-        records = [_record(task, ctx, case, process_metrics) for case in report.cases[streamer.sent :]]
+        records = [_record(lease, ctx, case, process_metrics) for case in report.cases[streamer.sent :]]
         counts = Counter(case.outcome for case in report.cases)
         results: dict[str, Any] = {
             "exit_code": run.exit_code,
@@ -227,11 +228,9 @@ def read_report(path: Path) -> BatchReport:
     return read_lines(text.splitlines())
 
 
-def _record(
-    task: worker_service_pb2.LeasedTask, ctx: ExecutionContext, case: Case, process_metrics: dict[str, Any]
-) -> types_pb2.ResultRecord:
+def _record(lease: Lease, ctx: ExecutionContext, case: Case, process_metrics: dict[str, Any]) -> types_pb2.ResultRecord:
     record = new_record(
-        task,
+        lease,
         ctx,
         test_id=case.node_id,
         status=case.status,

@@ -9,8 +9,9 @@ import time
 import uuid
 from typing import Any
 
-from dtf_common.pb.dtf.v1 import types_pb2, worker_service_pb2
+from dtf_common.pb.dtf.v1 import types_pb2
 from dtf_worker.executors.base import ExecutionContext
+from dtf_worker.lease import Lease
 
 # Failure texts and output tails are cut to this many characters so one noisy test
 # cannot make a report batch too large for a gRPC message.
@@ -37,7 +38,7 @@ def _dumps(value: dict[str, Any] | None) -> str:
 
 
 def new_record(
-    task: worker_service_pb2.LeasedTask,
+    lease: Lease,
     ctx: ExecutionContext,
     *,
     test_id: str,
@@ -50,7 +51,7 @@ def new_record(
 ) -> types_pb2.ResultRecord:
     return types_pb2.ResultRecord(
         result_id=str(uuid.uuid4()),
-        task_id=task.task_id,
+        task_id=lease.task_id,
         worker_id=ctx.worker_id,
         test_id=test_id,
         timestamp_ms=time.time_ns() // 1_000_000,
@@ -60,14 +61,5 @@ def new_record(
         hardware_metrics_json=_dumps(hardware_metrics),
         environment_json=_dumps(environment(ctx)),
         raw_data_json=_dumps(raw_data),
-        metadata_json=_dumps({"task_type": task.type, "attempt": task.attempt, **(metadata or {})}),
+        metadata_json=_dumps({"task_type": lease.type, "attempt": lease.attempt, **(metadata or {})}),
     )
-
-
-def task_metadata(task: worker_service_pb2.LeasedTask) -> dict[str, Any]:
-    """The task's metadata object; anything unreadable counts as empty (it is informative only)."""
-    try:
-        value = json.loads(task.metadata_json or "{}")
-    except json.JSONDecodeError:
-        return {}
-    return value if isinstance(value, dict) else {}
