@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import uuid
 from datetime import UTC, datetime
 from typing import Any
 
 from dtf_common.pb.dtf.v1 import types_pb2
-from dtf_common.schemas import Requirements, Result, ResultStatus, TaskCreate
+from dtf_common.schemas import Requirements, Result, ResultStatus
 
 
 def dumps(value: Any) -> str:
@@ -31,16 +30,6 @@ def datetime_to_ms(value: datetime) -> int:
     return int(value.timestamp() * 1000)
 
 
-def requirements_to_pb(req: Requirements) -> types_pb2.Requirements:
-    return types_pb2.Requirements(
-        hardware=req.hardware or "",
-        min_gpus=req.min_gpus,
-        min_memory_mb=req.min_memory_mb,
-        labels=req.labels,
-        exclude_workers=req.exclude_workers,
-    )
-
-
 def requirements_from_pb(req: types_pb2.Requirements) -> Requirements:
     return Requirements(
         hardware=req.hardware or None,
@@ -48,22 +37,6 @@ def requirements_from_pb(req: types_pb2.Requirements) -> Requirements:
         min_memory_mb=req.min_memory_mb,
         labels=dict(req.labels),
         exclude_workers=list(req.exclude_workers),
-    )
-
-
-def task_create_to_spec(task: TaskCreate, *, submitter: str, task_id: str | None = None) -> types_pb2.TaskSpec:
-    """A submitted task as the command log carries it; a missing id is generated here (by the leader)."""
-    return types_pb2.TaskSpec(
-        task_id=task_id or task.task_id or str(uuid.uuid4()),
-        type=task.type,
-        priority=task.priority,
-        parameters_json=dumps(task.parameters),
-        dependencies=task.dependencies,
-        requirements=requirements_to_pb(task.requirements),
-        metadata_json=dumps(task.metadata),
-        max_retries=task.max_retries,
-        timeout_s=task.timeout or 0.0,
-        submitter=submitter,
     )
 
 

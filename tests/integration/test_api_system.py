@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING
 import httpx
 import pytest
 
-from dtf_common.pb.dtf.v1 import types_pb2, worker_service_pb2
+from dtf_common.pb.dtf.v1 import types_pb2
+from dtf_coordinator.service.worker_records import Capabilities, WorkerRegistration
 
 if TYPE_CHECKING:
     from conftest import ApiHarness
@@ -25,12 +26,11 @@ async def run_on_a_worker(api: ApiHarness, worker_id: str = "worker-1", *, flush
     report two results; flush them to the results store unless told not to. Returns
     (task_id, result_ids)."""
     (task_id,) = await api.submit(CMD)
-    capabilities = types_pb2.Capabilities(hardware=["cpu"], memory_mb=4096, slots=2)
+    capabilities = Capabilities(hardware=("cpu",), memory_mb=4096, slots=2)
     await api.coordinator.register_worker(
-        worker_service_pb2.RegisterRequest(worker_id=worker_id, hardware_id="cpu-x86", capabilities=capabilities)
+        WorkerRegistration(worker_id=worker_id, hardware_id="cpu-x86", capabilities=capabilities)
     )
-    leased = await api.coordinator.lease(worker_id, max_tasks=1, wait_ms=5000)
-    (task,) = leased.tasks
+    (task,) = await api.coordinator.lease(worker_id, max_tasks=1, wait_ms=5000)
     assert task.task_id == task_id
     now_ms = int(time.time() * 1000)
     result_ids = [f"{task_id}-r{i}" for i in range(2)]
@@ -55,7 +55,7 @@ async def run_on_a_worker(api: ApiHarness, worker_id: str = "worker-1", *, flush
         results=records,
     )
     (ack,) = await api.coordinator.report(worker_id, [outcome])
-    assert ack.status == worker_service_pb2.OutcomeAck.ACCEPTED
+    assert ack.accepted
     if flush:
         await api.sync.flush()
     return task_id, result_ids

@@ -31,6 +31,7 @@ from dtf_common.pb.dtf.v1 import types_pb2
 from dtf_common.schemas import Task, TaskCreate, TaskStatus, Worker, WorkerStatus
 from dtf_coordinator.auth import create_token
 from dtf_coordinator.consensus import SingleNode
+from dtf_coordinator.rpc.wire import registration_from_wire
 from dtf_coordinator.rpc.worker_service import add_worker_service
 from dtf_coordinator.service.store_sync import StoreSync
 from dtf_coordinator.state import Effect, StateMachine, StateParams
@@ -198,11 +199,11 @@ async def granted_leases(live: LiveCoordinator, config: WorkerConfig, count: int
     hardware = detect_hardware()
     request = register_request(config, worker_id, hardware, hardware.hardware_id())
     request.capabilities.slots = count
-    await live.coordinator.register_worker(request)
+    await live.coordinator.register_worker(registration_from_wire(request))
     ids = await live.submit(*[TaskCreate(type="command", parameters={"command": "sleep 30"}) for _ in range(count)])
     leased = await live.coordinator.lease(worker_id, count, 2000)
-    assert sorted(t.task_id for t in leased.tasks) == sorted(ids)
-    by_task = {t.task_id: t.lease_id for t in leased.tasks}
+    assert sorted(t.task_id for t in leased) == sorted(ids)
+    by_task = {t.task_id: t.lease_id for t in leased}
     return [(task_id, by_task[task_id]) for task_id in ids]
 
 

@@ -1,4 +1,5 @@
-"""WorkerService servicer: authenticates, then delegates to the service layer."""
+"""WorkerService servicer: authenticates, converts the request (`wire.py`), then delegates
+to the service layer and converts its answer back."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from dtf_common.pb.dtf.v1 import worker_service_pb2 as pb
 from dtf_common.pb.dtf.v1 import worker_service_pb2_grpc as pb_grpc
 from dtf_coordinator.auth import WORKER, bearer, require, verify_token
 from dtf_coordinator.blobs import BlobStore
+from dtf_coordinator.rpc import wire
 from dtf_coordinator.service.coordinator import Coordinator
 
 log = logging.getLogger("dtf.rpc")
@@ -39,20 +41,29 @@ class WorkerService(pb_grpc.WorkerServiceServicer):  # type: ignore[misc]
             await abort(context, exc)
 
     async def Register(self, request: pb.RegisterRequest, context: Ctx) -> pb.RegisterResponse:
-        return await self._call(context, lambda: self.coordinator.register_worker(request))
+        async def register() -> pb.RegisterResponse:
+            answer = await self.coordinator.register_worker(wire.registration_from_wire(request))
+            return wire.registered_to_wire(answer)
+
+        return await self._call(context, register)
 
     async def Heartbeat(self, request: pb.HeartbeatRequest, context: Ctx) -> pb.HeartbeatResponse:
-        return await self._call(context, lambda: self.coordinator.heartbeat(request))
+        async def heartbeat() -> pb.HeartbeatResponse:
+            return wire.heartbeat_ack_to_wire(await self.coordinator.heartbeat(wire.heartbeat_from_wire(request)))
+
+        return await self._call(context, heartbeat)
 
     async def LeaseTasks(self, request: pb.LeaseRequest, context: Ctx) -> pb.LeaseResponse:
-        return await self._call(
-            context, lambda: self.coordinator.lease(request.worker_id, request.max_tasks, request.wait_ms)
-        )
+        async def lease() -> pb.LeaseResponse:
+            grants = await self.coordinator.lease(request.worker_id, request.max_tasks, request.wait_ms)
+            return wire.grants_to_wire(grants)
+
+        return await self._call(context, lease)
 
     async def ReportResults(self, request: pb.ReportRequest, context: Ctx) -> pb.ReportResponse:
         async def report() -> pb.ReportResponse:
             acks = await self.coordinator.report(request.worker_id, request.outcomes)
-            return pb.ReportResponse(batch_id=request.batch_id, acks=acks)
+            return wire.acks_to_wire(request.batch_id, acks)
 
         return await self._call(context, report)
 
@@ -68,7 +79,7 @@ class WorkerService(pb_grpc.WorkerServiceServicer):  # type: ignore[misc]
                 acks = await self.coordinator.report(request.worker_id, request.outcomes)
             except DtfError as exc:
                 await abort(context, exc)
-            yield pb.ReportResponse(batch_id=request.batch_id, acks=acks)
+            yield wire.acks_to_wire(request.batch_id, acks)
 
     async def Deregister(self, request: pb.DeregisterRequest, context: Ctx) -> pb.DeregisterResponse:
         async def deregister() -> pb.DeregisterResponse:

@@ -12,15 +12,24 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from dtf_common.convert import loads_obj, ms_to_datetime, task_create_to_spec
+from dtf_common.convert import loads_obj, ms_to_datetime
 from dtf_common.errors import InvalidArgument, NotFound, NotLeader, QueueFull
-from dtf_common.pb.dtf.v1 import commands_pb2, types_pb2, worker_service_pb2
+from dtf_common.pb.dtf.v1 import commands_pb2, types_pb2
 from dtf_common.schemas import Task, TaskCreate, TaskStatus, Worker, WorkerStatus
 from dtf_coordinator.consensus import Consensus
 from dtf_coordinator.metrics import Metrics
+from dtf_coordinator.service import to_log
 from dtf_coordinator.service.dispatch import Dispatcher
 from dtf_coordinator.service.events import EventHub
 from dtf_coordinator.service.views import task_view, worker_view
+from dtf_coordinator.service.worker_records import (
+    Heartbeat,
+    HeartbeatAck,
+    LeaseGrant,
+    OutcomeAck,
+    Registered,
+    WorkerRegistration,
+)
 from dtf_coordinator.state import (
     Cancelled,
     Effect,
@@ -35,7 +44,6 @@ from dtf_coordinator.state import (
     WorkerChanged,
 )
 
-Ack = worker_service_pb2.OutcomeAck
 # The WebSocket channel of committed results, one message per task and report.
 RESULTS = "results"
 
@@ -183,7 +191,7 @@ class Coordinator:
                 f"queue is full: {state.pending_count} pending, limit {self.max_queue_size}",
                 field="task_scheduler.max_queue_size",
             )
-        specs = [task_create_to_spec(t, submitter=submitter) for t in tasks]
+        specs = [to_log.task_spec(t, submitter=submitter) for t in tasks]
         outcome = await self._propose(commands_pb2.Command(submit_tasks=commands_pb2.SubmitTasks(tasks=specs)))
         assert isinstance(outcome, Submitted)
         return outcome.task_ids
@@ -219,7 +227,7 @@ class Coordinator:
 
     # ------------------------------------------------------------------ worker service
 
-    async def register_worker(self, req: worker_service_pb2.RegisterRequest) -> worker_service_pb2.RegisterResponse:
+    async def register_worker(self, req: WorkerRegistration) -> Registered:
         if not req.worker_id:
             raise InvalidArgument("worker_id is required", field="worker_id")
         await self._propose(
@@ -227,7 +235,7 @@ class Coordinator:
                 register_worker=commands_pb2.RegisterWorker(
                     worker_id=req.worker_id,
                     hardware_id=req.hardware_id,
-                    capabilities=req.capabilities,
+                    capabilities=to_log.capabilities(req.capabilities),
                     metadata_json=req.metadata_json,
                     name=req.name,
                 )
@@ -236,7 +244,7 @@ class Coordinator:
         # Leases this worker held before (a restarted daemon) are offered again on its next poll.
         worker = self.node.state.workers[req.worker_id]
         self.dispatcher.forget(list(worker.leases))
-        return worker_service_pb2.RegisterResponse(
+        return Registered(
             worker_id=req.worker_id,
             heartbeat_interval_s=self.heartbeat_interval_s,
             lease_ttl_s=self.lease_ttl_s,
@@ -251,7 +259,7 @@ class Coordinator:
             )
         return worker
 
-    async def heartbeat(self, req: worker_service_pb2.HeartbeatRequest) -> worker_service_pb2.HeartbeatResponse:
+    async def heartbeat(self, req: Heartbeat) -> HeartbeatAck:
         self._worker(req.worker_id)
         await self._propose(
             commands_pb2.Command(
@@ -261,10 +269,10 @@ class Coordinator:
             )
         )
         held = self.node.state.workers[req.worker_id].leases
-        revoked = [lease_id for lease_id in req.lease_ids if lease_id not in held]
-        return worker_service_pb2.HeartbeatResponse(revoked_lease_ids=revoked, lease_ttl_s=self.lease_ttl_s)
+        revoked = tuple(lease_id for lease_id in req.lease_ids if lease_id not in held)
+        return HeartbeatAck(revoked_lease_ids=revoked, lease_ttl_s=self.lease_ttl_s)
 
-    async def lease(self, worker_id: str, max_tasks: int, wait_ms: int) -> worker_service_pb2.LeaseResponse:
+    async def lease(self, worker_id: str, max_tasks: int, wait_ms: int) -> list[LeaseGrant]:
         if not self.node.is_leader():
             # Only the leader hands out work: send the worker there.
             raise NotLeader("this coordinator is not the leader", leader_hint=self.node.leader_hint())
@@ -273,15 +281,15 @@ class Coordinator:
             raise InvalidArgument("max_tasks must be between 0 and 10000", field="max_tasks")
         grants = await self.dispatcher.wait_for_tasks(worker_id, max_tasks, min(wait_ms, 60_000) / 1000)
         state = self.node.state
-        tasks = []
+        leased: list[LeaseGrant] = []
         delivered = []
         for task_id, lease_id in grants:
             t = state.tasks.get(task_id)
             if t is None or t.lease_id != lease_id:
                 continue  # cancelled or requeued between grant and delivery
             delivered.append((task_id, lease_id))
-            tasks.append(
-                worker_service_pb2.LeasedTask(
+            leased.append(
+                LeaseGrant(
                     task_id=t.task_id,
                     lease_id=lease_id,
                     type=t.type,
@@ -294,9 +302,11 @@ class Coordinator:
                 )
             )
         self.dispatcher.mark_delivered(delivered)
-        return worker_service_pb2.LeaseResponse(tasks=tasks)
+        return leased
 
-    async def report(self, worker_id: str, outcomes: Iterable[types_pb2.TaskOutcome]) -> list[Ack]:
+    async def report(self, worker_id: str, outcomes: Iterable[types_pb2.TaskOutcome]) -> list[OutcomeAck]:
+        """Record a worker's outcomes, each stamped with its id. They are the command log's
+        own records (the wire carries them in that form), so they go in unchanged."""
         batch = []
         for o in outcomes:
             if o.kind == types_pb2.TaskOutcome.KIND_UNSPECIFIED:
@@ -307,10 +317,7 @@ class Coordinator:
             return []
         outcome = await self._propose(commands_pb2.Command(report_outcomes=commands_pb2.ReportOutcomes(outcomes=batch)))
         assert isinstance(outcome, ReportAcks)
-        return [
-            Ack(task_id=t, lease_id=lease, status=Ack.ACCEPTED if ok else Ack.STALE, detail=detail)
-            for t, lease, ok, detail in outcome.acks
-        ]
+        return [OutcomeAck(t, lease, accepted, detail) for t, lease, accepted, detail in outcome.acks]
 
     async def deregister(self, worker_id: str, returned: list[str]) -> int:
         outcome = await self._propose(
