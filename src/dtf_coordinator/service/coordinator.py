@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from dtf_common.convert import loads_obj, ms_to_datetime
 from dtf_common.errors import InvalidArgument, NotFound, NotLeader, QueueFull
 from dtf_common.pb.dtf.v1 import commands_pb2, types_pb2
 from dtf_common.schemas import Task, TaskCreate, TaskStatus, Worker, WorkerStatus
@@ -21,7 +20,8 @@ from dtf_coordinator.metrics import Metrics
 from dtf_coordinator.service import to_log
 from dtf_coordinator.service.dispatch import Dispatcher
 from dtf_coordinator.service.events import EventHub
-from dtf_coordinator.service.views import task_view, worker_view
+from dtf_coordinator.service.views import iso_time as iso_time  # read here by wiring.py
+from dtf_coordinator.service.views import results_messages, task_view, worker_view
 from dtf_coordinator.service.worker_records import (
     Heartbeat,
     HeartbeatAck,
@@ -46,25 +46,6 @@ from dtf_coordinator.state import (
 
 # The WebSocket channel of committed results, one message per task and report.
 RESULTS = "results"
-
-
-def results_messages(effect: ResultsRecorded) -> list[dict[str, Any]]:
-    """A committed batch of results as `results` messages, one per task, in the order the
-    worker sent them: what follows a running task (`dtf run`) reads its tests as they end."""
-    by_task: dict[str, list[dict[str, Any]]] = {}
-    for record in effect.records:
-        by_task.setdefault(record.task_id, []).append(
-            {
-                "result_id": record.result_id,
-                "test_id": record.test_id,
-                "status": record.status,
-                "execution_time": record.execution_time,
-                "worker_id": record.worker_id,
-                "timestamp": iso_time(record.timestamp_ms),
-                "raw_data": loads_obj(record.raw_data_json),
-            }
-        )
-    return [{"type": "results", "task_id": task_id, "results": rows} for task_id, rows in by_task.items()]
 
 
 @dataclass(frozen=True, slots=True)
@@ -365,9 +346,3 @@ class Coordinator:
         self.metrics.raft_term.set(status.term)
         self.metrics.raft_commit_index.set(status.commit_index)
         self.metrics.raft_is_leader.set(1 if self.node.is_leader() else 0)
-
-
-def iso_time(ms: int) -> str:
-    """Milliseconds since the epoch as the ISO 8601 UTC text the WebSocket messages carry."""
-    value = ms_to_datetime(ms)
-    return value.isoformat().replace("+00:00", "Z") if value else ""

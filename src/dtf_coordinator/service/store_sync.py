@@ -14,9 +14,8 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Protocol
 
-from dtf_common.convert import result_to_row
 from dtf_coordinator.service.loops import LoopService
-from dtf_coordinator.service.views import task_row, worker_row
+from dtf_coordinator.service.views import result_row, task_row, worker_row
 from dtf_coordinator.state import Effect, ResultsRecorded, StateMachine, TaskTransition, WorkerChanged
 
 log = logging.getLogger("dtf.store")
@@ -48,7 +47,7 @@ class StoreSync(LoopService):
             if isinstance(effect, TaskTransition):
                 self.dirty_tasks.add(effect.task_id)
             elif isinstance(effect, ResultsRecorded):
-                self.results.extend(result_to_row(r, effect.hardware_id) for r in effect.records)
+                self.results.extend(result_row(r, effect.hardware_id) for r in effect.records)
             elif isinstance(effect, WorkerChanged):
                 self.dirty_workers.add(effect.worker_id)
 
