@@ -38,10 +38,13 @@ from dtf_coordinator.state import (
     Rejected,
     ReportAcks,
     ResultsRecorded,
+    StateMachine,
     Submitted,
     TaskOutput,
+    TaskState,
     TaskTransition,
     WorkerChanged,
+    WorkerState,
 )
 
 # The WebSocket channel of committed results, one message per task and report.
@@ -57,7 +60,7 @@ class TaskFilter:
     since: datetime | None = None
     until: datetime | None = None
 
-    def matches(self, t: Any) -> bool:
+    def matches(self, t: TaskState) -> bool:
         if self.status is not None and t.status is not self.status:
             return False
         if self.type is not None and t.type != self.type:
@@ -109,7 +112,7 @@ class Coordinator:
             await self.node.read_barrier()
 
     @property
-    def state(self) -> Any:
+    def state(self) -> StateMachine:
         return self.node.state
 
     async def _propose(self, command: commands_pb2.Command) -> Outcome:
@@ -232,7 +235,7 @@ class Coordinator:
             coordinator_id=self.node.node_id,
         )
 
-    def _worker(self, worker_id: str) -> Any:
+    def _worker(self, worker_id: str) -> WorkerState:
         worker = self.node.state.workers.get(worker_id)
         if worker is None or worker.status is WorkerStatus.OFFLINE:
             raise NotFound(
