@@ -4,10 +4,10 @@ many times a second, and takes in each test's result as it is committed, while i
 still runs, with what the batch printed before it when the run has live output (`-s`).
 
 Best effort: the coordinator drops updates for a client that reads too slowly, and a
-connection can fail or come late (it is made in the background, so the run does not wait
-for it). The runner therefore reads every open task as it did until `connected`, and
-every open task now and then after (`Execution.poll_once`); the updates only make it
-react at once.
+connection can fail, drop or come late (it is made in the background, so the run does
+not wait for it, and made again after a failure). The runner therefore reads every
+open task while not `connected`, and every open task now and then after
+(`Execution.poll_once`); the updates only make it react at once.
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ from urllib.parse import quote, urlsplit, urlunsplit
 log = logging.getLogger("dtf.run.runner")
 
 CONNECT_TIMEOUT_S = 3.0
+# After a failed or dropped connection, the next try.
+RECONNECT_S = 0.5
 
 
 class TaskWatcher:
@@ -32,6 +34,7 @@ class TaskWatcher:
         self._lock = threading.Lock()
         self._event = threading.Event()
         self._socket: Any = None
+        self._closed = threading.Event()
         self.connected = False
         self._thread = threading.Thread(
             target=self._listen, args=(_ws_url(api_url, token),), name="dtf-run-watch", daemon=True
@@ -39,39 +42,47 @@ class TaskWatcher:
         self._thread.start()
 
     def _listen(self, url: str) -> None:
-        try:
-            from websockets.sync.client import connect
+        """Follow the channels until closed; a connection that fails or drops is made again
+        (what was pushed meanwhile is lost: the runner reads it from the store)."""
+        while not self._closed.is_set():
+            try:
+                self._follow(url)
+            except Exception as exc:  # any failure: the runner polls until the next connection
+                log.debug("no task updates from the coordinator (%s); polling", exc)
+            finally:
+                self.connected = False
+                self._socket = None
+                self._event.set()
+            self._closed.wait(RECONNECT_S)
 
-            with connect(url, open_timeout=CONNECT_TIMEOUT_S, max_size=None) as socket:
-                for channel in ("task_updates", "results"):
-                    socket.send(json.dumps({"type": "subscribe", "channel": channel}))
-                    reply = json.loads(socket.recv(timeout=CONNECT_TIMEOUT_S))
-                    if reply.get("type") != "subscribed":
-                        raise ValueError(f"subscription refused: {reply}")
-                self._socket = socket
-                self.connected = True
-                for raw in socket:
-                    message = json.loads(raw)
-                    task_id = str(message.get("task_id") or "")
-                    if not task_id:
-                        continue
-                    with self._lock:
-                        if message.get("type") == "task_update":
-                            self._changed.add(task_id)
-                        elif message.get("type") == "results":
-                            rows = list(message.get("results") or [])
-                            self._results.setdefault(task_id, []).extend(rows)
-                            self._received.setdefault(task_id, set()).update(str(r.get("result_id")) for r in rows)
-                        elif message.get("type") == "task_output":
-                            self._output.append(
-                                (task_id, str(message.get("stdout") or ""), str(message.get("stderr") or ""))
-                            )
-                    self._event.set()
-        except Exception as exc:  # any failure: the runner polls instead
-            log.debug("no task updates from the coordinator (%s); polling", exc)
-        finally:
-            self.connected = False
-            self._event.set()
+    def _follow(self, url: str) -> None:
+        from websockets.sync.client import connect
+
+        with connect(url, open_timeout=CONNECT_TIMEOUT_S, max_size=None) as socket:
+            for channel in ("task_updates", "results"):
+                socket.send(json.dumps({"type": "subscribe", "channel": channel}))
+                reply = json.loads(socket.recv(timeout=CONNECT_TIMEOUT_S))
+                if reply.get("type") != "subscribed":
+                    raise ValueError(f"subscription refused: {reply}")
+            self._socket = socket
+            self.connected = True
+            for raw in socket:
+                message = json.loads(raw)
+                task_id = str(message.get("task_id") or "")
+                if not task_id:
+                    continue
+                with self._lock:
+                    if message.get("type") == "task_update":
+                        self._changed.add(task_id)
+                    elif message.get("type") == "results":
+                        rows = list(message.get("results") or [])
+                        self._results.setdefault(task_id, []).extend(rows)
+                        self._received.setdefault(task_id, set()).update(str(r.get("result_id")) for r in rows)
+                    elif message.get("type") == "task_output":
+                        self._output.append(
+                            (task_id, str(message.get("stdout") or ""), str(message.get("stderr") or ""))
+                        )
+                self._event.set()
 
     def wait(self, timeout: float) -> set[str]:
         """The tasks that changed since the last call, waiting up to `timeout` seconds for one."""
@@ -109,6 +120,7 @@ class TaskWatcher:
         self._event.set()
 
     def close(self) -> None:
+        self._closed.set()
         socket = self._socket
         if socket is not None:
             try:
