@@ -22,10 +22,11 @@ from dtf_coordinator.consensus.raft.transport_port import RaftTransport
 from dtf_coordinator.consensus.status import LeaderChange
 from dtf_coordinator.metrics import Metrics
 from dtf_coordinator.scheduling import Planner
-from dtf_coordinator.service.coordinator import Coordinator, iso_time
+from dtf_coordinator.service.coordinator import Coordinator
 from dtf_coordinator.service.dispatch import Dispatcher
 from dtf_coordinator.service.events import EventHub
 from dtf_coordinator.service.loops import HealthMonitor
+from dtf_coordinator.service.views import iso_time
 from dtf_coordinator.state import StateMachine, StateParams
 
 Node = SingleNode[StateMachine] | RaftNode[StateMachine]

@@ -20,8 +20,7 @@ from dtf_coordinator.metrics import Metrics
 from dtf_coordinator.service import to_log
 from dtf_coordinator.service.dispatch import Dispatcher
 from dtf_coordinator.service.events import EventHub
-from dtf_coordinator.service.views import iso_time as iso_time  # read here by wiring.py
-from dtf_coordinator.service.views import results_messages, task_view, worker_view
+from dtf_coordinator.service.views import iso_time, results_messages, task_view, worker_view
 from dtf_coordinator.service.worker_records import (
     Heartbeat,
     HeartbeatAck,
