@@ -126,6 +126,19 @@ def test_head_start_runs_a_small_suite_while_its_cluster_starts_and_leaves_nothi
     assert not [p for p in psutil.process_iter(["cmdline"]) if str(data_dir) in " ".join(p.info["cmdline"] or ())]
 
 
+def test_a_cluster_that_cannot_start_is_stopped_and_the_run_says_why(tmp_path: Path) -> None:
+    write_suite(tmp_path, {"test_ok.py": PASSING})
+    data_dir = tmp_path / ".dtf"
+    (data_dir / "results.duckdb").mkdir(parents=True)  # a directory where the store's file goes
+
+    run = dtf_run(tmp_path, "-n", "2", "--data-dir", str(data_dir), "--", "suite")
+
+    assert run.returncode == 2, run.stdout + run.stderr
+    assert "exited during start-up" in run.stdout, run.stdout
+    # Its workers, which never reached a coordinator, are not left waiting for one.
+    assert not [p for p in psutil.process_iter(["cmdline"]) if str(data_dir) in " ".join(p.info["cmdline"] or ())]
+
+
 def test_empty_selection_exits_5(tmp_path: Path) -> None:
     write_suite(tmp_path, {"test_ok.py": PASSING})
 

@@ -9,6 +9,7 @@ the pytest session that uses it, and the cluster can outlive the run.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -179,7 +180,7 @@ def find_target(config: RunConfig, starting: Callable[[], None] | None = None) -
     if launched is not None and info is not None:
         if starting is not None:
             starting()
-        await_started(config.data_dir, info)
+        _await_own_start(config.data_dir, info)
         return Target(str(info["api_url"]), str(info["admin_token"]), "started", True, launched)
     found = locate(config)
     if found is not None:
@@ -193,9 +194,27 @@ def find_target(config: RunConfig, starting: Callable[[], None] | None = None) -
     fresh = launch_cluster(config)
     info = starting_cluster(config.data_dir)
     if info is None:
+        _stop_own(config.data_dir)
         raise Unavailable(f"the cluster in {config.data_dir} exited during start-up (see {config.data_dir}/logs)")
-    await_started(config.data_dir, info)
+    _await_own_start(config.data_dir, info)
     return Target(str(info["api_url"]), str(info["admin_token"]), "started", True, fresh)
+
+
+def _await_own_start(data_dir: Path, info: dict[str, Any]) -> None:
+    """Wait for the coordinator of the cluster this run started; when it does not come up,
+    stop what did (its workers would wait for it for ever) before saying why."""
+    try:
+        await_started(data_dir, info)
+    except BaseException:
+        _stop_own(data_dir)
+        raise
+
+
+def _stop_own(data_dir: Path) -> None:
+    from dtf.local_cluster import stop_data_dir
+
+    with contextlib.suppress(Exception):
+        stop_data_dir(data_dir, timeout=5.0)
 
 
 def launched_by_this_run(data_dir: Path) -> bool | None:
