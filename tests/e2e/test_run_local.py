@@ -104,7 +104,7 @@ def test_passing_suite_exits_zero_and_second_run_uses_recorded_durations(tmp_pat
     assert not [pid for pid in pids if psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie"]
 
 
-def test_head_start_runs_a_small_suite_while_its_cluster_starts_and_leaves_nothing_running(tmp_path: Path) -> None:
+def test_head_start_runs_the_first_tests_while_its_cluster_starts_and_leaves_nothing_running(tmp_path: Path) -> None:
     write_suite(tmp_path, {"test_ok.py": PASSING})
     data_dir = tmp_path / ".dtf"
 
@@ -119,10 +119,14 @@ def test_head_start_runs_a_small_suite_while_its_cluster_starts_and_leaves_nothi
 
     assert run.returncode == 0, run.stdout + run.stderr
     assert verbose_outcomes(run.stdout) == verbose_outcomes(plain.stdout), run.stdout
-    assert "dtf: all 8 tests ran in this session while the cluster started" in run.stdout
-    # The run waited for the cluster it started only to stop it (DTF_IDLE_TIMEOUT=0 here),
-    # and removed the data directory it made, where nothing ran.
-    assert not data_dir.exists()
+    # All of them ran in the session's child, or, where the cluster came up sooner (a slow
+    # machine's first imports), the first ones did and the cluster ran the rest.
+    here = re.search(r"dtf: all 8 tests ran in this session|dtf: (\d+) tests, .*\((\d+) more ran here", run.stdout)
+    assert here is not None, run.stdout
+    assert here.group(1) is None or int(here.group(1)) + int(here.group(2)) == 8, run.stdout
+    # The run stopped the cluster it started (DTF_IDLE_TIMEOUT=0 here), and removed the
+    # data directory it made where nothing ran on the cluster.
+    assert data_dir.exists() == (here.group(1) is not None)
     assert not [p for p in psutil.process_iter(["cmdline"]) if str(data_dir) in " ".join(p.info["cmdline"] or ())]
 
 
