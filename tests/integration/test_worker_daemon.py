@@ -266,6 +266,8 @@ async def test_performance_figures_go_with_a_heartbeat_once_per_metrics_interval
     config.reporting.metrics_interval = interval
     daemon = WorkerDaemon(config)
     async with running(daemon):
+        first = live.node.state.workers.get
+        await eventually(lambda: bool(getattr(first(daemon.worker_id), "performance_json", "")), what="first report")
         [task_id] = await live.submit(TaskCreate(type="noop"))
         await eventually(is_final(live, task_id))
         await asyncio.sleep(1.5)  # a heartbeat or more since the task ended
