@@ -46,7 +46,7 @@ def test_mixed_suite_reports_like_pytest_and_survives_crashes_and_hang(tmp_path:
     junit = tmp_path / "out.xml"
 
     run = dtf_run(
-        tmp_path, "-n", "2", "--data-dir", str(tmp_path / ".dtf"), "--junitxml", str(junit), "--timeout", "8",
+        tmp_path, "--data-dir", str(tmp_path / ".dtf"), "--junitxml", str(junit), "--timeout", "8",
         "--", "suite", env={"DTF_HEAD_START": "1" if head_start else "0"},
     )  # fmt: skip
 
@@ -108,7 +108,10 @@ def test_head_start_runs_the_first_tests_while_its_cluster_starts_and_leaves_not
     write_suite(tmp_path, {"test_ok.py": PASSING})
     data_dir = tmp_path / ".dtf"
 
-    run = dtf_run(tmp_path, "-n", "2", "--data-dir", str(data_dir), "--", "-v", "suite", env={"DTF_HEAD_START": "1"})
+    # Without -n the session itself starts the cluster, once pytest has started: the
+    # coordinator's start then outlasts collecting one small file on any machine, where a
+    # cluster started before pytest (dtf run -n) can be up first on a slow one.
+    run = dtf_run(tmp_path, "--data-dir", str(data_dir), "--", "-v", "suite", env={"DTF_HEAD_START": "1"})
     plain = subprocess.run(
         [sys.executable, "-m", "pytest", "-v", "-p", "no:cacheprovider", "suite"],
         cwd=tmp_path,
