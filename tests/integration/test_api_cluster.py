@@ -27,7 +27,7 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from dtf_common.errors import NotLeader
 from dtf_common.pb.dtf.v1 import commands_pb2
-from dtf_coordinator.api.cluster import LocalView, build_leader_info, build_status
+from dtf_coordinator.api.cluster import build_leader_info, build_status
 from dtf_coordinator.api.cluster_service import ClusterService, service_of
 from dtf_coordinator.consensus import SingleNode
 from dtf_coordinator.consensus.base import BeforeSnapshot
@@ -662,15 +662,17 @@ async def test_channel_feed_publishes_only_while_subscribed() -> None:
 
 
 def test_views_of_a_node_that_knows_nothing_yet() -> None:
-    local = LocalView(
+    local = NodeStatus(
         node_id="n1",
         role="follower",
         term=0,
         leader_id=None,
+        commit_index=0,
+        applied_index=0,
+        last_index=0,
+        voters=("n1", "n2", "n3"),
         started_ms=1_000,
-        voters=["n1", "n2", "n3"],
-        disabled=frozenset(),
-        raft=True,
+        can_change_membership=True,
     )
     status = build_status(local, {}, now_ms=2_000, api_urls={}, recent_ms=600)
     assert [n.state for n in status.nodes] == ["follower", "unknown", "unknown"]

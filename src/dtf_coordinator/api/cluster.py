@@ -2,8 +2,8 @@
 functions from what the consensus node says to the API's models.
 
 A coordinator is a cluster of one (its own leader while it runs) or a Raft member.
-`read_local` turns the node's typed `NodeStatus` into a `LocalView` in the API's
-vocabulary (a cluster state for its role). The `build_*` functions turn that view, and
+`read_local` reads the node's typed `NodeStatus` once (`cluster_state` puts its role in
+the API's words). The `build_*` functions turn that status, and
 what peers said of themselves (`PeerSample`), into the API's models. Every coordinator
 answers with its own view; `cluster_service` does the asking of peers and the
 publishing.
@@ -11,8 +11,8 @@ publishing.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+import dataclasses
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Literal, cast
 
@@ -29,7 +29,7 @@ from dtf_coordinator.api.models import (
 )
 from dtf_coordinator.service.cluster_health import HealthFigures, PeerSample, classify
 from dtf_coordinator.service.coordinator import Coordinator
-from dtf_coordinator.service.membership import LeaderChange, PeerProgress
+from dtf_coordinator.service.membership import NodeStatus, PeerProgress
 
 # Figures a health request may ask for, by their short and their full names.
 METRICS = {
@@ -57,60 +57,24 @@ def to_datetime(ms: int | float) -> datetime:
 # ---------------------------------------------------------------------------- reading the node
 
 
-@dataclass(frozen=True)
-class LocalView:
-    """What this coordinator's consensus node says about the cluster, read once."""
-
-    node_id: str
-    role: ClusterState
-    term: int
-    leader_id: str | None
-    started_ms: int
-    voters: list[str]
-    disabled: frozenset[str]
-    raft: bool  # a Raft member (membership can change), not a cluster of one
-    commit_index: int = 0
-    applied_index: int = 0
-    last_index: int = 0
-    progress: Mapping[str, PeerProgress] = field(default_factory=dict)
-    last_contact: Mapping[str, int] = field(default_factory=dict)
-    history: Sequence[LeaderChange] = ()  # oldest first
-
-    @property
-    def enabled_voters(self) -> list[str]:
-        return [v for v in self.voters if v not in self.disabled]
-
-    @property
-    def quorum_size(self) -> int:
-        """A majority of the voters: a disabled voter may not lead, but still votes."""
-        return len(self.voters) // 2 + 1
-
-
-def read_local(coordinator: Coordinator) -> LocalView:
+def read_local(coordinator: Coordinator) -> NodeStatus:
+    """The node's status, read once, with its start time where the node has none yet."""
     status = coordinator.node.status()
-    return LocalView(
-        node_id=status.node_id,
-        role=ROLES.get(status.role, "unknown"),
-        term=status.term,
-        leader_id=status.leader_id,
-        started_ms=status.started_ms or int(coordinator.started_at * 1000),
-        voters=list(status.voters),
-        disabled=status.disabled,
-        raft=status.can_change_membership,
-        commit_index=status.commit_index,
-        applied_index=status.applied_index,
-        last_index=status.last_index,
-        progress=status.progress,
-        last_contact=status.last_contact,
-        history=status.leader_history,
-    )
+    if status.started_ms:
+        return status
+    return dataclasses.replace(status, started_ms=int(coordinator.started_at * 1000))
+
+
+def cluster_state(status: NodeStatus) -> ClusterState:
+    """A node's role in the API's words."""
+    return ROLES.get(status.role, "unknown")
 
 
 # ---------------------------------------------------------------------------- building the views
 
 
 def build_status(
-    local: LocalView,
+    local: NodeStatus,
     samples: Mapping[str, PeerSample],
     *,
     now_ms: int,
@@ -124,12 +88,12 @@ def build_status(
         if node_id == local.node_id:
             node = ClusterNode(
                 node_id=node_id,
-                state=local.role,
+                state=cluster_state(local),
                 term=local.term,
                 last_heartbeat=to_datetime(now_ms),
                 uptime_seconds=round(max(0, now_ms - local.started_ms) / 1000, 3),
             )
-            if local.role != "stopped":
+            if cluster_state(local) != "stopped":
                 reachable.add(node_id)
         else:
             node, active = _peer(local, node_id, samples.get(node_id), now_ms=now_ms, recent_ms=recent_ms)
@@ -160,7 +124,7 @@ def build_status(
 
 
 def _peer(
-    local: LocalView, node_id: str, sample: PeerSample | None, *, now_ms: int, recent_ms: int
+    local: NodeStatus, node_id: str, sample: PeerSample | None, *, now_ms: int, recent_ms: int
 ) -> tuple[ClusterNode, bool]:
     report = sample.report if sample is not None else None
     contact = local.last_contact.get(node_id)
@@ -208,8 +172,8 @@ def _progress(progress: PeerProgress | None) -> ReplicationProgress | None:
     )
 
 
-def build_leader_info(local: LocalView, *, now_ms: int) -> LeaderInfo:
-    changes = sorted(local.history, key=lambda c: c.time_ms)
+def build_leader_info(local: NodeStatus, *, now_ms: int) -> LeaderInfo:
+    changes = sorted(local.leader_history, key=lambda c: c.time_ms)
     history: list[LeadershipChange] = []
     for n, change in enumerate(changes):
         until = changes[n + 1].time_ms if n + 1 < len(changes) else now_ms
@@ -237,11 +201,11 @@ def build_leader_info(local: LocalView, *, now_ms: int) -> LeaderInfo:
     )
 
 
-def own_health(local: LocalView, figures: HealthFigures, *, now_ms: int) -> NodeHealth:
+def own_health(local: NodeStatus, figures: HealthFigures, *, now_ms: int) -> NodeHealth:
     return NodeHealth(
         node_id=local.node_id,
         health=NodeHealthFigures(**figures.as_dict(), status=classify(figures)),
-        state=local.role,
+        state=cluster_state(local),
         term=local.term,
         leader_id=local.leader_id,
         uptime_seconds=round(max(0, now_ms - local.started_ms) / 1000, 3),

@@ -24,7 +24,6 @@ from starlette.applications import Starlette
 from dtf_common.clock import wall_ms
 from dtf_common.errors import Unavailable
 from dtf_coordinator.api.cluster import (
-    LocalView,
     build_leader_info,
     build_status,
     metric_fields,
@@ -39,7 +38,7 @@ from dtf_coordinator.api.models import ClusterHealth, ClusterStatus, LeaderInfo,
 from dtf_coordinator.auth import Role, create_token
 from dtf_coordinator.service.cluster_health import ChannelFeed, HealthSampler, PeerProbe
 from dtf_coordinator.service.events import Message
-from dtf_coordinator.service.membership import Applied, Membership
+from dtf_coordinator.service.membership import Applied, Membership, NodeStatus
 
 CLUSTER_STATUS = "cluster_status"
 CLUSTER_HEALTH = "cluster_health"
@@ -83,7 +82,7 @@ class ClusterService:
 
     # ---------------------------------------------------------------- views
 
-    def local(self) -> LocalView:
+    def local(self) -> NodeStatus:
         return read_local(self.coordinator)
 
     async def status(self, token: str | None = None) -> ClusterStatus:
@@ -120,7 +119,7 @@ class ClusterService:
         order = [n for n in local.voters if n in entries]
         return ClusterHealth(nodes=[select_metrics(entries[n], fields) for n in order], timestamp=datetime.now(UTC))
 
-    def _peers(self, local: LocalView) -> dict[str, str]:
+    def _peers(self, local: NodeStatus) -> dict[str, str]:
         return {n: self.coordinator.api_url_of(n) or "" for n in local.voters if n != local.node_id}
 
     def peer_token(self) -> str:
