@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from dtf_common.schemas import ResultStatus
@@ -77,6 +78,26 @@ class BatchReport:
     yielded: bool = False
     stopped: str = ""  # why the session stopped early (-x, --maxfail), when it did
     exitstatus: int | None = None
+
+
+class ReportTail:
+    """A running batch's report file (`path`), read as it grows: each `new_cases` call
+    returns the tests whose lines were completed since the last one."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.offset = 0
+
+    def new_cases(self) -> list[Case]:
+        try:
+            with self.path.open("rb") as f:
+                f.seek(self.offset)
+                data = f.read()
+        except FileNotFoundError:
+            return []
+        end = data.rfind(b"\n") + 1  # a line still being written waits for the next call
+        self.offset += end
+        return read_lines(data[:end].decode("utf-8", errors="replace").splitlines()).cases
 
 
 def read_lines(lines: Iterable[str]) -> BatchReport:

@@ -246,12 +246,10 @@ class TaskRunner:
         outcome.stdout, outcome.stderr = stdout, stderr
         outcome.results.extend(records)
         try:
-            for piece in split_outcome(outcome):
-                self.spool.put(piece)
+            self._put(outcome)
         except OSError:
             log.exception("cannot spool results of task %s; they go with its end", lease.task_id)
             raise
-        self.on_spooled()
 
     def _spool(
         self,
@@ -266,11 +264,14 @@ class TaskRunner:
             outcome.results.extend(result.records)
             outcome.non_retryable = result.non_retryable
         try:
-            for piece in split_outcome(outcome):
-                self.spool.put(piece)
+            self._put(outcome)
         except OSError:
             # Without the spool the outcome cannot be made durable; the lease will expire and
             # the coordinator requeue the task, which is the at-least-once path anyway.
             log.exception("cannot spool the outcome of task %s", lease.task_id)
-            return
+
+    def _put(self, outcome: types_pb2.TaskOutcome) -> None:
+        """Spool an outcome, in pieces of a message's size, and wake the sender."""
+        for piece in split_outcome(outcome):
+            self.spool.put(piece)
         self.on_spooled()

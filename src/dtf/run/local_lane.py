@@ -34,7 +34,7 @@ from typing import Any, NoReturn
 import pytest
 
 from dtf_pytest import reports as pytest_reports
-from dtf_pytest.cases import Case, read_lines
+from dtf_pytest.cases import Case, ReportTail
 from dtf_pytest.output import OutputTail
 from dtf_pytest.server import REPORTS_PLUGIN, redirect_output
 
@@ -48,8 +48,8 @@ HANDOFF_WAIT_S = 5.0
 class LocalLane:
     pid: int
     directory: Path
+    reports: ReportTail
     output: OutputTail | None
-    offset: int = 0
     exited: bool = False
     finished: set[str] = field(default_factory=set)
 
@@ -70,21 +70,15 @@ class LocalLane:
             return None
         if pid == 0:
             _child(session, directory)
-        return cls(pid, directory, OutputTail(directory) if live_output else None)
+        return cls(
+            pid, directory, ReportTail(directory / "reports.jsonl"), OutputTail(directory) if live_output else None
+        )
 
     def take(self) -> tuple[list[Case], str, str]:
         """The tests the child finished since the last call, and (with live output) what it
         printed meanwhile."""
         stdout, stderr = self.output.read() if self.output is not None else ("", "")
-        try:
-            with (self.directory / "reports.jsonl").open("rb") as f:
-                f.seek(self.offset)
-                data = f.read()
-        except FileNotFoundError:
-            return [], stdout, stderr
-        end = data.rfind(b"\n") + 1
-        self.offset += end
-        cases = [c for c in read_lines(data[:end].decode("utf-8", errors="replace").splitlines()).cases]
+        cases = self.reports.new_cases()
         self.finished.update(c.node_id for c in cases)
         return cases, stdout, stderr
 

@@ -44,7 +44,7 @@ from typing import Any
 from dtf_common.errors import InvalidArgument
 from dtf_common.pb.dtf.v1 import types_pb2
 from dtf_pytest import reports as pytest_reports
-from dtf_pytest.cases import BatchReport, Case, read_lines
+from dtf_pytest.cases import BatchReport, Case, ReportTail, read_lines
 from dtf_pytest.output import OutputTail
 from dtf_worker.executors.base import ExecutionContext, ExecutionResult, ProgressSink, SnapshotUnavailable
 from dtf_worker.executors.params import Parameters
@@ -186,29 +186,16 @@ class ReportStreamer:
         make_records: Callable[[list[Case]], list[types_pb2.ResultRecord]],
         output: OutputTail | None = None,
     ) -> None:
-        self.path = path
+        self.reports = ReportTail(path)
         self.make_records = make_records
         self.output = output
-        self.offset = 0
         self.sent = 0
-
-    def new_cases(self) -> list[Case]:
-        """The tests whose lines are complete since the last call."""
-        try:
-            with self.path.open("rb") as f:
-                f.seek(self.offset)
-                data = f.read()
-        except FileNotFoundError:
-            return []
-        end = data.rfind(b"\n") + 1
-        self.offset += end
-        return read_lines(data[:end].decode("utf-8", errors="replace").splitlines()).cases
 
     async def stream(self, send: ProgressSink) -> None:
         while True:
             await asyncio.sleep(STREAM_EVERY_S)
             stdout, stderr = self.output.read() if self.output is not None else ("", "")
-            cases = self.new_cases()
+            cases = self.reports.new_cases()
             if cases or stdout or stderr:
                 send(self.make_records(cases), stdout, stderr)  # raises (a full disk): the rest goes with the end
                 self.sent += len(cases)
