@@ -156,7 +156,7 @@ class DtfSession:
             startup_s=self.run.batch_startup_s,
             per_test_s=self.run.per_test_s,
             recorded=known.keys(),
-            groups=dist_groups(node_ids, self.run.dist, self._xdist_groups()),
+            groups=dist_groups(node_ids, self.run.dist, self._xdist_groups),
         )
         where_params: dict[str, Any] = {"snapshot": snapshot} if snapshot else {"cwd": str(self.run.cwd)}
         execution = self.execution = Execution(
@@ -217,7 +217,7 @@ class DtfSession:
             or getattr(option, "usepdb", False)
             or getattr(option, "trace", False)
             or getattr(option, "report_log", None)
-            or self._xdist_groups()
+            or self._xdist_groups
         ):
             return set()
         from dtf.run.local_lane import LocalLane  # only now: the imports cost a run that has none
@@ -298,8 +298,10 @@ class DtfSession:
                 watched = False
                 time.sleep(self.run.poll_s)
 
+    @functools.cached_property
     def _xdist_groups(self) -> dict[str, str]:
-        """Node id -> its `@pytest.mark.xdist_group` name, for `--dist loadgroup`."""
+        """Node id -> its `@pytest.mark.xdist_group` name, for `--dist loadgroup` (read once
+        the session has collected: both the head start and the plan ask)."""
         groups: dict[str, str] = {}
         for node_id, item in self.items.items():
             mark = item.get_closest_marker("xdist_group")
