@@ -18,8 +18,9 @@ from sqlalchemy import URL, Engine, create_engine, exc, pool, text
 if TYPE_CHECKING:
     from alembic.config import Config
 
-# The repository-root `alembic/` folder: src/dtf_coordinator/store/migrate.py -> repo root.
-SCRIPT_LOCATION = Path(__file__).resolve().parents[3] / "alembic"
+# Alembic's scripts inside the package: `dtf_coordinator/migrations` links to the repository's
+# top-level `alembic/` in a checkout, and is a copy of it in an installed wheel.
+SCRIPT_LOCATION = Path(__file__).resolve().parents[1] / "migrations"
 # The newest revision under alembic/versions (a test holds this to the scripts' head).
 HEAD_REVISION = "0002"
 
