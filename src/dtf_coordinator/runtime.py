@@ -25,8 +25,7 @@ from dtf_common.config import CoordinatorConfig, load_config
 from dtf_coordinator.api.app import create_app
 from dtf_coordinator.api.context import ApiContext
 from dtf_coordinator.blobs import BlobStore
-from dtf_coordinator.consensus import Consensus
-from dtf_coordinator.consensus.raft.node import RaftNode
+from dtf_coordinator.consensus import Consensus, RaftNode
 from dtf_coordinator.rpc.worker_service import add_worker_service
 from dtf_coordinator.service.idle import Activity, IdleShutdown
 from dtf_coordinator.service.loops import LoopService
@@ -106,7 +105,8 @@ class CoordinatorRuntime:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.store = await asyncio.to_thread(open_store, cfg.database.sqlalchemy_url())
         self.store_sync = StoreSync(lambda: self.node.state, self.store.writer, interval=cfg.database.flush_interval)
-        if isinstance(self.node, RaftNode):
+        if isinstance(self.node, RaftNode) and not self.node.settings.standalone:
+            # A lagging peer installs the leader's snapshot with the store's rows beside it.
             reader, sync = self.store.reader, self.store_sync
             self.node.export_extra = lambda: {"results": reader.export_results()}
             self.node.on_snapshot_installed = lambda state, extra: sync.adopt(state, extra.get("results", []))

@@ -15,8 +15,7 @@ from pathlib import Path
 
 from dtf_common.config import CoordinatorConfig
 from dtf_common.errors import ConfigError
-from dtf_coordinator.consensus import Consensus, SingleNode
-from dtf_coordinator.consensus.raft.node import RaftNode, RaftSettings
+from dtf_coordinator.consensus import Consensus, RaftNode, RaftSettings, standalone_node
 from dtf_coordinator.consensus.raft.transport import Credentials, Transport
 from dtf_coordinator.consensus.raft.transport_port import RaftTransport
 from dtf_coordinator.consensus.status import LeaderChange
@@ -29,7 +28,6 @@ from dtf_coordinator.service.loops import HealthMonitor
 from dtf_coordinator.service.views import iso_time
 from dtf_coordinator.state import StateMachine, StateParams
 
-Node = SingleNode[StateMachine] | RaftNode[StateMachine]
 LeaderChangeHandler = Callable[[LeaderChange], None]
 GrantObserver = Callable[[list[tuple[str, str, str]], int], None]
 
@@ -136,10 +134,10 @@ def build_node(
     metrics: Metrics,
     on_leader_change: LeaderChangeHandler,
     transport: RaftTransport | None = None,
-) -> Node:
-    """The consensus node the configuration asks for, over a fresh state machine:
-    a Raft member (over `transport`, gRPC by default) with high availability, else a
-    cluster of one. Its files go under `server.data_dir`."""
+) -> RaftNode[StateMachine]:
+    """The consensus node the configuration asks for, over a fresh state machine: a
+    member of the configured Raft cluster (over `transport`, gRPC by default) with high
+    availability, else a group of one voter. Its files go under `server.data_dir`."""
     data_dir = Path(config.server.data_dir)
     state = StateMachine(state_params(config))
     if config.high_availability.enabled:
@@ -151,11 +149,12 @@ def build_node(
             on_commit=metrics.on_commit,
             on_leader_change=on_leader_change,
         )
-    return SingleNode(
+    return standalone_node(
         data_dir / "log",
         state,
         node_id=config.high_availability.coordinator_id,
         on_commit=metrics.on_commit,
+        on_leader_change=on_leader_change,
     )
 
 

@@ -30,7 +30,7 @@ from dtf_common.config import (
 )
 from dtf_coordinator.api import ApiContext, create_app
 from dtf_coordinator.auth import Role, create_token
-from dtf_coordinator.consensus import SingleNode
+from dtf_coordinator.consensus import RaftNode
 from dtf_coordinator.service.coordinator import Coordinator
 from dtf_coordinator.service.store_sync import StoreSync
 from dtf_coordinator.state import Effect, StateMachine
@@ -43,7 +43,7 @@ API_SECRET = "api-test-secret-0123456789abcdef"
 @dataclass
 class ApiHarness:
     ctx: ApiContext
-    node: SingleNode[StateMachine]
+    node: RaftNode[StateMachine]
     coordinator: Coordinator
     store: Store
     sync: StoreSync
@@ -81,7 +81,7 @@ async def api_factory(tmp_path: Path) -> AsyncIterator[ApiFactory]:
             )
             parts = build_coordinator(config)
             node, coordinator, hub, metrics = parts.node, parts.coordinator, parts.hub, parts.metrics
-            assert isinstance(node, SingleNode)
+            assert isinstance(node, RaftNode) and node.settings.standalone
             store = open_store("duckdb:///:memory:")
             stack.callback(store.close, flush=False)
             sync = StoreSync(lambda: node.state, store.writer)

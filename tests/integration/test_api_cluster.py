@@ -29,7 +29,7 @@ from dtf_common.errors import NotLeader
 from dtf_common.pb.dtf.v1 import commands_pb2
 from dtf_coordinator.api.cluster import build_leader_info, build_status
 from dtf_coordinator.api.cluster_service import ClusterService, service_of
-from dtf_coordinator.consensus import SingleNode
+from dtf_coordinator.consensus import RaftNode
 from dtf_coordinator.consensus.base import BeforeSnapshot
 from dtf_coordinator.consensus.status import (
     LeaderChange,
@@ -314,10 +314,10 @@ class Conf:
 
 class RaftMember:
     """A Raft member as the API reads it (the `Consensus` port), scripted by the test,
-    over a real single node that keeps taking writes."""
+    over a real standalone node that keeps taking writes."""
 
     def __init__(
-        self, inner: SingleNode[StateMachine], node_id: str, voters: list[str], *, leader: str | None, term: int
+        self, inner: RaftNode[StateMachine], node_id: str, voters: list[str], *, leader: str | None, term: int
     ) -> None:
         self.inner = inner
         self.state = inner.state

@@ -30,7 +30,7 @@ from dtf_common.errors import ConfigError
 from dtf_common.pb.dtf.v1 import types_pb2
 from dtf_common.schemas import Task, TaskCreate, TaskStatus, Worker, WorkerStatus
 from dtf_coordinator.auth import create_token
-from dtf_coordinator.consensus import SingleNode
+from dtf_coordinator.consensus import standalone_node
 from dtf_coordinator.rpc.wire import registration_from_wire
 from dtf_coordinator.rpc.worker_service import add_worker_service
 from dtf_coordinator.service.store_sync import StoreSync
@@ -61,7 +61,7 @@ class LiveCoordinator:
                 check_interval=0.1, heartbeat_interval=HEARTBEAT_S, failure_threshold=MISSED_HEARTBEATS
             ),
         )
-        self.node = SingleNode(data_dir / "log", StateMachine(PARAMS))
+        self.node = standalone_node(data_dir / "log", StateMachine(PARAMS))
         parts = build_coordinator(config, self.node)
         self.dispatcher = parts.dispatcher
         self.coordinator = parts.coordinator

@@ -17,7 +17,7 @@ from dtf_common.pb.dtf.v1 import worker_service_pb2 as pb
 from dtf_common.pb.dtf.v1 import worker_service_pb2_grpc as pb_grpc
 from dtf_common.schemas import TaskCreate
 from dtf_coordinator.auth import create_token
-from dtf_coordinator.consensus import SingleNode
+from dtf_coordinator.consensus import standalone_node
 from dtf_coordinator.rpc.worker_service import add_worker_service
 from dtf_coordinator.state import StateMachine, StateParams
 from dtf_coordinator.wiring import build_coordinator
@@ -34,7 +34,7 @@ class Harness:
             ),
             health_monitor=HealthMonitorConfig(heartbeat_interval=0.5),
         )
-        self.node = SingleNode(directory, StateMachine(params))
+        self.node = standalone_node(directory, StateMachine(params))
         parts = build_coordinator(config, self.node)
         self.dispatcher = parts.dispatcher
         self.coordinator = parts.coordinator

@@ -1,16 +1,16 @@
 """Consensus: how a command becomes durable and applied.
 
 `Consensus` is the port the service layer talks to, `NodeStatus` its typed reading of a
-node, `ReplicatedState` what a node needs of the state machine it is given.
-`SingleNode` is a cluster of one: group commit to a local checksummed log, then apply
-in log order. The Raft node implements the same port and replicates the same log
-entries.
+node, `ReplicatedState` what a node needs of the state machine it is given. There is one
+implementation, `RaftNode`: a coordinator without high availability runs it as a group
+of one voter (`standalone_node`), with the same log, hard state and snapshots as a
+member of a cluster.
 """
 
 from dtf_coordinator.consensus.base import Consensus, ReplicatedState
 from dtf_coordinator.consensus.log_store import LogStore
-from dtf_coordinator.consensus.single import SingleNode
-from dtf_coordinator.consensus.snapshots import SnapshotStore
+from dtf_coordinator.consensus.raft.node import RaftNode, RaftSettings
+from dtf_coordinator.consensus.raft.standalone import standalone_node
 from dtf_coordinator.consensus.status import MembershipAction, MembershipChange, NodeStatus
 
 __all__ = [
@@ -19,7 +19,8 @@ __all__ = [
     "MembershipAction",
     "MembershipChange",
     "NodeStatus",
+    "RaftNode",
+    "RaftSettings",
     "ReplicatedState",
-    "SingleNode",
-    "SnapshotStore",
+    "standalone_node",
 ]

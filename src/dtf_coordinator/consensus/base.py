@@ -1,9 +1,10 @@
 """The ports of consensus: what the service layer asks of a node (`Consensus`), and what
 a node asks of the state machine it drives (`ReplicatedState`).
 
-Both nodes implement `Consensus`: `SingleNode` (a cluster of one) and `RaftNode`. The
-caller builds the state machine and hands it to the node, so a test can give a node
-any machine and a node never decides what it replicates.
+`RaftNode` implements `Consensus`, in a cluster or alone (`standalone_node`); a test may
+put anything else that answers the port in its place. The caller builds the state
+machine and hands it to the node, so a test can give a node any machine and a node
+never decides what it replicates.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ fsync; the core counts the leader only for entries it has persisted), then entri
 hard state are made durable off the event loop, committed entries are applied to the
 state machine, and the remaining messages (answers that promise durability) are sent.
 Whatever arrives during the fsync waits for the next turn, so busy periods batch
-themselves: many proposals share one write and one fsync, as in `SingleNode`.
+themselves: many proposals share one write and one fsync.
 
 A write on a follower is forwarded to the leader, which stamps its time and appends
 it; the follower answers its caller when it applies that index itself and finds the
@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar, cast
 
 from dtf_common.clock import wall_ms
-from dtf_common.errors import InvalidArgument, NotLeader, Unavailable
+from dtf_common.errors import Conflict, InvalidArgument, NotLeader, Unavailable
 from dtf_common.pb.dtf.v1 import commands_pb2, raft_pb2
 from dtf_coordinator.consensus.base import BeforeSnapshot, EffectSink, ReplicatedState
 from dtf_coordinator.consensus.raft.core import RaftConfig, RaftCore, Ready
@@ -74,6 +74,9 @@ class RaftSettings:
     election_ticks_max: int = 30
     heartbeat_ticks: int = 5
     write_wait_s: float = 10.0  # how long a write waits for a leader before Unavailable
+    # A coordinator without high availability: one voter that can reach no one (see
+    # `standalone`). It needs no clock ticks, and it refuses to change its membership.
+    standalone: bool = False
 
 
 Appended = asyncio.Future[tuple[int, int]]  # resolves to (term, index) once the leader appended
@@ -163,11 +166,14 @@ class RaftNode(Generic[S]):
         self._sink = sink
         loaded = await asyncio.to_thread(self.storage.load)
         self._persisted_term, self._persisted_vote = loaded.hard_state.term, loaded.hard_state.vote
+        bootstrap = raft_pb2.ConfState(voters=sorted(self.settings.peers), addresses=self.settings.peers)
         if loaded.snapshot is not None and loaded.state is not None:
+            if not loaded.snapshot.conf.voters:
+                # Written before a single coordinator ran Raft: the membership is the configured one.
+                loaded.snapshot.conf.CopyFrom(bootstrap)
             self.state = self.state.restored(loaded.state)
             self._applied_term = loaded.snapshot.term
             self._sink(self.state.drain_effects())
-        bootstrap = raft_pb2.ConfState(voters=sorted(self.settings.peers), addresses=self.settings.peers)
         self.core = RaftCore(
             self.node_id,
             RaftConfig(
@@ -195,10 +201,10 @@ class RaftNode(Generic[S]):
         self.started_ms = wall_ms()
         if len(self.core.conf_state.voters) == 1 and self.core.conf_state.voters[0] == self.node_id:
             self._inbox.campaign = True  # a cluster of one need not wait out an election timeout
-        self._tasks = [
-            asyncio.create_task(self._loop(), name="raft-loop"),
-            asyncio.create_task(self._ticker(), name="raft-ticker"),
-        ]
+        self._tasks = [asyncio.create_task(self._loop(), name="raft-loop")]
+        if not self.settings.standalone:
+            # Alone, a node has no heartbeats to send and no election to time out.
+            self._tasks.append(asyncio.create_task(self._ticker(), name="raft-ticker"))
         self._wake.set()
         log.info(
             "raft node %s: term %d, snapshot at %d, %d log entries (%d bytes of torn tail dropped)",
@@ -208,6 +214,10 @@ class RaftNode(Generic[S]):
             len(loaded.entries),
             loaded.truncated_bytes,
         )
+        if self.settings.standalone:
+            # Alone, it leads as soon as its vote is durable: return once it does and has
+            # applied its whole log, as a caller of a single coordinator expects.
+            await self.read_barrier()
 
     async def stop(self, *, hand_over: bool = True) -> None:
         if hand_over:
@@ -366,6 +376,11 @@ class RaftNode(Generic[S]):
     async def change_membership(self, change: MembershipChange) -> int:
         """Propose a membership change on the leader; returns once it is applied here."""
         self._check_running()
+        if self.settings.standalone:
+            wanted = f"{change.action} {change.node_id}"
+            raise Conflict(
+                f"a coordinator without high availability has no membership to change ({wanted})", field="node_id"
+            )
         if not change.node_id:
             # Checked here, in the caller's task: inside the Raft loop it would be a bug
             # that stops the node for everyone.
@@ -380,6 +395,8 @@ class RaftNode(Generic[S]):
         return index
 
     def transfer_leadership(self, to: str) -> None:
+        if self.settings.standalone and to != self.node_id:
+            raise Conflict(f"{self.node_id} is the only node of the cluster: it cannot hand over to {to}")
         self._inbox.transfers.append(to)
         self._wake.set()
 
@@ -408,7 +425,7 @@ class RaftNode(Generic[S]):
             last_contact=dict(self.last_contact),
             leader_history=tuple(self.leader_history),
             started_ms=self.started_ms,
-            can_change_membership=True,
+            can_change_membership=not self.settings.standalone,
             failure=str(self._failed) if self._failed is not None else None,
         )
 

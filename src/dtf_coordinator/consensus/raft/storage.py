@@ -50,7 +50,12 @@ def encode_snapshot(meta: raft_pb2.SnapshotMeta, state: dict[str, Any], extra: d
 
 
 def decode_snapshot(data: bytes) -> tuple[raft_pb2.SnapshotMeta, dict[str, Any], dict[str, Any]]:
+    """The snapshot's position, membership, state and extra. A single coordinator's
+    snapshot from before it ran Raft (`{term, state}`) reads as one at the state's applied
+    index with no membership, which the node then takes from its configuration."""
     body = json.loads(data)
+    if "index" not in body:
+        body["index"] = body["state"]["applied_index"]
     raw = body.get("conf") or {}
     conf = raft_pb2.ConfState(
         voters=raw.get("voters", []), disabled=raw.get("disabled", []), addresses=raw.get("addresses", {})

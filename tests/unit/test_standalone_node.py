@@ -1,4 +1,8 @@
-"""A cluster of one on real files: group commit, restart, snapshots and kill -9 durability."""
+"""A coordinator without high availability (a Raft group of one voter) on real files:
+group commit, restart, snapshots, kill -9 durability, and a refusal to change membership.
+
+Each term starts with its leader's empty entry, so a node's log holds one entry more
+per start than the commands proposed to it."""
 
 from __future__ import annotations
 
@@ -15,9 +19,9 @@ from typing import Any
 
 import pytest
 
-from dtf_common.errors import Unavailable
+from dtf_common.errors import Conflict, Unavailable
 from dtf_common.pb.dtf.v1 import commands_pb2
-from dtf_coordinator.consensus import LogStore, SingleNode
+from dtf_coordinator.consensus import LogStore, MembershipAction, MembershipChange, RaftNode, standalone_node
 from dtf_coordinator.consensus.log_store import LOG_NAME
 from dtf_coordinator.state import Effect, StateMachine, Submitted, TaskTransition
 from tests.unit.commands import assign, completed, register, spec, submit
@@ -39,13 +43,23 @@ def ticking(start: int = 1_000) -> Callable[[], int]:
 
 async def started_node(
     directory: Path, *, sink: Callable[[list[Effect]], None] = lambda _effects: None, **kw: Any
-) -> SingleNode:
-    node = SingleNode(directory, StateMachine(), clock=kw.pop("clock", ticking()), **kw)
+) -> RaftNode[StateMachine]:
+    node = standalone_node(directory, StateMachine(), clock=kw.pop("clock", ticking()), **kw)
     await node.start(sink)
     return node
 
 
-async def propose_tasks(node: SingleNode, first: int, count: int) -> list[Any]:
+def commands_in(entries: list[commands_pb2.LogEntry]) -> list[commands_pb2.LogEntry]:
+    """The entries that carry a command (not a new term's empty entry)."""
+    return [e for e in entries if e.command]
+
+
+def content(state: StateMachine) -> dict[str, Any]:
+    """The state apart from its applied index, which a restart moves on by its empty entry."""
+    return {k: v for k, v in state.snapshot().items() if k != "applied_index"}
+
+
+async def propose_tasks(node: RaftNode[StateMachine], first: int, count: int) -> list[Any]:
     return list(await asyncio.gather(*(node.propose(submit(spec(f"t{i}"))) for i in range(first, first + count))))
 
 
@@ -57,7 +71,7 @@ async def guarded(awaitable: Coroutine[Any, Any, Any]) -> Any:
 def test_concurrent_proposals_share_fsyncs_and_all_resolve(tmp_path: Path) -> None:
     batches: list[int] = []
 
-    async def scenario() -> SingleNode:
+    async def scenario() -> RaftNode[StateMachine]:
         node = await started_node(tmp_path, on_commit=lambda n, _seconds: batches.append(n))
         outcomes = await propose_tasks(node, 0, 1_000)
         assert outcomes == [Submitted([f"t{i}"]) for i in range(1_000)]
@@ -65,12 +79,18 @@ def test_concurrent_proposals_share_fsyncs_and_all_resolve(tmp_path: Path) -> No
         return node
 
     node = run(scenario())
-    assert sum(batches) == 1_000
+    assert sum(batches) == node.state.applied_index == 1_001  # the term's empty entry, then 1,000
     assert len(batches) < 1_000  # group commit: many commands per fsync
-    assert node.state.applied_index == 1_000
     assert len(node.state.tasks) == 1_000
     # Log order is proposal order.
-    assert [e.index for e in node.log.entries] == list(range(1, 1_001))
+    entries = commands_in(node.storage.log.entries)
+    assert [e.index for e in entries] == list(range(2, 1_002))
+    tasks = []
+    for entry in entries:
+        command = commands_pb2.Command()
+        command.ParseFromString(entry.command)
+        tasks.append(command.submit_tasks.tasks[0].task_id)
+    assert sorted(tasks, key=lambda t: int(t[1:])) == [f"t{i}" for i in range(1_000)]
 
 
 def test_outcomes_reach_each_proposer_and_effects_reach_the_sink(tmp_path: Path) -> None:
@@ -108,25 +128,25 @@ def test_the_node_stamps_time_that_never_goes_back(tmp_path: Path) -> None:
 
 
 def test_restart_replays_the_log_to_the_same_state(tmp_path: Path) -> None:
-    async def first_life() -> tuple[str, int]:
+    async def first_life() -> tuple[dict[str, Any], int]:
         node = await started_node(tmp_path)
         await node.propose(register("w", slots=2))
         await propose_tasks(node, 0, 50)
         await node.propose(assign(("t0", "w", "L0"), ("t1", "w", "L1")))
         await node.propose(completed("t0", "L0"))
-        fingerprint, term = node.state.fingerprint(), node.term
+        before, term = content(node.state), node.term
         await node.stop()
-        return fingerprint, term
+        return before, term
 
-    async def second_life() -> SingleNode:
+    async def second_life() -> RaftNode[StateMachine]:
         node = await started_node(tmp_path)
         await node.stop()
         return node
 
-    fingerprint, term = run(first_life())
+    before, term = run(first_life())
     node = run(second_life())
-    assert node.state.fingerprint() == fingerprint
-    assert node.replayed == 53
+    assert content(node.state) == before
+    assert len(node.state.tasks) == 50 and node.state.tasks["t0"].status.value == "completed"
     assert node.term == term + 1
     assert json.loads((tmp_path / "hardstate.json").read_text())["term"] == term + 1
 
@@ -138,15 +158,17 @@ def test_restart_continues_the_log_where_it_stopped(tmp_path: Path) -> None:
         await node.stop()
         return node.state.applied_index
 
-    assert run(life(0)) == 10
-    assert run(life(10)) == 20
+    assert run(life(0)) == 11
+    assert run(life(10)) == 22
     store = LogStore(tmp_path)
-    assert [e.index for e in store.open()] == list(range(1, 21))
+    entries = store.open()
     store.close()
+    assert [e.index for e in entries] == list(range(1, 23))
+    assert [e.term for e in entries] == [1] * 11 + [2] * 11
 
 
 def test_a_torn_tail_is_dropped_on_restart_and_the_log_goes_on(tmp_path: Path) -> None:
-    async def life(first: int, count: int) -> SingleNode:
+    async def life(first: int, count: int) -> RaftNode[StateMachine]:
         node = await started_node(tmp_path)
         await propose_tasks(node, first, count)
         await node.stop()
@@ -156,13 +178,13 @@ def test_a_torn_tail_is_dropped_on_restart_and_the_log_goes_on(tmp_path: Path) -
     with open(tmp_path / LOG_NAME, "r+b") as f:
         f.truncate((tmp_path / LOG_NAME).stat().st_size - 3)
     node = run(life(100, 1))
-    assert node.log.truncated_bytes > 0
+    assert node.storage.log.truncated_bytes > 0
     assert sorted(node.state.tasks) == ["t0", "t1", "t100", "t2", "t3"]
-    assert node.state.applied_index == 5
+    assert node.state.applied_index == 7  # 1 + 3 surviving, then 1 + 1
 
 
 def test_restart_restores_the_snapshot_then_replays_the_tail(tmp_path: Path) -> None:
-    async def first_life() -> tuple[str, int]:
+    async def first_life() -> tuple[dict[str, Any], int]:
         node = await started_node(tmp_path)
         await node.propose(register("w"))
         await propose_tasks(node, 0, 30)
@@ -172,24 +194,23 @@ def test_restart_restores_the_snapshot_then_replays_the_tail(tmp_path: Path) -> 
             await guarded(propose_tasks(node, 30, 5))
 
         index = await node.take_snapshot(before_save=commit_more)
-        assert index == 31
+        assert index == 32
         await guarded(propose_tasks(node, 35, 2))  # after the compaction
-        fingerprint = node.state.fingerprint()
+        before = content(node.state)
         await node.stop()
-        return fingerprint, index
+        return before, index
 
-    async def second_life() -> SingleNode:
+    async def second_life() -> RaftNode[StateMachine]:
         node = await started_node(tmp_path)
         await node.stop()
         return node
 
-    fingerprint, index = run(first_life())
+    before, index = run(first_life())
     store = LogStore(tmp_path)
     assert [e.index for e in store.open()] == list(range(index + 1, index + 8))
     store.close()
     node = run(second_life())
-    assert node.state.fingerprint() == fingerprint
-    assert node.replayed == 7
+    assert content(node.state) == before
     assert len(node.state.tasks) == 37
 
 
@@ -207,8 +228,8 @@ def test_before_save_may_be_a_coroutine(tmp_path: Path) -> None:
         await node.stop()
         return index
 
-    assert run(scenario()) == 3
-    assert seen == [3]
+    assert run(scenario()) == 4
+    assert seen == [4]
 
 
 def test_a_snapshot_covering_the_whole_log_keeps_the_node_writable(tmp_path: Path) -> None:
@@ -216,17 +237,18 @@ def test_a_snapshot_covering_the_whole_log_keeps_the_node_writable(tmp_path: Pat
         node = await started_node(tmp_path)
         await propose_tasks(node, 0, 3)
         index = await node.take_snapshot()
-        for _ in range(1_000):  # let the commit loop compact the log the snapshot covers
-            if not node.log.entries:
+        for _ in range(1_000):  # let the loop compact the log the snapshot covers
+            if not node.storage.log.entries:
                 break
             await asyncio.sleep(0.01)
         await node.stop()
         node = await started_node(tmp_path)
         try:
-            assert node.state.applied_index == index
-            # The next entry must follow the snapshot, not restart at 1.
-            assert node.log.last_index == index
+            assert node.storage.log.base_index == index
             assert await guarded(node.propose(submit(spec("after")))) == Submitted(["after"])
+            # The entries after it follow the snapshot, not restart at 1.
+            assert [e.index for e in node.storage.log.entries] == [index + 1, index + 2]
+            assert len(node.state.tasks) == 4
         finally:
             await node.stop()
 
@@ -255,7 +277,7 @@ def test_proposals_racing_a_stop_are_answered_and_the_answered_ones_kept(tmp_pat
     acknowledged = {f"t{i}" for i, r in enumerate(results) if isinstance(r, Submitted)}
     assert all(isinstance(r, Submitted | BaseException) for r in results)
 
-    async def reopen() -> SingleNode:
+    async def reopen() -> RaftNode[StateMachine]:
         node = await started_node(tmp_path)
         await node.stop()
         return node
@@ -269,7 +291,7 @@ CHILD = textwrap.dedent(
     """
     import asyncio, sys
     from dtf_common.pb.dtf.v1 import commands_pb2, types_pb2
-    from dtf_coordinator.consensus import SingleNode
+    from dtf_coordinator.consensus import standalone_node
     from dtf_coordinator.state import StateMachine
 
     async def proposer(node, worker):
@@ -284,7 +306,7 @@ CHILD = textwrap.dedent(
             i += 1
 
     async def main():
-        node = SingleNode(sys.argv[1], StateMachine())
+        node = standalone_node(sys.argv[1], StateMachine())
         await node.start(lambda effects: None)
         print("ready", flush=True)
         await asyncio.gather(*(proposer(node, w) for w in range(8)))
@@ -323,7 +345,7 @@ def test_every_acknowledged_entry_survives_kill_9(tmp_path: Path) -> None:
         child.wait()
     assert child.returncode == -signal.SIGKILL
 
-    async def reopen() -> SingleNode:
+    async def reopen() -> RaftNode[StateMachine]:
         node = await started_node(data)
         await node.stop()
         return node
@@ -333,7 +355,7 @@ def test_every_acknowledged_entry_survives_kill_9(tmp_path: Path) -> None:
     assert not missing, f"{len(missing)} acknowledged entries lost, e.g. {missing[:5]}"
     assert node.state.applied_index >= max(acked.values())
     # The log it reopened is whole: consecutive indexes from 1.
-    assert [e.index for e in node.log.entries] == list(range(1, node.state.applied_index + 1))
+    assert [e.index for e in node.storage.log.entries] == list(range(1, node.state.applied_index + 1))
 
 
 def test_log_entries_decode_to_the_proposed_commands(tmp_path: Path) -> None:
@@ -344,10 +366,68 @@ def test_log_entries_decode_to_the_proposed_commands(tmp_path: Path) -> None:
 
     run(scenario())
     store = LogStore(tmp_path)
-    [entry] = store.open()
+    [entry] = commands_in(store.open())
     store.close()
     command = commands_pb2.Command()
     command.ParseFromString(entry.command)
     assert command.submit_tasks.tasks[0].priority == 7
     assert command.time_ms > 0
     assert entry.term == 1
+
+
+# ---------------------------------------------------------------------- alone on purpose
+
+
+def test_it_leads_at_once_and_refuses_to_change_its_membership(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        node = await started_node(tmp_path, node_id="solo")
+        try:
+            status = node.status()
+            assert (status.role, status.leader_id, status.voters) == ("leader", "solo", ("solo",))
+            assert not status.can_change_membership
+            assert [c.reason for c in status.leader_history] == ["elected"]
+            # A voter it cannot reach would cost it its quorum: refused, nothing appended.
+            last = node.storage.log.last_index
+            with pytest.raises(Conflict, match="no membership to change"):
+                await node.change_membership(MembershipChange(MembershipAction.ADD, "other", "127.0.0.1:1"))
+            with pytest.raises(Conflict, match="only node"):
+                node.transfer_leadership("other")
+            assert node.storage.log.last_index == last
+            assert await guarded(node.propose(submit(spec("still")))) == Submitted(["still"])
+        finally:
+            await node.stop()
+
+    run(scenario())
+
+
+def test_files_of_a_single_coordinator_before_it_ran_raft_are_read_whole(tmp_path: Path) -> None:
+    """A data directory from an earlier dtf: a `{term, state}` snapshot at index 20, the
+    log after it, and a hard state without a commit index."""
+    old = StateMachine()
+    commands = [register("w"), *(submit(spec(f"t{i}")) for i in range(29))]
+    for index, command in enumerate(commands[:20], start=1):
+        old.apply(index, command)
+    (tmp_path / "snapshot.json").write_text(json.dumps({"term": 3, "state": old.snapshot()}))
+    (tmp_path / "hardstate.json").write_text(json.dumps({"term": 4, "vote": "coordinator-1"}))
+    store = LogStore(tmp_path)
+    store.open()
+    store.base_index = 20
+    store.append(
+        [commands_pb2.LogEntry(term=4, index=i, command=c.SerializeToString()) for i, c in enumerate(commands, 1)][20:]
+    )
+    store.sync()
+    store.close()
+
+    async def scenario() -> RaftNode[StateMachine]:
+        node = await started_node(tmp_path)
+        try:
+            assert await guarded(node.propose(submit(spec("new")))) == Submitted(["new"])
+            assert node.status().voters == ("coordinator-1",)
+        finally:
+            await node.stop()
+        return node
+
+    node = run(scenario())
+    assert sorted(node.state.tasks) == sorted([f"t{i}" for i in range(29)] + ["new"])
+    assert "w" in node.state.workers
+    assert node.term == 5
