@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from dtf.run.cluster import LIVE_WORKER
+from dtf.run.plan import estimate_durations
 
 
 class DurationSource(Protocol):
@@ -35,6 +36,16 @@ def recorded_durations(
 
 
 HERE_FILE = "durations-here.json"
+
+
+def estimates_for(
+    node_ids: Sequence[str], recorded: Mapping[str, float], ran_here: Mapping[str, float]
+) -> dict[str, float]:
+    """Each test's expected seconds (`plan.estimate_durations`), where the tests this
+    session ran itself meanwhile are evidence too: a first run's head start has measured
+    their siblings' files, which the default guess (50 ms a test) would overrate a
+    hundredfold on a suite of trivial tests, and cut into needless tail batches."""
+    return estimate_durations(node_ids, {**ran_here, **recorded})
 
 
 def durations_here(data_dir: Path, node_ids: Sequence[str]) -> dict[str, float]:
