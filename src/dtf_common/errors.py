@@ -16,6 +16,7 @@ and a `retryable` flag (whether the same request may succeed if sent again later
     +-- Unavailable     unavailable         retryable
     |   +-- NotLeader   not_leader          retryable, at the leader named by `leader_hint`
     +-- ConfigError     config_error        local only: a process's own configuration
+    +-- DamagedData     damaged_data        local only: stored state fails its checks
 
 `REGISTRY` maps each code to its class and `error_from` turns a code read off the wire
 back into an error. The edges carry the code: `dtf_common.grpc_errors` in gRPC trailing
@@ -114,6 +115,14 @@ class ConfigError(DtfError):
     code = "config_error"
 
 
+class DamagedData(DtfError):
+    """A durable file (the command log, hard state, a snapshot) fails its checks in a way
+    a crash cannot explain: the process refuses to start rather than silently lose what it
+    had acknowledged. The message names the file, the offset and the way out."""
+
+    code = "damaged_data"
+
+
 REGISTRY: dict[str, type[DtfError]] = {
     cls.code: cls
     for cls in (
@@ -130,6 +139,7 @@ REGISTRY: dict[str, type[DtfError]] = {
         Unavailable,
         NotLeader,
         ConfigError,
+        DamagedData,
     )
 }
 

@@ -15,7 +15,7 @@ from dtf_coordinator.api.problems import error_response
 
 RETRYABLE = {errors.QueueFull, errors.Unavailable, errors.NotLeader}
 # Faults: the API answers a plain 500 whose detail keeps internals in the coordinator log.
-FAULTS = {errors.DtfError, errors.ConfigError}
+FAULTS = {errors.DtfError, errors.ConfigError, errors.DamagedData}
 
 
 def test_every_code_names_one_class_and_every_class_says_whether_to_retry() -> None:

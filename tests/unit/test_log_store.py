@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from dtf_common.errors import DamagedData
 from dtf_common.pb.dtf.v1 import commands_pb2
-from dtf_coordinator.consensus.log_store import HEADER, LOG_NAME, LogStore, encode
+from dtf_coordinator.consensus.log_store import HEADER, LOG_NAME, SECTOR, LogStore, encode
 from tests.unit.commands import spec, submit
 
 
@@ -100,41 +101,111 @@ def test_garbage_after_the_last_record_is_dropped(tmp_path: Path, garbage: bytes
     store.close()
 
 
-@pytest.mark.parametrize("where", ["length", "checksum", "payload-first", "payload-last"])
-def test_a_flipped_byte_in_the_last_record_drops_only_that_record(tmp_path: Path, where: str) -> None:
-    path = written(tmp_path, 4)
+def refused(directory: Path) -> DamagedData:
+    """Opening refuses the damaged log, leaving its file exactly as it was."""
+    path = directory / LOG_NAME
+    before = path.read_bytes()
+    store = LogStore(directory)
+    with pytest.raises(DamagedData) as caught:
+        store.open()
+    assert path.read_bytes() == before
+    assert str(path) in caught.value.message and "truncate -s" in caught.value.message
+    return caught.value
+
+
+def offset_of(index: int) -> int:
+    return sum(len(encode(entry(i))) for i in range(1, index))
+
+
+def flip(path: Path, offset: int, mask: int = 0x20) -> None:
     data = bytearray(path.read_bytes())
-    start = len(data) - len(encode(entry(4)))
-    offset = {
-        "length": start,
-        "checksum": start + 4,
-        "payload-first": start + HEADER.size,
-        "payload-last": len(data) - 1,
-    }
-    data[offset[where]] ^= 0x20
+    data[offset] ^= mask
     path.write_bytes(bytes(data))
+
+
+def test_a_record_cut_short_by_its_length_field_at_the_end_reads_as_torn(tmp_path: Path) -> None:
+    path = written(tmp_path, 4)
+    flip(path, offset_of(4) + 1, 0x01)  # the length now runs 256 bytes past the end
     store, loaded = reopen(tmp_path)
     assert loaded == entries(1, 3)
-    assert path.stat().st_size == start
+    assert path.stat().st_size == offset_of(4)
     store.close()
 
 
-def test_a_corrupt_record_drops_everything_after_it(tmp_path: Path) -> None:
-    path = written(tmp_path, 6)
+def test_a_last_record_with_an_unwritten_sector_reads_as_torn(tmp_path: Path) -> None:
+    store = LogStore(tmp_path)
+    store.open()
+    store.append(entries(1, 3))
+    big = commands_pb2.LogEntry(term=1, index=4, command=b"x" * (3 * SECTOR))
+    store.append([big])
+    store.sync()
+    store.close()
+    path = tmp_path / LOG_NAME
     data = bytearray(path.read_bytes())
-    record = len(encode(entry(1)))
-    data[2 * record + HEADER.size + 2] ^= 0x01  # inside entry 3
+    boundary = -(-(offset_of(4) + HEADER.size) // SECTOR) * SECTOR  # a sector inside entry 4's payload
+    data[boundary : boundary + SECTOR] = bytes(SECTOR)
     path.write_bytes(bytes(data))
-    assert reopen(tmp_path)[1] == entries(1, 2)
+    store, loaded = reopen(tmp_path)
+    assert loaded == entries(1, 3) and store.truncated_bytes == len(encode(big))
+    store.close()
 
 
-def test_a_record_out_of_sequence_ends_the_log(tmp_path: Path) -> None:
+@pytest.mark.parametrize("where", ["checksum", "payload-first", "payload-last"])
+def test_a_flipped_byte_in_the_last_record_is_damage_not_a_torn_write(tmp_path: Path, where: str) -> None:
+    path = written(tmp_path, 4)
+    start = offset_of(4)
+    last = path.stat().st_size - 1
+    flip(path, {"checksum": start + 4, "payload-first": start + HEADER.size, "payload-last": last}[where])
+    error = refused(tmp_path)
+    assert f"byte {start}" in error.message and "after entry 3" in error.message
+
+
+@pytest.mark.parametrize("share", [0.1, 0.5, 0.9])
+def test_a_flipped_byte_inside_the_log_refuses_to_open_it(tmp_path: Path, share: float) -> None:
+    path = written(tmp_path, 60)
+    spot = int(path.stat().st_size * share)
+    flip(path, spot, 0x01)
+    error = refused(tmp_path)
+    # The offset named is the damaged record's, before the flipped byte.
+    named = int(error.message.split("at byte ")[1].split()[0])
+    assert named <= spot < named + len(encode(entry(60)))
+
+
+def test_a_damaged_length_field_inside_the_log_is_not_taken_for_a_torn_tail(tmp_path: Path) -> None:
+    path = written(tmp_path, 10)
+    flip(path, offset_of(5) + 2, 0x40)  # entry 5 now claims megabytes, past the end of the file
+    error = refused(tmp_path)
+    assert f"byte {offset_of(5)}" in error.message and "after entry 4" in error.message
+
+
+def test_zeroed_first_bytes_refuse_to_open_instead_of_starting_empty(tmp_path: Path) -> None:
+    path = written(tmp_path, 10)
+    data = bytearray(path.read_bytes())
+    data[:64] = bytes(64)
+    path.write_bytes(bytes(data))
+    error = refused(tmp_path)
+    assert "byte 0" in error.message and "the start of the log" in error.message
+
+
+def test_a_record_out_of_sequence_refuses_to_open(tmp_path: Path) -> None:
     store = LogStore(tmp_path)
     store.open()
     store.append([entry(1), entry(2), entry(4), entry(5)])
     store.sync()
     store.close()
-    assert reopen(tmp_path)[1] == entries(1, 2)
+    assert "entry 4 follows entry 2" in refused(tmp_path).message
+
+
+def test_the_way_out_named_keeps_the_entries_before_the_damage(tmp_path: Path) -> None:
+    path = written(tmp_path, 8)
+    flip(path, offset_of(6) + HEADER.size + 3)
+    message = refused(tmp_path).message
+    size = int(message.split("truncate -s ")[1].split()[0])
+    with open(path, "r+b") as f:
+        f.truncate(size)
+    store, loaded = reopen(tmp_path)
+    assert loaded == entries(1, 5)
+    store.close()
 
 
 def test_after_dropping_a_torn_tail_the_log_takes_new_entries(tmp_path: Path) -> None:

@@ -1,10 +1,22 @@
 """A durable, checksummed, append-only log of `LogEntry` records.
 
 Record layout: 4-byte little-endian payload length, 4-byte CRC-32 of the payload, the
-payload (a serialized `LogEntry`). Opening the log verifies every record and truncates
-a torn or corrupt tail, so a half-written entry is never applied. `sync()` fsyncs; an
-fsync error is fatal (`OSError` propagates and the node stops) because carrying on
+payload (a serialized `LogEntry`, never empty: an entry has an index). `sync()` fsyncs;
+an fsync error is fatal (`OSError` propagates and the node stops) because carrying on
 after a failed fsync can silently lose acknowledged entries.
+
+Opening the log verifies every record, and tells a torn tail from damage:
+
+- **torn tail**, what a crash during the last append leaves, with no intact record after
+  it: bytes that are all zero to the end (blocks allocated but never written), a header
+  cut short, a record whose length runs past the end of the file, or a last record
+  with a whole sector of zeros in it (a sector the disk never wrote; etcd's WAL reads a
+  torn write the same way). It was never acknowledged (its fsync did not return), so
+  it is truncated, with a warning.
+- **damage**, anything else: a record that fails its checksum or does not parse with
+  no unwritten sector to explain it, an empty record, an index out of sequence, or any
+  intact record after a bad one. Truncating there would silently drop acknowledged
+  entries, so opening raises `DamagedData`, naming the offset and the way out.
 """
 
 from __future__ import annotations
@@ -16,11 +28,13 @@ import zlib
 from pathlib import Path
 from typing import BinaryIO
 
+from dtf_common.errors import DamagedData
 from dtf_common.pb.dtf.v1 import commands_pb2
 
 log = logging.getLogger("dtf.log")
 HEADER = struct.Struct("<II")
 LOG_NAME = "log.bin"
+SECTOR = 512  # the unit a disk writes whole or not at all
 
 
 def fsync_dir(path: Path) -> None:
@@ -36,6 +50,70 @@ def encode(entry: commands_pb2.LogEntry) -> bytes:
     return HEADER.pack(len(payload), zlib.crc32(payload)) + payload
 
 
+def read_record(data: bytes, pos: int) -> tuple[commands_pb2.LogEntry | None, str]:
+    """The entry of the record at `pos`, or None and why not."""
+    if pos + HEADER.size > len(data):
+        return None, "a record header cut short"
+    length, crc = HEADER.unpack_from(data, pos)
+    end = pos + HEADER.size + length
+    if end > len(data):
+        return None, f"a record of {length} bytes runs past the end of the file"
+    payload = data[pos + HEADER.size : end]
+    if not payload:
+        return None, "an empty record"
+    if zlib.crc32(payload) != crc:
+        return None, "a record that fails its checksum"
+    entry = commands_pb2.LogEntry()
+    try:
+        entry.ParseFromString(payload)
+    except Exception:  # protobuf raises its DecodeError, or others, on garbage
+        return None, "a record that does not parse"
+    if entry.index <= 0:
+        return None, "a record that does not hold an entry"
+    return entry, ""
+
+
+def torn_tail(data: bytes, pos: int) -> bool:
+    """Whether the bad record at `pos` is what a crash during the last append leaves."""
+    rest = data[pos:]
+    if not rest.strip(b"\0"):
+        return True  # allocated, never written
+    if len(rest) < HEADER.size:
+        return True
+    if read_record(data, pos)[0] is not None or intact_record_after(data, pos) is not None:
+        return False  # intact records after the bad spot: the crash did not write them
+    length, _crc = HEADER.unpack_from(data, pos)
+    end = pos + HEADER.size + length
+    if end > len(data):
+        return True  # cut short
+    return not data[end:].strip(b"\0") and _unwritten_sector(data, pos, end)
+
+
+def _unwritten_sector(data: bytes, start: int, end: int) -> bool:
+    """Whether a sector-aligned stretch of `data[start:end]` (a whole sector, or the last
+    part of one up to `end`, of at least a header's size) is all zeros."""
+    boundary = -(-start // SECTOR) * SECTOR  # the first sector boundary at or after `start`
+    while boundary < end:
+        chunk = data[boundary : min(boundary + SECTOR, end)]
+        if len(chunk) >= HEADER.size and not chunk.strip(b"\0"):
+            return True
+        boundary += SECTOR
+    return False
+
+
+def intact_record_after(data: bytes, pos: int) -> int | None:
+    """The offset of the first record after `pos` that passes every check. A serialized
+    entry starts with its term's tag (field 1, varint), which keeps the search cheap."""
+    at = data.find(b"\x08", pos + 1 + HEADER.size)
+    while at != -1:
+        start = at - HEADER.size
+        entry, _ = read_record(data, start)
+        if entry is not None:
+            return start
+        at = data.find(b"\x08", at + 1)
+    return None
+
+
 class LogStore:
     def __init__(self, directory: Path | str) -> None:
         self.dir = Path(directory)
@@ -48,28 +126,36 @@ class LogStore:
         self._fh: BinaryIO | None = None
 
     def open(self) -> list[commands_pb2.LogEntry]:
-        """Load and verify the log, truncating any torn tail; return its entries."""
+        """Load and verify the log, truncating a torn tail; return its entries. Raises
+        `DamagedData` where the log is damaged before its end (see the module's docstring)."""
         self.dir.mkdir(parents=True, exist_ok=True)
         data = self.path.read_bytes() if self.path.exists() else b""
         pos, entries, offsets = 0, list[commands_pb2.LogEntry](), list[int]()
-        while pos + HEADER.size <= len(data):
-            length, crc = HEADER.unpack_from(data, pos)
-            payload = data[pos + HEADER.size : pos + HEADER.size + length]
-            if len(payload) < length or zlib.crc32(payload) != crc:
-                break
-            entry = commands_pb2.LogEntry()
-            try:
-                entry.ParseFromString(payload)
-            except Exception:  # a checksum collision on garbage; treat as torn
+        why = ""
+        while pos < len(data):
+            entry, why = read_record(data, pos)
+            if entry is None:
                 break
             if entries and entry.index != entries[-1].index + 1:
+                why = f"entry {entry.index} follows entry {entries[-1].index}"
                 break
             entries.append(entry)
             offsets.append(pos)
-            pos += HEADER.size + length
+            pos += HEADER.size + HEADER.unpack_from(data, pos)[0]
         if pos < len(data):
+            if not torn_tail(data, pos):
+                last = f"entry {entries[-1].index}" if entries else "the start of the log"
+                raise DamagedData(
+                    f"the command log {self.path} is damaged at byte {pos} of {len(data)} ({why}, after {last}). "
+                    "It is not a torn write, so the coordinator will not drop the entries after it. Restore the "
+                    "data directory from a backup; in a cluster, remove this node, move its data directory aside, "
+                    "start it empty and add it again: the leader rebuilds it by snapshot; or, accepting the loss of "
+                    f"every entry "
+                    f"after {last}, keep the log up to there with: truncate -s {pos} {self.path}",
+                    field="log",
+                )
             self.truncated_bytes = len(data) - pos
-            log.warning("log %s: dropping %d bytes of torn or corrupt tail", self.path, self.truncated_bytes)
+            log.warning("log %s: dropping %d bytes of torn tail (%s)", self.path, self.truncated_bytes, why)
             with open(self.path, "r+b") as f:
                 f.truncate(pos)
                 os.fsync(f.fileno())

@@ -4,23 +4,77 @@ Hard state (term, vote, commit) is written to a temp file, fsynced and renamed, 
 when term or vote change: those must be durable before the node votes or campaigns. The
 commit index rides along but is not synced on its own, since a restarted node learns it
 again from the leader. Log entries go through `LogStore` (CRC-checked records, torn
-tail truncated on open). Snapshots are JSON files `{index, term, conf, state}`; the same
-bytes are what InstallSnapshot streams to a lagging peer.
+tail truncated on open, damage refused). Snapshots are JSON `{index, term, conf, state}`;
+the same bytes are what InstallSnapshot streams to a lagging peer.
+
+Both files carry a CRC-32 (the hard state as a field, the snapshot in a one-line header
+before its JSON), and being written atomically they are never torn: one that does not
+parse or fails its checksum is damage, and loading raises `DamagedData` rather than
+start from less than the node had. Files from before the checksums are read as they are.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dtf_common.errors import DamagedData
 from dtf_common.pb.dtf.v1 import commands_pb2, raft_pb2
 from dtf_coordinator.consensus.log_store import LogStore, fsync_dir
 
 HARD_STATE = "hardstate.json"
 SNAPSHOT = "snapshot.json"
+SNAPSHOT_MAGIC = b"DTFSNAP1"
+WAY_OUT = (
+    "Restore the data directory from a backup; in a cluster, remove this node, move its data "
+    "directory aside, start it empty and add it again: the leader rebuilds it by snapshot."
+)
+
+
+def _checksum(body: dict[str, Any]) -> int:
+    return zlib.crc32(json.dumps(body, sort_keys=True, separators=(",", ":")).encode())
+
+
+def encode_hard_state(hard: raft_pb2.HardState) -> bytes:
+    body: dict[str, Any] = {"term": hard.term, "vote": hard.vote, "commit": hard.commit}
+    return json.dumps({**body, "crc32": _checksum(body)}).encode()
+
+
+def decode_hard_state(raw: bytes, path: Path) -> raft_pb2.HardState:
+    try:
+        body = json.loads(raw)
+        crc = body.pop("crc32", None)
+        if crc is not None and crc != _checksum(body):
+            raise ValueError("it fails its checksum")
+        return raft_pb2.HardState(
+            term=int(body.get("term", 0)), vote=str(body.get("vote") or ""), commit=int(body.get("commit", 0))
+        )
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise DamagedData(f"the hard state {path} is damaged ({exc}). {WAY_OUT}", field="hard_state") from None
+
+
+def frame_snapshot(data: bytes) -> bytes:
+    """The snapshot file's bytes: a header line with the JSON's checksum and length, then the JSON."""
+    return b"%s %08x %d\n" % (SNAPSHOT_MAGIC, zlib.crc32(data), len(data)) + data
+
+
+def unframe_snapshot(raw: bytes, path: Path) -> bytes:
+    """The snapshot's JSON from its file's bytes, checked."""
+    if not raw.startswith(SNAPSHOT_MAGIC):
+        return raw  # written before snapshots carried a checksum
+    header, _, data = raw.partition(b"\n")
+    try:
+        _magic, crc, length = header.split()
+        intact = int(length) == len(data) and int(crc, 16) == zlib.crc32(data)
+    except ValueError:
+        intact = False
+    if not intact:
+        raise DamagedData(f"the snapshot {path} is damaged (it fails its checksum). {WAY_OUT}", field="snapshot")
+    return data
 
 
 @dataclass
@@ -85,24 +139,27 @@ class RaftStorage:
         self.dir.mkdir(parents=True, exist_ok=True)
         path = self.dir / HARD_STATE
         if path.exists():
-            raw = json.loads(path.read_text())
-            self._hard = raft_pb2.HardState(
-                term=int(raw.get("term", 0)), vote=str(raw.get("vote") or ""), commit=int(raw.get("commit", 0))
-            )
+            self._hard = decode_hard_state(path.read_bytes(), path)
         meta: raft_pb2.SnapshotMeta | None = None
         state: dict[str, Any] | None = None
         snap = self.dir / SNAPSHOT
         if snap.exists():
-            self.snapshot_bytes = snap.read_bytes()
-            meta, state, _extra = decode_snapshot(self.snapshot_bytes)
+            self.snapshot_bytes = unframe_snapshot(snap.read_bytes(), snap)
+            try:
+                meta, state, _extra = decode_snapshot(self.snapshot_bytes)
+            except (ValueError, KeyError, TypeError) as exc:
+                raise DamagedData(f"the snapshot {snap} is damaged ({exc!r}). {WAY_OUT}", field="snapshot") from None
         entries = self.log.open()
         base = meta.index if meta is not None else 0
         self.log.base_index = base
         entries = [e for e in entries if e.index > base]
         if entries and entries[0].index != base + 1:
-            # A gap between the snapshot and the log cannot be replayed: start from the snapshot.
-            entries = []
-            self.log.reset(base)
+            # Compaction drops only what a durable snapshot covers: a gap is damage.
+            raise DamagedData(
+                f"the log in {self.dir} starts at entry {entries[0].index} but the snapshot ends at {base}: "
+                f"entries {base + 1} to {entries[0].index - 1} are missing. {WAY_OUT}",
+                field="log",
+            )
         hard = raft_pb2.HardState()
         hard.CopyFrom(self._hard)
         hard.commit = max(min(hard.commit, entries[-1].index if entries else base), base)
@@ -122,18 +179,17 @@ class RaftStorage:
                 self._save_hard_state()
 
     def _save_hard_state(self) -> None:
-        body = {"term": self._hard.term, "vote": self._hard.vote, "commit": self._hard.commit}
-        _write_atomic(self.dir / HARD_STATE, json.dumps(body).encode())
+        _write_atomic(self.dir / HARD_STATE, encode_hard_state(self._hard))
 
     def save_snapshot(self, data: bytes, index: int) -> None:
         """Make a snapshot durable, then drop the log it covers."""
-        _write_atomic(self.dir / SNAPSHOT, data)
+        _write_atomic(self.dir / SNAPSHOT, frame_snapshot(data))
         self.snapshot_bytes = data
         self.log.compact(index)
 
     def install_snapshot(self, data: bytes, index: int) -> None:
         """A snapshot from the leader replaces this node's log wholesale."""
-        _write_atomic(self.dir / SNAPSHOT, data)
+        _write_atomic(self.dir / SNAPSHOT, frame_snapshot(data))
         self.snapshot_bytes = data
         self.log.reset(index)
 
