@@ -6,8 +6,19 @@ that directory, fetching the archive (`WorkerService.FetchBlob`) only when it is
 the download is hashed as it arrives and refused when the hash differs, then extracted
 into a temporary directory beside it and renamed into place, so the directory exists
 only once it is whole. Concurrent tasks that need the same snapshot wait for one
-download. Extraction refuses absolute paths, `..`, links that lead outside the snapshot
-and anything but files, directories and links.
+download.
+
+Extraction does not rely on `tarfile`'s extraction filters (some Python releases let a
+chain of links past them). Every member is checked before anything is written: no
+absolute path, `..`, backslash or empty name; only files, directories and symbolic
+links (no hard links, devices or fifos); no member below a link, even one that stays
+inside; and every link's target is followed through the archive's own tree the way the
+kernel will follow it, so that a `..` after a link climbs from where the link leads; a
+link that ends outside the snapshot is refused. Then this module writes the members
+itself: directories, then files (each created new, never through a link, below a
+parent checked to resolve to itself), then links, each checked once more with
+`os.path.realpath`. Files get mode 0755 or 0644; directories 0755. The archive may hold
+at most `MAX_SNAPSHOT_MEMBERS` members and `MAX_SNAPSHOT_BYTES` bytes of files.
 
 Tasks share the directory: they should treat it as read-only (pytest writes only
 `__pycache__` there; its cache provider is off).
@@ -17,14 +28,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gzip
 import hashlib
+import io
+import itertools
 import logging
 import os
 import posixpath
 import shutil
+import stat
 import tarfile
 import tempfile
+import zlib
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -32,6 +49,16 @@ from dtf_common.errors import DtfError, InvalidArgument
 
 log = logging.getLogger("dtf.worker")
 SNAPSHOTS_DIR = "snapshots"
+
+# Generous bounds against a decompression bomb: a project's tests rarely need a tenth of this.
+MAX_SNAPSHOT_MEMBERS = 100_000
+MAX_SNAPSHOT_BYTES = 2 * 1024**3  # the files' sizes added up
+MAX_PATH_BYTES = 4096  # a member's name or a link's target (Linux's PATH_MAX)
+MAX_LINK_DEPTH = 40  # links followed within one link's target, as the kernel allows
+_HEADER_ALLOWANCE = 4096  # per member, beyond file data: tar headers, pax records, padding
+_MAX_READ = 1024 * 1024  # one read of the decompressed archive
+_COPY_CHUNK = 256 * 1024
+_O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 
 
 class BlobSource(Protocol):
@@ -109,30 +136,253 @@ def _install(archive: Path, target: Path) -> None:
 
 
 def check_member(member: tarfile.TarInfo) -> None:
-    """Refuse a member that would write outside the directory it is extracted into."""
-    name = member.name
-    parts = name.split("/")
-    if name.startswith("/") or posixpath.isabs(name) or ".." in parts or "\\" in name or not name.strip("/"):
-        raise UnsafeArchive(f"snapshot member {name!r} has an unsafe path", field="parameters.snapshot")
+    """Refuse a member that could lead outside the directory it is extracted into, judged
+    on its own: an absolute or `..` path, a backslash, an empty name, a link whose target
+    leaves lexically, and anything but a file, a directory or a symbolic link."""
+    _member_parts(member)
     if member.issym():
         link = member.linkname
-        resolved = posixpath.normpath(posixpath.join(posixpath.dirname(name), link))
+        resolved = posixpath.normpath(posixpath.join(posixpath.dirname(member.name), link))
+        if not link or len(link.encode()) > MAX_PATH_BYTES:
+            raise _unsafe(f"snapshot link {member.name!r} has an empty or overlong target")
         if posixpath.isabs(link) or resolved == ".." or resolved.startswith("../"):
-            raise UnsafeArchive(f"snapshot link {name!r} points outside: {link!r}", field="parameters.snapshot")
+            raise _unsafe(f"snapshot link {member.name!r} points outside: {link!r}")
+    elif member.islnk():
+        raise _unsafe(f"snapshot member {member.name!r} is a hard link: snapshots hold files, directories and links")
     elif not (member.isfile() or member.isdir()):
-        raise UnsafeArchive(f"snapshot member {name!r} is not a file, directory or link", field="parameters.snapshot")
+        raise _unsafe(f"snapshot member {member.name!r} is not a file, directory or link")
 
 
-def extract_safely(archive: Path, into: Path) -> int:
-    """Extract a snapshot's tar.gz into `into`; returns the number of members."""
+def extract_safely(
+    archive: Path, into: Path, *, max_members: int = MAX_SNAPSHOT_MEMBERS, max_bytes: int = MAX_SNAPSHOT_BYTES
+) -> int:
+    """Extract a snapshot's tar.gz into `into` (absent or empty); returns the number of members.
+
+    Every member is checked before anything is written; then directories, files and,
+    last, links are created by this module (not `TarFile.extractall`), each file through
+    a parent that is verified to be a real directory inside `into`."""
     try:
-        with tarfile.open(archive, mode="r:gz") as tar:
-            members = tar.getmembers()
-            for member in members:
-                check_member(member)
-            tar.extractall(into, members=members, filter="data")
-    except (tarfile.TarError, OSError, EOFError) as exc:
-        if isinstance(exc, tarfile.FilterError):
-            raise UnsafeArchive(f"snapshot refused: {exc}", field="parameters.snapshot") from None
+        into.mkdir(parents=True, exist_ok=True)
+        if any(into.iterdir()):
+            raise DtfError(f"cannot extract the snapshot: {into} is not empty")
+        root = Path(os.path.realpath(into))
+        with gzip.open(archive, "rb") as unzipped:
+            stream = _BoundedStream(unzipped, limit=max_bytes + max_members * _HEADER_ALLOWANCE)
+            with tarfile.open(fileobj=stream, mode="r:") as tar:
+                plan = _plan(tar, max_members=max_members, max_bytes=max_bytes)
+                _write(tar, plan, root)
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
         raise DtfError(f"cannot extract the snapshot: {exc}") from exc
-    return len(members)
+    return plan.members
+
+
+@dataclass
+class _Plan:
+    """An archive's members, checked and sorted by kind; paths are tuples of components."""
+
+    members: int = 0
+    dirs: set[tuple[str, ...]] = field(default_factory=set)
+    files: dict[tuple[str, ...], tarfile.TarInfo] = field(default_factory=dict)
+    links: dict[tuple[str, ...], str] = field(default_factory=dict)
+
+
+def _unsafe(message: str) -> UnsafeArchive:
+    return UnsafeArchive(message, field="parameters.snapshot")
+
+
+def _member_parts(member: tarfile.TarInfo) -> tuple[str, ...]:
+    """The member's path as components below the snapshot directory (`.` and empty ones dropped)."""
+    name = member.name
+    parts = name.split("/")
+    if (
+        name.startswith("/")
+        or posixpath.isabs(name)
+        or ".." in parts
+        or "\\" in name
+        or not name.strip("/")
+        or len(name.encode()) > MAX_PATH_BYTES
+    ):
+        raise _unsafe(f"snapshot member {name!r} has an unsafe path")
+    kept = tuple(part for part in parts if part not in ("", "."))
+    if not kept and not member.isdir():  # only a directory may name the snapshot directory itself
+        raise _unsafe(f"snapshot member {name!r} has an unsafe path")
+    return kept
+
+
+def _plan(tar: tarfile.TarFile, *, max_members: int, max_bytes: int) -> _Plan:
+    plan, size = _Plan(), 0
+    for member in tar:
+        plan.members += 1
+        if plan.members > max_members:
+            raise _unsafe(f"snapshot holds more than {max_members} members")
+        check_member(member)
+        parts = _member_parts(member)
+        if member.isfile():
+            size += member.size
+            if size > max_bytes:
+                raise _unsafe(f"snapshot expands to more than {max_bytes} bytes")
+        _add(plan, parts, member)
+    _check_parents(plan)
+    _check_links(plan)
+    return plan
+
+
+def _add(plan: _Plan, parts: tuple[str, ...], member: tarfile.TarInfo) -> None:
+    if not parts:
+        return  # `.`: the snapshot directory itself
+    if member.isdir() and parts in plan.dirs:
+        return
+    if parts in plan.dirs or parts in plan.files or parts in plan.links:
+        raise _unsafe(f"snapshot member {member.name!r} appears twice")
+    if member.isdir():
+        plan.dirs.add(parts)
+    elif member.issym():
+        plan.links[parts] = member.linkname
+    else:
+        plan.files[parts] = member
+
+
+def _check_parents(plan: _Plan) -> None:
+    """Nothing is extracted through a link or below a file, even a link that stays inside:
+    a member's every parent is a directory that this extraction creates."""
+    for parts in itertools.chain(plan.dirs, plan.files, plan.links):
+        for end in range(1, len(parts)):
+            parent = parts[:end]
+            if parent in plan.links:
+                raise _unsafe(f"snapshot member {'/'.join(parts)!r} lies under the link {'/'.join(parent)!r}")
+            if parent in plan.files:
+                raise _unsafe(f"snapshot member {'/'.join(parts)!r} lies under the file {'/'.join(parent)!r}")
+
+
+class _Escape(Exception):
+    """A link's target climbed above the snapshot directory."""
+
+
+class _TooDeep(Exception):
+    """A link's target went through more than `MAX_LINK_DEPTH` links: a loop, or a chain."""
+
+
+def _check_links(plan: _Plan) -> None:
+    """Follow every link through the archive's own tree the way the kernel will: a `..`
+    after a link climbs from where that link leads, which a lexical check cannot see."""
+    resolved: dict[tuple[str, ...], tuple[str, ...]] = {}
+    for parts, target in plan.links.items():
+        try:
+            _follow(parts, plan.links, resolved, depth=0)
+        except _Escape:
+            raise _unsafe(f"snapshot link {'/'.join(parts)!r} points outside: {target!r}") from None
+        except _TooDeep:
+            raise _unsafe(f"snapshot link {'/'.join(parts)!r} is part of a loop or too long a chain of links") from None
+
+
+def _follow(
+    link: tuple[str, ...],
+    links: dict[tuple[str, ...], str],
+    resolved: dict[tuple[str, ...], tuple[str, ...]],
+    depth: int,
+) -> tuple[str, ...]:
+    """Where `link` leads, as components below the snapshot directory."""
+    if link in resolved:
+        return resolved[link]
+    if depth > MAX_LINK_DEPTH:
+        raise _TooDeep
+    path = list(link[:-1])
+    for part in links[link].split("/"):
+        if part in ("", "."):
+            continue
+        if part == "..":
+            if not path:
+                raise _Escape
+            path.pop()
+            continue
+        path.append(part)
+        if tuple(path) in links:
+            path = list(_follow(tuple(path), links, resolved, depth + 1))
+    resolved[link] = tuple(path)
+    return resolved[link]
+
+
+def _write(tar: tarfile.TarFile, plan: _Plan, root: Path) -> None:
+    """Directories, then files, then links: while files are written there is no link
+    under `root` at all, and each link is checked once more where the kernel resolves it."""
+    for parts in sorted(_directories(plan)):  # a parent sorts before its children
+        _make_dir(root, parts)
+    for parts, member in plan.files.items():
+        _write_file(tar, member, _parent_inside(root, parts) / parts[-1])
+    for parts, target in plan.links.items():
+        os.symlink(target, _parent_inside(root, parts) / parts[-1])
+    for parts, target in plan.links.items():
+        if not _is_inside(os.path.realpath(root.joinpath(*parts)), str(root)):
+            raise _unsafe(f"snapshot link {'/'.join(parts)!r} points outside: {target!r}")
+
+
+def _directories(plan: _Plan) -> set[tuple[str, ...]]:
+    """The directories named in the archive and those its members imply."""
+    implied = {parts[:end] for parts in itertools.chain(plan.files, plan.links) for end in range(1, len(parts))}
+    return plan.dirs | implied
+
+
+def _is_inside(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
+def _make_dir(root: Path, parts: tuple[str, ...]) -> None:
+    path = root.joinpath(*parts)
+    try:
+        os.mkdir(path, 0o755)
+    except FileExistsError:
+        if not stat.S_ISDIR(os.lstat(path).st_mode):
+            raise _unsafe(f"snapshot directory {'/'.join(parts)!r} is already something else") from None
+
+
+def _parent_inside(root: Path, parts: tuple[str, ...]) -> Path:
+    """The member's parent directory, once it is known to resolve to itself inside `root`."""
+    parent = root.joinpath(*parts[:-1])
+    if os.path.realpath(parent) != str(parent):
+        raise _unsafe(f"snapshot member {'/'.join(parts)!r} would be written through a link")
+    return parent
+
+
+def _write_file(tar: tarfile.TarFile, member: tarfile.TarInfo, path: Path) -> None:
+    """Create the file itself (never through a link already at its name) with sane permissions:
+    0755 when its owner may run it, 0644 otherwise; no setuid, setgid or sticky bit."""
+    source = tar.extractfile(member)
+    if source is None:
+        raise DtfError(f"cannot extract the snapshot: no data for {member.name!r}")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "wb") as out, source:
+        shutil.copyfileobj(source, out, _COPY_CHUNK)
+        os.fchmod(out.fileno(), 0o755 if member.mode & stat.S_IXUSR else 0o644)
+        mtime = int(member.mtime) if 0 <= member.mtime < 2**32 else 0  # as the archive says, if sane
+        os.utime(out.fileno(), (mtime, mtime))
+
+
+class _BoundedStream:
+    """The decompressed archive, read by `tarfile` no further than `limit` bytes and in
+    reads of at most `_MAX_READ` bytes: an oversized header (a long name or pax record)
+    would otherwise be read into memory whole."""
+
+    def __init__(self, raw: gzip.GzipFile, *, limit: int) -> None:
+        self.raw = raw
+        self.limit = limit
+
+    def read(self, size: int = -1) -> bytes:
+        if size < 0 or size > _MAX_READ:
+            raise _unsafe(f"snapshot has a header or record larger than {_MAX_READ} bytes")
+        if self.raw.tell() + size > self.limit:
+            raise _unsafe(f"snapshot expands to more than {self.limit} bytes")
+        return self.raw.read(size)
+
+    def seek(self, pos: int, whence: int = 0) -> int:
+        if whence == 0 and pos > self.limit:
+            raise _unsafe(f"snapshot expands to more than {self.limit} bytes")
+        return self.raw.seek(pos, whence)
+
+    def tell(self) -> int:
+        return self.raw.tell()
+
+    def write(self, data: bytes) -> int:
+        raise io.UnsupportedOperation("read-only")
+
+    def close(self) -> None:
+        pass  # the gzip file is closed by its own `with`
