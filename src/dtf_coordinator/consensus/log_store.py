@@ -7,16 +7,14 @@ after a failed fsync can silently lose acknowledged entries.
 
 Opening the log verifies every record, and tells a torn tail from damage:
 
-- **torn tail**, what a crash during the last append leaves, with no intact record after
-  it: bytes that are all zero to the end (blocks allocated but never written), a header
-  cut short, a record whose length runs past the end of the file, or a last record
-  with a whole sector of zeros in it (a sector the disk never wrote; etcd's WAL reads a
-  torn write the same way). It was never acknowledged (its fsync did not return), so
-  it is truncated, with a warning.
-- **damage**, anything else: a record that fails its checksum or does not parse with
-  no unwritten sector to explain it, an empty record, an index out of sequence, or any
-  intact record after a bad one. Truncating there would silently drop acknowledged
-  entries, so opening raises `DamagedData`, naming the offset and the way out.
+- **torn tail**: bad records with no intact record after them, what a crash during the
+  last append leaves (a header or record cut short, a record half written, blocks
+  allocated but never written). Its fsync never returned, so nothing in it was
+  acknowledged: it is truncated, with a warning.
+- **damage**: a bad record with an intact one after it (a length field that broke
+  counts, though it seems to run past the end), or an intact record out of sequence.
+  Truncating there would silently drop acknowledged entries, so opening raises
+  `DamagedData`, naming the offset and the way out.
 """
 
 from __future__ import annotations
@@ -34,7 +32,6 @@ from dtf_common.pb.dtf.v1 import commands_pb2
 log = logging.getLogger("dtf.log")
 HEADER = struct.Struct("<II")
 LOG_NAME = "log.bin"
-SECTOR = 512  # the unit a disk writes whole or not at all
 
 
 def fsync_dir(path: Path) -> None:
@@ -74,31 +71,12 @@ def read_record(data: bytes, pos: int) -> tuple[commands_pb2.LogEntry | None, st
 
 
 def torn_tail(data: bytes, pos: int) -> bool:
-    """Whether the bad record at `pos` is what a crash during the last append leaves."""
-    rest = data[pos:]
-    if not rest.strip(b"\0"):
+    """Whether the stop at `pos` is what a crash during the last append leaves: a bad
+    record with nothing intact after it (an intact record there was written, and synced,
+    after the spot went bad)."""
+    if not data[pos:].strip(b"\0"):
         return True  # allocated, never written
-    if len(rest) < HEADER.size:
-        return True
-    if read_record(data, pos)[0] is not None or intact_record_after(data, pos) is not None:
-        return False  # intact records after the bad spot: the crash did not write them
-    length, _crc = HEADER.unpack_from(data, pos)
-    end = pos + HEADER.size + length
-    if end > len(data):
-        return True  # cut short
-    return not data[end:].strip(b"\0") and _unwritten_sector(data, pos, end)
-
-
-def _unwritten_sector(data: bytes, start: int, end: int) -> bool:
-    """Whether a sector-aligned stretch of `data[start:end]` (a whole sector, or the last
-    part of one up to `end`, of at least a header's size) is all zeros."""
-    boundary = -(-start // SECTOR) * SECTOR  # the first sector boundary at or after `start`
-    while boundary < end:
-        chunk = data[boundary : min(boundary + SECTOR, end)]
-        if len(chunk) >= HEADER.size and not chunk.strip(b"\0"):
-            return True
-        boundary += SECTOR
-    return False
+    return read_record(data, pos)[0] is None and intact_record_after(data, pos) is None
 
 
 def intact_record_after(data: bytes, pos: int) -> int | None:
