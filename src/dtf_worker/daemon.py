@@ -38,6 +38,7 @@ from dtf_worker.executors.registry import default_executors
 from dtf_worker.hardware import HardwareProfile, detect_hardware
 from dtf_worker.health import collect_health
 from dtf_worker.identity import lock_working_dir, register_request, resolve_worker_id
+from dtf_worker.leftovers import kill_leftover_tasks
 from dtf_worker.reporter import ResultSender
 from dtf_worker.snapshots import SnapshotCache
 from dtf_worker.spool import Spool
@@ -131,7 +132,9 @@ class WorkerDaemon:
             self.config.reporting.result_batch_size,
             on_acknowledged=self.tasks.acknowledged,
         )
-        shutil.rmtree(self.tasks.runs_dir, ignore_errors=True)  # what tasks left behind when the worker last died
+        # What tasks left behind when the worker last died: their processes, then their files.
+        await asyncio.to_thread(kill_leftover_tasks, self.tasks.runs_dir)
+        shutil.rmtree(self.tasks.runs_dir, ignore_errors=True)
         psutil.cpu_percent(interval=None)  # the first reading only sets the baseline
         log.info(
             "worker %s (%s, %s) starting: coordinator %s, %d slots, %d outcomes spooled",
@@ -211,7 +214,9 @@ class WorkerDaemon:
             waiting = False
             while not self._registered.is_set():
                 assert self.hardware is not None
-                request = register_request(self.config, self.worker_id, self.hardware, self.hardware_id)
+                request = register_request(
+                    self.config, self.worker_id, self.hardware, self.hardware_id, self.tasks.held_leases()
+                )
                 try:
                     response = await self.client.register(request)
                 except Exception as exc:

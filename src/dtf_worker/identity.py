@@ -65,10 +65,14 @@ def _version() -> str:
 
 
 def register_request(
-    config: WorkerConfig, worker_id: str, hardware: HardwareProfile, hardware_id: str
+    config: WorkerConfig, worker_id: str, hardware: HardwareProfile, hardware_id: str, held: list[str]
 ) -> worker_service_pb2.RegisterRequest:
+    """`held`: the leases this worker holds as it registers (running, or with an outcome
+    spooled); the coordinator loses its other running leases at once."""
     return worker_service_pb2.RegisterRequest(
         worker_id=worker_id,
+        lease_ids=held,
+        reports_leases=True,
         name=config.worker.name or hardware.hostname or socket.gethostname(),
         hardware_id=hardware_id,
         capabilities=hardware.to_capabilities(config.execution.concurrent_tasks, config.worker.labels),

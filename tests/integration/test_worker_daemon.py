@@ -197,7 +197,7 @@ async def granted_leases(live: LiveCoordinator, config: WorkerConfig, count: int
     working_dir = Path(config.execution.working_dir)
     worker_id = resolve_worker_id(config, working_dir)
     hardware = detect_hardware()
-    request = register_request(config, worker_id, hardware, hardware.hardware_id())
+    request = register_request(config, worker_id, hardware, hardware.hardware_id(), [])
     request.capabilities.slots = count
     await live.coordinator.register_worker(registration_from_wire(request))
     ids = await live.submit(*[TaskCreate(type="command", parameters={"command": "sleep 30"}) for _ in range(count)])

@@ -60,21 +60,34 @@ def register(
     memory_mb: int = 0,
     labels: Mapping[str, str] | None = None,
     at: int = 0,
+    held: Sequence[str] | None = None,
 ) -> commands_pb2.Command:
+    """`held`: the leases the worker reports holding as it registers (None: it reports none)."""
     caps = types_pb2.Capabilities(
         hardware=list(hardware), gpu_count=gpus, memory_mb=memory_mb, labels=dict(labels or {}), slots=slots
     )
     return commands_pb2.Command(
         time_ms=at,
         register_worker=commands_pb2.RegisterWorker(
-            worker_id=worker_id, hardware_id=f"hw-{worker_id}", capabilities=caps
+            worker_id=worker_id,
+            hardware_id=f"hw-{worker_id}",
+            capabilities=caps,
+            held_lease_ids=list(held or ()),
+            reports_held=held is not None,
         ),
     )
 
 
-def heartbeat(worker_id: str, *, at: int = 0, health_json: str = "") -> commands_pb2.Command:
+def heartbeat(
+    worker_id: str, *, at: int = 0, health_json: str = "", held: Sequence[str] | None = None
+) -> commands_pb2.Command:
+    """`held`: the leases the worker reports holding (None: an entry from before heartbeats
+    said, which renews them all)."""
     return commands_pb2.Command(
-        time_ms=at, worker_heartbeat=commands_pb2.WorkerHeartbeat(worker_id=worker_id, health_json=health_json)
+        time_ms=at,
+        worker_heartbeat=commands_pb2.WorkerHeartbeat(
+            worker_id=worker_id, health_json=health_json, held_lease_ids=list(held or ()), reports_held=held is not None
+        ),
     )
 
 

@@ -14,6 +14,7 @@ from dtf_coordinator.scheduling import Planner
 from dtf_coordinator.state import (
     Assigned,
     Cancelled,
+    Done,
     LeasesReleased,
     Rejected,
     ReportAcks,
@@ -380,6 +381,49 @@ def test_heartbeat_renews_every_lease_of_the_worker() -> None:
     assert d.sm.tasks["a"].lease_expires_ms == 1_900
     out = d.apply(expire(at=1_900))
     assert out == LeasesReleased(["a", "b"], [])
+
+
+def test_heartbeat_renews_only_the_leases_the_worker_says_it_holds() -> None:
+    d = Driver(StateParams(lease_ttl_ms=1_000))
+    d.apply(register("w", slots=2))
+    d.apply(submit(spec("a"), spec("b")))
+    d.apply(assign(("a", "w", "La"), ("b", "w", "Lb"), at=0))
+    d.apply(started("a", "La", at=10))
+    d.apply(started("b", "Lb", at=10))
+    d.apply(heartbeat("w", at=900, held=["Lb"]))  # La died with the worker's last life
+    assert d.sm.tasks["a"].lease_expires_ms == 1_000 and d.sm.tasks["b"].lease_expires_ms == 1_900
+    assert d.apply(expire(at=1_000)) == LeasesReleased(["a"], [])
+    assert d.sm.tasks["b"].status is TaskStatus.RUNNING
+
+
+def test_a_worker_that_registers_again_loses_the_running_leases_it_no_longer_holds_at_once() -> None:
+    d = Driver(StateParams(lease_ttl_ms=60_000))
+    d.apply(register("w", slots=3, held=[]))
+    d.apply(submit(spec("lost"), spec("kept"), spec("unseen")))
+    d.apply(assign(("lost", "w", "L1"), ("kept", "w", "L2"), ("unseen", "w", "L3"), at=0))
+    d.apply(started("lost", "L1", at=10))
+    d.apply(started("kept", "L2", at=10))
+    d.sm.drain_effects()
+
+    out = d.apply(register("w", slots=3, held=["L2"], at=500))  # a restart: L1's process is gone
+
+    assert out == LeasesReleased(["lost"], [])
+    lost = d.sm.tasks["lost"]
+    assert lost.status is TaskStatus.PENDING and lost.lease_id is None and "restarted" in (lost.error or "")
+    assert d.sm.tasks["kept"].status is TaskStatus.RUNNING  # it still runs it
+    assert d.sm.tasks["unseen"].status is TaskStatus.ASSIGNED  # never delivered: offered again
+    assert any(isinstance(e, TaskTransition) and e.task_id == "lost" for e in d.sm.drain_effects())
+
+
+def test_a_registration_that_reports_no_leases_keeps_them_until_they_run_out() -> None:
+    """An older worker's registration (or an entry from before registrations said): as before."""
+    d = Driver(StateParams(lease_ttl_ms=60_000))
+    d.apply(register("w"))
+    d.apply(submit(spec("a")))
+    d.apply(assign(("a", "w", "L"), at=0))
+    d.apply(started("a", "L", at=10))
+    assert d.apply(register("w", at=500)) == Done()
+    assert d.sm.tasks["a"].status is TaskStatus.RUNNING
 
 
 def test_heartbeat_from_unknown_worker_is_rejected() -> None:

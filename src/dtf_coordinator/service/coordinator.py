@@ -221,10 +221,12 @@ class Coordinator:
                     capabilities=to_log.capabilities(req.capabilities),
                     metadata_json=req.metadata_json,
                     name=req.name,
+                    held_lease_ids=req.lease_ids,
+                    reports_held=req.reports_leases,
                 )
             )
         )
-        # Leases this worker held before (a restarted daemon) are offered again on its next poll.
+        # Leases assigned to this worker before (a restarted daemon) are offered again on its next poll.
         worker = self.node.state.workers[req.worker_id]
         self.dispatcher.forget(list(worker.leases))
         return Registered(
@@ -247,7 +249,11 @@ class Coordinator:
         await self._propose(
             commands_pb2.Command(
                 worker_heartbeat=commands_pb2.WorkerHeartbeat(
-                    worker_id=req.worker_id, health_json=req.health_json, performance_json=req.performance_json
+                    worker_id=req.worker_id,
+                    health_json=req.health_json,
+                    performance_json=req.performance_json,
+                    held_lease_ids=req.lease_ids,
+                    reports_held=True,
                 )
             )
         )

@@ -37,6 +37,10 @@ class WorkerRegistration:
     hardware_id: str = ""
     capabilities: Capabilities = field(default_factory=Capabilities)
     metadata_json: str = ""
+    # The leases it holds as it registers (`reports_leases`: the worker says which it holds;
+    # its other running leases died with its last process).
+    lease_ids: tuple[str, ...] = ()
+    reports_leases: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -242,13 +242,25 @@ class StateMachine:
             )
             self.workers[worker.worker_id] = worker
         else:
-            # A re-registration (restarted daemon) keeps history; leases it held are
-            # still valid only if it renews them, which its heartbeats will do.
+            # A re-registration (a restarted daemon, or one that lost its coordinator)
+            # keeps history. A running lease the worker no longer holds died with its last
+            # process: lost now, not a lease timeout later. Assigned ones it never saw
+            # are offered to it again.
             worker.name = cmd.name or worker.name
             worker.hardware_id = cmd.hardware_id
             worker.offers = offers
             worker.metadata_json = cmd.metadata_json or worker.metadata_json
             worker.last_seen_ms = now
+            if cmd.reports_held:
+                released = LeasesReleased()
+                held = set(cmd.held_lease_ids)
+                for lease_id, task_id in list(worker.leases.items()):
+                    task = self.tasks[task_id]
+                    if lease_id not in held and task.status is TaskStatus.RUNNING:
+                        self._lose_lease(task, now, f"worker {worker.worker_id} restarted without it", released)
+                self._refresh_worker_status(worker, seen=True)
+                self._effects.append(WorkerChanged(worker.worker_id))
+                return released
         self._refresh_worker_status(worker, seen=True)
         self._effects.append(WorkerChanged(worker.worker_id))
         return Done()
@@ -263,9 +275,13 @@ class StateMachine:
             worker.critical = _json_obj(cmd.health_json).get("status") == "critical"
         if cmd.performance_json:
             worker.performance_json = cmd.performance_json
+        # Only what the worker says it still holds: a lease it lost (its process died with
+        # the worker's last life) must run out, not be kept alive by the next life.
         expiry = now + self.params.lease_ttl_ms
-        for task_id in worker.leases.values():
-            self.tasks[task_id].lease_expires_ms = expiry
+        held = set(cmd.held_lease_ids) if cmd.reports_held else worker.leases.keys()
+        for lease_id, task_id in worker.leases.items():
+            if lease_id in held:
+                self.tasks[task_id].lease_expires_ms = expiry
         self._refresh_worker_status(worker, seen=True)
         self._effects.append(WorkerChanged(worker.worker_id))
         return Done()

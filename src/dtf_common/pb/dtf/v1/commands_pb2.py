@@ -25,37 +25,37 @@ _sym_db = _symbol_database.Default()
 from dtf_common.pb.dtf.v1 import types_pb2 as dtf_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x64tf/v1/commands.proto\x12\x06\x64tf.v1\x1a\x12\x64tf/v1/types.proto\".\n\x0bSubmitTasks\x12\x1f\n\x05tasks\x18\x01 \x03(\x0b\x32\x10.dtf.v1.TaskSpec\"\x89\x01\n\x0eRegisterWorker\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x13\n\x0bhardware_id\x18\x02 \x01(\t\x12*\n\x0c\x63\x61pabilities\x18\x03 \x01(\x0b\x32\x14.dtf.v1.Capabilities\x12\x15\n\rmetadata_json\x18\x04 \x01(\t\x12\x0c\n\x04name\x18\x05 \x01(\t\"S\n\x0fWorkerHeartbeat\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x13\n\x0bhealth_json\x18\x02 \x01(\t\x12\x18\n\x10performance_json\x18\x03 \x01(\t\"B\n\nAssignment\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x11\n\tworker_id\x18\x02 \x01(\t\x12\x10\n\x08lease_id\x18\x03 \x01(\t\"6\n\x0b\x41ssignTasks\x12\'\n\x0b\x61ssignments\x18\x01 \x03(\x0b\x32\x12.dtf.v1.Assignment\"7\n\x0eReportOutcomes\x12%\n\x08outcomes\x18\x01 \x03(\x0b\x32\x13.dtf.v1.TaskOutcome\"/\n\x0b\x43\x61ncelTasks\x12\x10\n\x08task_ids\x18\x01 \x03(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\x0e\n\x0c\x45xpireLeases\"2\n\rWorkerOffline\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"A\n\x10\x44\x65registerWorker\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x1a\n\x12returned_lease_ids\x18\x02 \x03(\t\"\xdb\x03\n\x07\x43ommand\x12\x0f\n\x07time_ms\x18\x01 \x01(\x03\x12+\n\x0csubmit_tasks\x18\n \x01(\x0b\x32\x13.dtf.v1.SubmitTasksH\x00\x12\x31\n\x0fregister_worker\x18\x0b \x01(\x0b\x32\x16.dtf.v1.RegisterWorkerH\x00\x12\x33\n\x10worker_heartbeat\x18\x0c \x01(\x0b\x32\x17.dtf.v1.WorkerHeartbeatH\x00\x12+\n\x0c\x61ssign_tasks\x18\r \x01(\x0b\x32\x13.dtf.v1.AssignTasksH\x00\x12\x31\n\x0freport_outcomes\x18\x0e \x01(\x0b\x32\x16.dtf.v1.ReportOutcomesH\x00\x12+\n\x0c\x63\x61ncel_tasks\x18\x0f \x01(\x0b\x32\x13.dtf.v1.CancelTasksH\x00\x12-\n\rexpire_leases\x18\x10 \x01(\x0b\x32\x14.dtf.v1.ExpireLeasesH\x00\x12/\n\x0eworker_offline\x18\x11 \x01(\x0b\x32\x15.dtf.v1.WorkerOfflineH\x00\x12\x35\n\x11\x64\x65register_worker\x18\x12 \x01(\x0b\x32\x18.dtf.v1.DeregisterWorkerH\x00\x42\x06\n\x04\x62ody\"Y\n\x08LogEntry\x12\x0c\n\x04term\x18\x01 \x01(\x04\x12\r\n\x05index\x18\x02 \x01(\x04\x12\x0f\n\x07\x63ommand\x18\x03 \x01(\x0c\x12\x1f\n\x04type\x18\x04 \x01(\x0e\x32\x11.dtf.v1.EntryType*4\n\tEntryType\x12\x10\n\x0c\x45NTRY_NORMAL\x10\x00\x12\x15\n\x11\x45NTRY_CONF_CHANGE\x10\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x64tf/v1/commands.proto\x12\x06\x64tf.v1\x1a\x12\x64tf/v1/types.proto\".\n\x0bSubmitTasks\x12\x1f\n\x05tasks\x18\x01 \x03(\x0b\x32\x10.dtf.v1.TaskSpec\"\xb7\x01\n\x0eRegisterWorker\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x13\n\x0bhardware_id\x18\x02 \x01(\t\x12*\n\x0c\x63\x61pabilities\x18\x03 \x01(\x0b\x32\x14.dtf.v1.Capabilities\x12\x15\n\rmetadata_json\x18\x04 \x01(\t\x12\x0c\n\x04name\x18\x05 \x01(\t\x12\x16\n\x0eheld_lease_ids\x18\x06 \x03(\t\x12\x14\n\x0creports_held\x18\x07 \x01(\x08\"\x81\x01\n\x0fWorkerHeartbeat\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x13\n\x0bhealth_json\x18\x02 \x01(\t\x12\x18\n\x10performance_json\x18\x03 \x01(\t\x12\x16\n\x0eheld_lease_ids\x18\x04 \x03(\t\x12\x14\n\x0creports_held\x18\x05 \x01(\x08\"B\n\nAssignment\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x11\n\tworker_id\x18\x02 \x01(\t\x12\x10\n\x08lease_id\x18\x03 \x01(\t\"6\n\x0b\x41ssignTasks\x12\'\n\x0b\x61ssignments\x18\x01 \x03(\x0b\x32\x12.dtf.v1.Assignment\"7\n\x0eReportOutcomes\x12%\n\x08outcomes\x18\x01 \x03(\x0b\x32\x13.dtf.v1.TaskOutcome\"/\n\x0b\x43\x61ncelTasks\x12\x10\n\x08task_ids\x18\x01 \x03(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\x0e\n\x0c\x45xpireLeases\"2\n\rWorkerOffline\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"A\n\x10\x44\x65registerWorker\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x1a\n\x12returned_lease_ids\x18\x02 \x03(\t\"\xdb\x03\n\x07\x43ommand\x12\x0f\n\x07time_ms\x18\x01 \x01(\x03\x12+\n\x0csubmit_tasks\x18\n \x01(\x0b\x32\x13.dtf.v1.SubmitTasksH\x00\x12\x31\n\x0fregister_worker\x18\x0b \x01(\x0b\x32\x16.dtf.v1.RegisterWorkerH\x00\x12\x33\n\x10worker_heartbeat\x18\x0c \x01(\x0b\x32\x17.dtf.v1.WorkerHeartbeatH\x00\x12+\n\x0c\x61ssign_tasks\x18\r \x01(\x0b\x32\x13.dtf.v1.AssignTasksH\x00\x12\x31\n\x0freport_outcomes\x18\x0e \x01(\x0b\x32\x16.dtf.v1.ReportOutcomesH\x00\x12+\n\x0c\x63\x61ncel_tasks\x18\x0f \x01(\x0b\x32\x13.dtf.v1.CancelTasksH\x00\x12-\n\rexpire_leases\x18\x10 \x01(\x0b\x32\x14.dtf.v1.ExpireLeasesH\x00\x12/\n\x0eworker_offline\x18\x11 \x01(\x0b\x32\x15.dtf.v1.WorkerOfflineH\x00\x12\x35\n\x11\x64\x65register_worker\x18\x12 \x01(\x0b\x32\x18.dtf.v1.DeregisterWorkerH\x00\x42\x06\n\x04\x62ody\"Y\n\x08LogEntry\x12\x0c\n\x04term\x18\x01 \x01(\x04\x12\r\n\x05index\x18\x02 \x01(\x04\x12\x0f\n\x07\x63ommand\x18\x03 \x01(\x0c\x12\x1f\n\x04type\x18\x04 \x01(\x0e\x32\x11.dtf.v1.EntryType*4\n\tEntryType\x12\x10\n\x0c\x45NTRY_NORMAL\x10\x00\x12\x15\n\x11\x45NTRY_CONF_CHANGE\x10\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'dtf.v1.commands_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ENTRYTYPE']._serialized_start=1260
-  _globals['_ENTRYTYPE']._serialized_end=1312
+  _globals['_ENTRYTYPE']._serialized_start=1353
+  _globals['_ENTRYTYPE']._serialized_end=1405
   _globals['_SUBMITTASKS']._serialized_start=53
   _globals['_SUBMITTASKS']._serialized_end=99
   _globals['_REGISTERWORKER']._serialized_start=102
-  _globals['_REGISTERWORKER']._serialized_end=239
-  _globals['_WORKERHEARTBEAT']._serialized_start=241
-  _globals['_WORKERHEARTBEAT']._serialized_end=324
-  _globals['_ASSIGNMENT']._serialized_start=326
-  _globals['_ASSIGNMENT']._serialized_end=392
-  _globals['_ASSIGNTASKS']._serialized_start=394
-  _globals['_ASSIGNTASKS']._serialized_end=448
-  _globals['_REPORTOUTCOMES']._serialized_start=450
-  _globals['_REPORTOUTCOMES']._serialized_end=505
-  _globals['_CANCELTASKS']._serialized_start=507
-  _globals['_CANCELTASKS']._serialized_end=554
-  _globals['_EXPIRELEASES']._serialized_start=556
-  _globals['_EXPIRELEASES']._serialized_end=570
-  _globals['_WORKEROFFLINE']._serialized_start=572
-  _globals['_WORKEROFFLINE']._serialized_end=622
-  _globals['_DEREGISTERWORKER']._serialized_start=624
-  _globals['_DEREGISTERWORKER']._serialized_end=689
-  _globals['_COMMAND']._serialized_start=692
-  _globals['_COMMAND']._serialized_end=1167
-  _globals['_LOGENTRY']._serialized_start=1169
-  _globals['_LOGENTRY']._serialized_end=1258
+  _globals['_REGISTERWORKER']._serialized_end=285
+  _globals['_WORKERHEARTBEAT']._serialized_start=288
+  _globals['_WORKERHEARTBEAT']._serialized_end=417
+  _globals['_ASSIGNMENT']._serialized_start=419
+  _globals['_ASSIGNMENT']._serialized_end=485
+  _globals['_ASSIGNTASKS']._serialized_start=487
+  _globals['_ASSIGNTASKS']._serialized_end=541
+  _globals['_REPORTOUTCOMES']._serialized_start=543
+  _globals['_REPORTOUTCOMES']._serialized_end=598
+  _globals['_CANCELTASKS']._serialized_start=600
+  _globals['_CANCELTASKS']._serialized_end=647
+  _globals['_EXPIRELEASES']._serialized_start=649
+  _globals['_EXPIRELEASES']._serialized_end=663
+  _globals['_WORKEROFFLINE']._serialized_start=665
+  _globals['_WORKEROFFLINE']._serialized_end=715
+  _globals['_DEREGISTERWORKER']._serialized_start=717
+  _globals['_DEREGISTERWORKER']._serialized_end=782
+  _globals['_COMMAND']._serialized_start=785
+  _globals['_COMMAND']._serialized_end=1260
+  _globals['_LOGENTRY']._serialized_start=1262
+  _globals['_LOGENTRY']._serialized_end=1351
 # @@protoc_insertion_point(module_scope)

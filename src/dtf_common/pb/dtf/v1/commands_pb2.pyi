@@ -22,28 +22,36 @@ class SubmitTasks(_message.Message):
     def __init__(self, tasks: _Optional[_Iterable[_Union[_types_pb2.TaskSpec, _Mapping]]] = ...) -> None: ...
 
 class RegisterWorker(_message.Message):
-    __slots__ = ("worker_id", "hardware_id", "capabilities", "metadata_json", "name")
+    __slots__ = ("worker_id", "hardware_id", "capabilities", "metadata_json", "name", "held_lease_ids", "reports_held")
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     HARDWARE_ID_FIELD_NUMBER: _ClassVar[int]
     CAPABILITIES_FIELD_NUMBER: _ClassVar[int]
     METADATA_JSON_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
+    HELD_LEASE_IDS_FIELD_NUMBER: _ClassVar[int]
+    REPORTS_HELD_FIELD_NUMBER: _ClassVar[int]
     worker_id: str
     hardware_id: str
     capabilities: _types_pb2.Capabilities
     metadata_json: str
     name: str
-    def __init__(self, worker_id: _Optional[str] = ..., hardware_id: _Optional[str] = ..., capabilities: _Optional[_Union[_types_pb2.Capabilities, _Mapping]] = ..., metadata_json: _Optional[str] = ..., name: _Optional[str] = ...) -> None: ...
+    held_lease_ids: _containers.RepeatedScalarFieldContainer[str]
+    reports_held: bool
+    def __init__(self, worker_id: _Optional[str] = ..., hardware_id: _Optional[str] = ..., capabilities: _Optional[_Union[_types_pb2.Capabilities, _Mapping]] = ..., metadata_json: _Optional[str] = ..., name: _Optional[str] = ..., held_lease_ids: _Optional[_Iterable[str]] = ..., reports_held: _Optional[bool] = ...) -> None: ...
 
 class WorkerHeartbeat(_message.Message):
-    __slots__ = ("worker_id", "health_json", "performance_json")
+    __slots__ = ("worker_id", "health_json", "performance_json", "held_lease_ids", "reports_held")
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     HEALTH_JSON_FIELD_NUMBER: _ClassVar[int]
     PERFORMANCE_JSON_FIELD_NUMBER: _ClassVar[int]
+    HELD_LEASE_IDS_FIELD_NUMBER: _ClassVar[int]
+    REPORTS_HELD_FIELD_NUMBER: _ClassVar[int]
     worker_id: str
     health_json: str
     performance_json: str
-    def __init__(self, worker_id: _Optional[str] = ..., health_json: _Optional[str] = ..., performance_json: _Optional[str] = ...) -> None: ...
+    held_lease_ids: _containers.RepeatedScalarFieldContainer[str]
+    reports_held: bool
+    def __init__(self, worker_id: _Optional[str] = ..., health_json: _Optional[str] = ..., performance_json: _Optional[str] = ..., held_lease_ids: _Optional[_Iterable[str]] = ..., reports_held: _Optional[bool] = ...) -> None: ...
 
 class Assignment(_message.Message):
     __slots__ = ("task_id", "worker_id", "lease_id")

@@ -9,18 +9,22 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class RegisterRequest(_message.Message):
-    __slots__ = ("worker_id", "name", "hardware_id", "capabilities", "metadata_json")
+    __slots__ = ("worker_id", "name", "hardware_id", "capabilities", "metadata_json", "lease_ids", "reports_leases")
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     HARDWARE_ID_FIELD_NUMBER: _ClassVar[int]
     CAPABILITIES_FIELD_NUMBER: _ClassVar[int]
     METADATA_JSON_FIELD_NUMBER: _ClassVar[int]
+    LEASE_IDS_FIELD_NUMBER: _ClassVar[int]
+    REPORTS_LEASES_FIELD_NUMBER: _ClassVar[int]
     worker_id: str
     name: str
     hardware_id: str
     capabilities: _types_pb2.Capabilities
     metadata_json: str
-    def __init__(self, worker_id: _Optional[str] = ..., name: _Optional[str] = ..., hardware_id: _Optional[str] = ..., capabilities: _Optional[_Union[_types_pb2.Capabilities, _Mapping]] = ..., metadata_json: _Optional[str] = ...) -> None: ...
+    lease_ids: _containers.RepeatedScalarFieldContainer[str]
+    reports_leases: bool
+    def __init__(self, worker_id: _Optional[str] = ..., name: _Optional[str] = ..., hardware_id: _Optional[str] = ..., capabilities: _Optional[_Union[_types_pb2.Capabilities, _Mapping]] = ..., metadata_json: _Optional[str] = ..., lease_ids: _Optional[_Iterable[str]] = ..., reports_leases: _Optional[bool] = ...) -> None: ...
 
 class RegisterResponse(_message.Message):
     __slots__ = ("worker_id", "heartbeat_interval_s", "lease_ttl_s", "coordinator_id")
