@@ -9,8 +9,9 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
+from dtf_common.json_limits import INT64_MAX, INT64_MIN
 from dtf_common.pb.dtf.v1 import types_pb2
-from dtf_common.schemas import RESERVED_METADATA_KEY, Requirements, Scheduling, TaskCreate
+from dtf_common.schemas import MAX_MEMORY_MB, RESERVED_METADATA_KEY, Requirements, Scheduling, TaskCreate
 from dtf_coordinator.service import to_log
 from dtf_coordinator.service.views import result_row, task_view
 from tests.unit.commands import Driver, submit
@@ -20,7 +21,7 @@ requirements = st.builds(
     Requirements,
     hardware=st.none() | st.sampled_from(["cpu", "cuda", "rocm", "mps"]),
     min_gpus=st.integers(min_value=0, max_value=1024),
-    min_memory_mb=st.integers(min_value=0, max_value=2**62),
+    min_memory_mb=st.integers(min_value=0, max_value=MAX_MEMORY_MB),
     labels=st.dictionaries(text, text, max_size=3),
     exclude_workers=st.lists(text, max_size=3),
 )
@@ -28,7 +29,7 @@ submissions = st.builds(
     TaskCreate,
     type=st.sampled_from(["command", "pytest", "benchmark"]),
     priority=st.integers(min_value=0, max_value=10),
-    parameters=st.dictionaries(text, st.integers() | text, max_size=3),
+    parameters=st.dictionaries(text, st.integers(min_value=INT64_MIN, max_value=INT64_MAX) | text, max_size=3),
     requirements=requirements,
     metadata=st.dictionaries(text.filter(lambda k: k != RESERVED_METADATA_KEY), text, max_size=3),
     max_retries=st.integers(min_value=0, max_value=100),

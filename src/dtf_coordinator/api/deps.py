@@ -21,6 +21,7 @@ from dtf_coordinator.auth import READ, SUBMIT, Principal, bearer, require, verif
 
 MAX_PAGE = 1000
 DEFAULT_PAGE = 100
+MAX_OFFSET = 2**53 - 1
 
 # Declares the scheme in OpenAPI (Swagger UI's Authorize button); the check itself is
 # `authenticate`, which names what is wrong with a missing or malformed header.
@@ -64,5 +65,6 @@ Submitter = Annotated[Principal, Depends(submitter)]
 class PageQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    offset: int = Field(default=0, ge=0, description="matches to skip")
+    # Echoed in the answer: kept within what every JSON reader holds exactly (2**53).
+    offset: int = Field(default=0, ge=0, le=MAX_OFFSET, description="matches to skip")
     limit: int = Field(default=DEFAULT_PAGE, ge=1, le=MAX_PAGE, description=f"page size, at most {MAX_PAGE}")

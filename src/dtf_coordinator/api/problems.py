@@ -37,6 +37,7 @@ from dtf_common.errors import (
     ValidationFailed,
 )
 from dtf_common.http_errors import PROBLEM_BASE, STATUS, status_of
+from dtf_common.json_limits import MAX_JSON_DEPTH
 
 log = logging.getLogger("dtf.api")
 
@@ -199,10 +200,26 @@ async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
 
 async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
+    if isinstance(exc.__cause__, RecursionError):  # FastAPI's wrapping of a body too deep to parse
+        return _body_too_deep()
     detail = exc.detail if isinstance(exc.detail, str) and exc.detail else _phrase(exc.status_code)
     headers = dict(exc.headers) if exc.headers else None
     field = "body" if exc.status_code == 413 else None
     return problem_response(exc.status_code, detail, field=field, headers=headers)
+
+
+def _body_too_deep() -> JSONResponse:
+    """A body nested so deep that the JSON parser gave up (about 1000 levels, far past
+    `json_limits.MAX_JSON_DEPTH`): refused as a whole, since no field of it can be named."""
+    message = f"the JSON is nested too deeply to parse (free-form fields allow {MAX_JSON_DEPTH} levels)"
+    return problem_response(
+        422,
+        f"body: {message}",
+        code=ValidationFailed.code,
+        title=STATUS[ValidationFailed][1],
+        field="body",
+        errors=[FieldError(field="body", message=message, type="json_too_deep")],
+    )
 
 
 async def _unhandled(request: Request, exc: Exception) -> JSONResponse:

@@ -62,6 +62,7 @@ class WorkerService(pb_grpc.WorkerServiceServicer):  # type: ignore[misc]
 
     async def ReportResults(self, request: pb.ReportRequest, context: Ctx) -> pb.ReportResponse:
         async def report() -> pb.ReportResponse:
+            wire.check_outcomes(request.outcomes)
             acks = await self.coordinator.report(request.worker_id, request.outcomes)
             return wire.acks_to_wire(request.batch_id, acks)
 
@@ -76,6 +77,7 @@ class WorkerService(pb_grpc.WorkerServiceServicer):  # type: ignore[misc]
         await self._call(context, first)  # authenticate once per stream
         async for request in request_iterator:
             try:
+                wire.check_outcomes(request.outcomes)
                 acks = await self.coordinator.report(request.worker_id, request.outcomes)
             except DtfError as exc:
                 await abort(context, exc)

@@ -159,10 +159,11 @@ async def enable_node(request: Request, cluster: Service, node_id: NodeId) -> An
 
 class NewNode(BaseModel):
     node_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9-]{0,62}$", description="its high_availability.coordinator_id")
-    host: str = Field(min_length=1, description="where its Raft port is reached")
+    # Length bounds also make pydantic refuse text that is not valid Unicode.
+    host: str = Field(min_length=1, max_length=255, description="where its Raft port is reached")
     port: int = Field(ge=1, le=65535, description="its Raft port")
-    api_url: str | None = Field(default=None, description="its REST API, for clients sent to it")
-    grpc_address: str | None = Field(default=None, description="its worker gRPC host:port")
+    api_url: str | None = Field(default=None, max_length=2048, description="its REST API, for clients sent to it")
+    grpc_address: str | None = Field(default=None, max_length=512, description="its worker gRPC host:port")
 
 
 MEMBERSHIP_RESPONSES: dict[int | str, dict[str, Any]] = {

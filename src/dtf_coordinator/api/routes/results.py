@@ -64,10 +64,14 @@ def list_results(query: Annotated[ResultQuery, Query()], ctx: Context) -> Page[R
     return Page[Result](data=data, count=count, offset=query.offset, limit=query.limit)
 
 
+# A bound makes pydantic check that the text is valid Unicode, as the store's queries need.
+TestId = Annotated[str, Field(max_length=65_536)]
+
+
 class DurationsQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    test_ids: list[str] | None = Field(default=None, max_length=200_000, description="all tests when absent")
+    test_ids: list[TestId] | None = Field(default=None, max_length=200_000, description="all tests when absent")
     hardware_id: str | None = Field(default=None, max_length=128, description="only results from this hardware")
     last_n: int = Field(default=5, ge=1, le=100, description="median over each test's last N runs")
 
