@@ -25,6 +25,7 @@ from typing import Any
 import yaml
 
 from dtf_common.errors import Unavailable
+from dtf_common.private import open_private, private_dir
 from dtf_common.worker_env import INDEX_VARIABLE
 
 READY_TIMEOUT_S = 60.0
@@ -93,7 +94,7 @@ class Child:
         self.started_at = time.monotonic()
         self.next_start = 0.0
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
+        log = os.fdopen(open_private(self.log_path), "ab")  # handed to the child
         self.process = subprocess.Popen(
             self.argv, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **self.env}, start_new_session=True
         )
@@ -269,7 +270,7 @@ class LocalCluster:
 
     def launch_coordinators(self) -> None:
         """The first half of `launch`."""
-        self.dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.dir)
         secret = self._secret()
         if self.n_coordinators == 1:
             self._choose_ports()

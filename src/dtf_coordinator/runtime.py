@@ -22,6 +22,7 @@ import grpc
 import uvicorn
 
 from dtf_common.config import CoordinatorConfig, load_config
+from dtf_common.private import private_dir, private_files
 from dtf_coordinator.api.app import create_app
 from dtf_coordinator.api.context import ApiContext
 from dtf_coordinator.blobs import BlobStore
@@ -102,7 +103,7 @@ class CoordinatorRuntime:
     async def start(self) -> dict[str, int]:
         cfg = self.config
         cfg.check_secret()
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.data_dir)
         self.store = await asyncio.to_thread(open_store, cfg.database.sqlalchemy_url())
         self.store_sync = StoreSync(lambda: self.node.state, self.store.writer, interval=cfg.database.flush_interval)
         if isinstance(self.node, RaftNode) and not self.node.settings.standalone:
@@ -247,5 +248,6 @@ async def serve(config: CoordinatorConfig) -> None:
 
 
 def main(config_path: str | None) -> None:
+    private_files()
     config = load_config(CoordinatorConfig, config_path)
     asyncio.run(serve(config))

@@ -15,6 +15,7 @@ from typing import IO
 from dtf_common.config import WorkerConfig
 from dtf_common.errors import ConfigError
 from dtf_common.pb.dtf.v1 import worker_service_pb2
+from dtf_common.private import private_dir
 from dtf_worker.hardware import HardwareProfile
 
 WORKER_ID_FILE = "worker_id"
@@ -24,7 +25,7 @@ LOCK_FILE = "worker.lock"
 def lock_working_dir(working_dir: Path) -> IO[bytes]:
     """Hold working_dir for this daemon until the returned file is closed: two workers in one
     directory would share an id and a spool and report each other's outcomes."""
-    working_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(working_dir)  # its spool, its tasks' files and outputs: the worker's user's alone
     handle = (working_dir / LOCK_FILE).open("a+b")
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)

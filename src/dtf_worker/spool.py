@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from dtf_common.pb.dtf.v1 import types_pb2
+from dtf_common.private import open_private, private_dir
 
 log = logging.getLogger("dtf.worker.spool")
 
@@ -33,7 +34,7 @@ ROTATE_BYTES = 4 * 1024 * 1024
 class Spool:
     def __init__(self, directory: str | Path) -> None:
         self.directory = Path(directory)
-        self.directory.mkdir(parents=True, exist_ok=True)
+        private_dir(self.directory)
         self.path = self.directory / FILE_NAME
         self._pending: OrderedDict[int, types_pb2.TaskOutcome] = OrderedDict()
         self._lock = threading.Lock()
@@ -41,7 +42,7 @@ class Spool:
         self._written = 0  # highest key written
         self._durable = 0  # highest key fsynced
         self._recover()
-        self._fh: BinaryIO = open(self.path, "ab")  # noqa: SIM115 - open for the spool's lifetime
+        self._fh: BinaryIO = os.fdopen(open_private(self.path), "ab")  # open for the spool's lifetime
         self._durable = self._written
 
     def _recover(self) -> None:
