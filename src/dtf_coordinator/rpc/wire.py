@@ -71,6 +71,8 @@ def registration_from_wire(req: pb.RegisterRequest) -> WorkerRegistration:
         hardware_id=req.hardware_id,
         capabilities=capabilities_from_wire(req.capabilities),
         metadata_json=checked_json(req.metadata_json, "metadata_json"),
+        lease_ids=tuple(req.lease_ids),
+        reports_leases=req.reports_leases,
     )
 
 
