@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -189,3 +190,18 @@ def test_token_create_takes_its_lifetime_from_the_configuration_unless_told(
     )
     claims = jwt.decode(made.stdout.strip(), secret, algorithms=["HS256"])
     assert claims["role"] == "viewer" and claims["exp"] - claims["iat"] == lifetime
+
+
+def test_token_create_reads_the_secret_from_a_file_or_stdin_never_the_command_line(tmp_path: Path) -> None:
+    secret = "a-real-secret-of-enough-length"
+    holder = tmp_path / "secret"
+    holder.write_text(secret + "\n")
+    base = [sys.executable, "-m", "dtf.cli.main", "token", "create", "--role", "viewer"]
+    env = {k: v for k, v in os.environ.items() if k != "JWT_SECRET"}
+    for args, stdin in (([f"--secret-file={holder}"], None), (["--secret-file", "-"], secret)):
+        made = subprocess.run([*base, *args], input=stdin, capture_output=True, text=True, check=True, env=env)
+        assert jwt.decode(made.stdout.strip(), secret, algorithms=["HS256"])["role"] == "viewer"
+    refused = subprocess.run([*base, "--secret", secret], capture_output=True, text=True, env=env)
+    assert refused.returncode == 2 and secret not in refused.stdout
+    missing = subprocess.run([*base, "--secret-file", str(tmp_path / "none")], capture_output=True, text=True, env=env)
+    assert missing.returncode == 2 and "secret_file" in missing.stderr

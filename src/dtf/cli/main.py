@@ -132,19 +132,29 @@ def cmd_token_create(args: argparse.Namespace) -> int:
     from dtf_common.tokens import create_token
 
     config = load_config(CoordinatorConfig, args.config) if args.config else None
-    secret = args.secret or os.environ.get("JWT_SECRET")
+    secret = _read_secret(args.secret_file) if args.secret_file else os.environ.get("JWT_SECRET")
     if not secret:
         if config is not None:
             secret = config.security.jwt_secret
         elif args.data_dir and (Path(args.data_dir) / "secret").exists():
             secret = (Path(args.data_dir) / "secret").read_text().strip()
     if not secret:
-        raise DtfError("no secret: pass --config, --data-dir, --secret or set JWT_SECRET", field="secret")
+        raise DtfError("no secret: pass --config, --data-dir, --secret-file or set JWT_SECRET", field="secret")
     expires_in = args.expires_in
     if expires_in is None:  # the configuration's security.token_expiry, else a day
         expires_in = config.security.token_expiry if config is not None else DEFAULT_TOKEN_EXPIRY_S
     print(create_token(secret, args.role, subject=args.subject, expires_in=expires_in))
     return 0
+
+
+def _read_secret(path: str) -> str:
+    try:
+        text = sys.stdin.read() if path == "-" else Path(path).read_text()
+    except OSError as exc:
+        raise DtfError(f"cannot read the secret from {path}: {exc.strerror}", field="secret_file") from None
+    if not text.strip():
+        raise DtfError(f"{path} holds no secret", field="secret_file")
+    return text.strip()
 
 
 # ---------------------------------------------------------------- submit
@@ -387,7 +397,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     t.add_argument("--config", help="coordinator.yaml holding security.jwt_secret")
     t.add_argument("--data-dir", default="dtf-data", help="a `dtf up` data directory")
-    t.add_argument("--secret", help="the signing secret itself")
+    t.add_argument(
+        "--secret-file",
+        metavar="PATH",
+        help="a file holding the signing secret, '-' for stdin (never the secret itself: "
+        "a command line is visible to every user of the machine)",
+    )
     t.set_defaults(func=cmd_token_create)
 
     add_certs_parser(sub)
