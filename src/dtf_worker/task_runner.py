@@ -116,9 +116,7 @@ class TaskRunner:
         self.slot_freed = asyncio.Event()
         # Leases whose final outcome awaits acknowledgement, from this life or, spooled, the last.
         self._reporting: set[str] = {
-            outcome.lease_id
-            for _key, outcome in spool.pending()
-            if outcome.kind in (Outcome.COMPLETED, Outcome.FAILED)
+            outcome.lease_id for _key, outcome in spool.pending() if outcome.kind in (Outcome.COMPLETED, Outcome.FAILED)
         }
         self._done: OrderedDict[str, None] = OrderedDict()  # leases already run: a re-delivery is ignored
         # A `dtf run` that started this worker announced its batches: warm up for them now.

@@ -37,9 +37,7 @@ def test_a_restarted_worker_gives_up_the_task_it_lost_and_its_orphan_is_killed(
 ) -> None:
     # Leases far longer than the test, and a worker never marked offline: only the
     # restart itself may give the task up.
-    cluster.start_coordinator(
-        task_scheduler={"lease_timeout": LEASE_S}, health_monitor={"failure_threshold": 10_000}
-    )
+    cluster.start_coordinator(task_scheduler={"lease_timeout": LEASE_S}, health_monitor={"failure_threshold": 10_000})
     worker = cluster.start_worker("worker-a")
     client = cluster.client()
     cluster.wait_workers("worker-a")
