@@ -38,6 +38,7 @@ from dtf.client import DtfClient
 from dtf_common.pb.dtf.v1 import commands_pb2
 from dtf_common.tls import create_ca, create_node_cert
 from dtf_coordinator.consensus.log_store import HEADER, LOG_NAME
+from dtf_coordinator.consensus.raft.storage import SNAPSHOT, unframe_snapshot
 from tests.e2e.e2e_harness import FINAL, Cluster, Coordinator, Worker, all_pages, coordinator_config, wait_until
 from tests.e2e.tcp_proxy import ProxyNet
 
@@ -604,8 +605,9 @@ def last_log_index(raft_dir: Path) -> int:
 
 def snapshot_index(raft_dir: Path) -> int:
     """The last index a node's snapshot covers (0: none yet)."""
+    path = raft_dir / SNAPSHOT
     try:
-        index: int = json.loads((raft_dir / "snapshot.json").read_bytes())["index"]
+        index: int = json.loads(unframe_snapshot(path.read_bytes(), path))["index"]
     except (FileNotFoundError, ValueError):
         return 0
     return index
