@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from jose import JWTError, jwt
 
 from dtf_common.errors import PermissionDenied, Unauthenticated
-from dtf_common.tokens import ALGORITHM, Role, create_token
+from dtf_common.tokens import ALGORITHM, WORKER_CLAIM, Role, create_token
 
 __all__ = [
     "ADMIN",
@@ -35,6 +35,8 @@ WORKER = frozenset({Role.ADMIN, Role.WORKER})
 class Principal:
     subject: str
     role: Role
+    # The worker a worker's own credential belongs to; None for a join token and other roles.
+    worker_id: str | None = None
 
 
 def verify_token(secret: str, token: str) -> Principal:
@@ -43,9 +45,13 @@ def verify_token(secret: str, token: str) -> Principal:
     except JWTError as exc:
         raise Unauthenticated(f"invalid token: {exc}", field="authorization") from None
     try:
-        return Principal(subject=str(claims.get("sub", "")), role=Role(str(claims.get("role"))))
+        role = Role(str(claims.get("role")))
     except ValueError:
         raise Unauthenticated("token has no valid role", field="authorization") from None
+    worker_id = claims.get(WORKER_CLAIM)
+    if worker_id is not None and (role is not Role.WORKER or not isinstance(worker_id, str) or not worker_id):
+        raise Unauthenticated("token names a worker but is not a worker's credential", field="authorization")
+    return Principal(subject=str(claims.get("sub", "")), role=role, worker_id=worker_id)
 
 
 def bearer(header: str | None) -> str:

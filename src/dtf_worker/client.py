@@ -105,6 +105,10 @@ class CoordinatorClient:
         self._closing: set[asyncio.Future[None]] = set()
         self._connect(self.targets[0])
 
+    def use_token(self, token: str) -> None:
+        """Send `token` with every call from now on (the worker's own credential, once it has one)."""
+        self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
+
     def _connect(self, target: str) -> None:
         self.target = target
         options = [

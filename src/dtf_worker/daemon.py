@@ -30,14 +30,28 @@ from typing import IO
 import psutil
 
 from dtf_common.config import WorkerConfig, load_config
-from dtf_common.errors import ConfigError, Conflict, DtfError, NotFound, Unavailable
+from dtf_common.errors import (
+    ConfigError,
+    Conflict,
+    DtfError,
+    NotFound,
+    PermissionDenied,
+    Unauthenticated,
+    Unavailable,
+)
 from dtf_common.pb.dtf.v1 import worker_service_pb2
 from dtf_worker.backoff import Backoff
 from dtf_worker.client import CoordinatorClient
 from dtf_worker.executors.registry import default_executors
 from dtf_worker.hardware import HardwareProfile, detect_hardware
 from dtf_worker.health import collect_health
-from dtf_worker.identity import lock_working_dir, register_request, resolve_worker_id
+from dtf_worker.identity import (
+    keep_credential,
+    lock_working_dir,
+    read_credential,
+    register_request,
+    resolve_worker_id,
+)
 from dtf_worker.leftovers import kill_leftover_tasks
 from dtf_worker.reporter import ResultSender
 from dtf_worker.snapshots import SnapshotCache
@@ -99,6 +113,9 @@ class WorkerDaemon:
         # Set when the coordinator has been out of reach for `coordinator.exit_when_lost`.
         self.lost = asyncio.Event()
         self._last_contact: float | None = None
+        # This worker's own credential (a registration returns it; the configured api_key
+        # is a join token that only enrols); "" until it has one.
+        self._credential = ""
 
     @property
     def client(self) -> CoordinatorClient:
@@ -123,6 +140,7 @@ class WorkerDaemon:
         self.tasks.hardware_id = self.hardware_id
         if self._client is None:
             self._client = CoordinatorClient.from_config(self.config.coordinator)
+        self._use_credential(read_credential(self.working_dir))
         self.snapshots = SnapshotCache(self._client, self.tasks.cache_dir)
         self.tasks.materialize = self.snapshots.ensure
         self._sender = ResultSender(
@@ -206,6 +224,14 @@ class WorkerDaemon:
 
     # ------------------------------------------------------------------ registration
 
+    def _use_credential(self, credential: str) -> None:
+        """Call with `credential` from now on, and keep it for the next start ("" goes back
+        to the configured join token and forgets the stored one)."""
+        if credential != self._credential:
+            keep_credential(self.working_dir, credential)
+        self._credential = credential
+        self.client.use_token(credential or self.config.coordinator.api_key)
+
     async def _ensure_registered(self) -> None:
         if self._registered.is_set():
             return
@@ -220,6 +246,11 @@ class WorkerDaemon:
                 try:
                     response = await self.client.register(request)
                 except Exception as exc:
+                    if isinstance(exc, Unauthenticated | PermissionDenied) and self._credential:
+                        # The cluster's secret changed, or the worker was forgotten: enrol again.
+                        log.warning("this worker's credential was refused (%s); enrolling with the join token", exc)
+                        self._use_credential("")
+                        continue
                     if isinstance(exc, Unavailable) and time.monotonic() < self._prompt_until:
                         # Started beside its coordinator (dtf up, a compose file): dial
                         # again shortly, so the worker registers as soon as it listens.
@@ -235,6 +266,8 @@ class WorkerDaemon:
                     continue
                 self._heartbeat_interval = response.heartbeat_interval_s or DEFAULT_HEARTBEAT_S
                 self._last_contact = time.monotonic()
+                if response.credential and response.credential != self._credential:
+                    self._use_credential(response.credential)
                 self._registered.set()
                 log.info(
                     "registered as %s with coordinator %s; heartbeat every %.1fs",

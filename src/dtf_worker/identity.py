@@ -15,11 +15,13 @@ from typing import IO
 from dtf_common.config import WorkerConfig
 from dtf_common.errors import ConfigError
 from dtf_common.pb.dtf.v1 import worker_service_pb2
-from dtf_common.private import private_dir
+from dtf_common.private import open_private, private_dir
 from dtf_worker.hardware import HardwareProfile
 
 WORKER_ID_FILE = "worker_id"
 LOCK_FILE = "worker.lock"
+# The worker's own credential, as its first registration returned it (0600).
+CREDENTIAL_FILE = "credential"
 
 
 def lock_working_dir(working_dir: Path) -> IO[bytes]:
@@ -56,6 +58,28 @@ def resolve_worker_id(config: WorkerConfig, working_dir: Path) -> str:
     tmp.write_text(worker_id + "\n", encoding="utf-8")
     os.replace(tmp, path)
     return worker_id
+
+
+def read_credential(working_dir: Path) -> str:
+    """The credential an earlier registration of this worker returned; "" if none."""
+    try:
+        return (working_dir / CREDENTIAL_FILE).read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        return ""
+
+
+def keep_credential(working_dir: Path, credential: str) -> None:
+    """Keep the worker's credential for its next start, readable by its user only; "" forgets it."""
+    path = working_dir / CREDENTIAL_FILE
+    if not credential:
+        path.unlink(missing_ok=True)
+        return
+    tmp = path.with_suffix(".tmp")
+    with os.fdopen(open_private(tmp, "wb"), "wb") as f:
+        f.write(credential.encode() + b"\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
 
 
 def _version() -> str:

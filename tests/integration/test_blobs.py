@@ -121,7 +121,7 @@ async def test_upload_checks_the_hash_and_head_tells_what_is_there(runtime: Coor
 
     # Workers read it back over gRPC, with their own token; an unknown hash is NOT_FOUND.
     worker = CoordinatorClient(
-        f"http://127.0.0.1:{runtime.ports['grpc']}", api_key=create_token(SECRET, "worker", subject="w")
+        f"http://127.0.0.1:{runtime.ports['grpc']}", api_key=create_token(SECRET, "worker", subject="w", worker_id="w")
     )
     try:
         assert b"".join([chunk async for chunk in worker.fetch_blob(sha256)]) == data

@@ -24,6 +24,7 @@ from dtf_common.pb.dtf.v1 import types_pb2
 from dtf_common.pb.dtf.v1 import worker_service_pb2 as pb
 from dtf_common.pb.dtf.v1 import worker_service_pb2_grpc as pb_grpc
 from dtf_common.schemas import MAX_JSON_DEPTH, MAX_METADATA_BYTES, MAX_PARAMETERS_BYTES
+from dtf_coordinator.auth import create_token
 from dtf_coordinator.rpc.worker_service import add_worker_service
 
 if TYPE_CHECKING:
@@ -229,14 +230,17 @@ async def test_the_openapi_schema_documents_the_limits(api: ApiHarness) -> None:
 
 @pytest.fixture
 async def worker_stub(api: ApiHarness) -> AsyncIterator[tuple[pb_grpc.WorkerServiceStub, list[tuple[str, str]]]]:
-    """The WorkerService of `api`'s coordinator on a real socket, and a worker's stub for it."""
+    """The WorkerService of `api`'s coordinator on a real socket, a stub for it, and the
+    credential of worker w1 (which registers w1 as a restarted worker would; other ids
+    enrol with a join token, `join_token`)."""
     server = grpc.aio.server()
     add_worker_service(server, api.coordinator, api.ctx.secret)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-            yield pb_grpc.WorkerServiceStub(channel), [("authorization", f"Bearer {api.tokens['worker']}")]
+            own = create_token(api.ctx.secret, "worker", expires_in=0, worker_id="w1")
+            yield pb_grpc.WorkerServiceStub(channel), [("authorization", f"Bearer {own}")]
     finally:
         await server.stop(0)
 
@@ -286,7 +290,8 @@ MALFORMED_OBJECTS = {
 async def test_register_with_malformed_metadata_json_is_refused(
     api: ApiHarness, worker_stub: tuple[pb_grpc.WorkerServiceStub, list[tuple[str, str]]], text: str
 ) -> None:
-    stub, md = worker_stub
+    stub, _ = worker_stub
+    md = [("authorization", f"Bearer {api.tokens['worker']}")]  # a join token: enrols any new id
     await stub.Register(registration("good", metadata_json='{"pool": "a"}'), metadata=md)
     await invalid_argument(stub.Register(registration("bad", metadata_json=text), metadata=md), "metadata_json")
     await invalid_argument(

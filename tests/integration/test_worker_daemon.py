@@ -39,7 +39,7 @@ from dtf_coordinator.store import Store, open_store
 from dtf_coordinator.wiring import build_coordinator
 from dtf_worker.daemon import WorkerDaemon, main, run_worker
 from dtf_worker.hardware import detect_hardware
-from dtf_worker.identity import register_request, resolve_worker_id
+from dtf_worker.identity import keep_credential, register_request, resolve_worker_id
 from dtf_worker.spool import Spool
 
 SECRET = "worker-daemon-test-secret-0123456789"
@@ -200,6 +200,8 @@ async def granted_leases(live: LiveCoordinator, config: WorkerConfig, count: int
     request = register_request(config, worker_id, hardware, hardware.hardware_id(), [])
     request.capabilities.slots = count
     await live.coordinator.register_worker(registration_from_wire(request))
+    # As the daemon would have: it keeps the credential its registration returned.
+    keep_credential(working_dir, create_token(SECRET, "worker", expires_in=0, worker_id=worker_id))
     ids = await live.submit(*[TaskCreate(type="command", parameters={"command": "sleep 30"}) for _ in range(count)])
     leased = await live.coordinator.lease(worker_id, count, 2000)
     assert sorted(t.task_id for t in leased) == sorted(ids)

@@ -7,6 +7,7 @@ import json
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -73,6 +74,15 @@ def stub_for(
     return channel, pb_grpc.WorkerServiceStub(channel), [("authorization", f"Bearer {token}")]
 
 
+async def enrol(
+    stub: pb_grpc.WorkerServiceStub, join: list[tuple[str, str]], worker_id: str, **kw: Any
+) -> list[tuple[str, str]]:
+    """Register `worker_id` with a join token; the metadata of its own credential."""
+    reply = await stub.Register(register_request(worker_id, **kw), metadata=join)
+    assert reply.credential, "a registration answers with the worker's own credential"
+    return [("authorization", f"Bearer {reply.credential}")]
+
+
 def register_request(worker_id: str, hardware: list[str] | None = None, slots: int = 2) -> pb.RegisterRequest:
     caps = types_pb2.Capabilities(hardware=hardware or ["cpu"], memory_mb=4096, slots=slots)
     return pb.RegisterRequest(worker_id=worker_id, name=worker_id, hardware_id="cpu-test", capabilities=caps)
@@ -80,10 +90,11 @@ def register_request(worker_id: str, hardware: list[str] | None = None, slots: i
 
 @pytest.mark.anyio
 async def test_task_round_trip_over_grpc(harness: Harness) -> None:
-    channel, stub, md = stub_for(harness.port)
+    channel, stub, join = stub_for(harness.port)
     async with channel:
-        reply = await stub.Register(register_request("w1"), metadata=md)
+        reply = await stub.Register(register_request("w1"), metadata=join)
         assert reply.lease_ttl_s == 5.0
+        md = [("authorization", f"Bearer {reply.credential}")]
         [task_id] = await harness.coordinator.submit(
             [TaskCreate(type="command", parameters={"command": ["true"]})], submitter="alice"
         )
@@ -110,9 +121,9 @@ async def test_task_round_trip_over_grpc(harness: Harness) -> None:
 
 @pytest.mark.anyio
 async def test_long_poll_wakes_when_a_task_arrives(harness: Harness) -> None:
-    channel, stub, md = stub_for(harness.port)
+    channel, stub, join = stub_for(harness.port)
     async with channel:
-        await stub.Register(register_request("w1"), metadata=md)
+        md = await enrol(stub, join, "w1")
         poll = asyncio.ensure_future(
             stub.LeaseTasks(pb.LeaseRequest(worker_id="w1", max_tasks=1, wait_ms=10_000), metadata=md)
         )
@@ -125,24 +136,24 @@ async def test_long_poll_wakes_when_a_task_arrives(harness: Harness) -> None:
 
 @pytest.mark.anyio
 async def test_requirements_route_tasks_to_matching_workers(harness: Harness) -> None:
-    channel, stub, md = stub_for(harness.port)
+    channel, stub, join = stub_for(harness.port)
     async with channel:
-        await stub.Register(register_request("cpu-box"), metadata=md)
-        await stub.Register(register_request("gpu-box", hardware=["cpu", "cuda"]), metadata=md)
+        cpu = await enrol(stub, join, "cpu-box")
+        gpu = await enrol(stub, join, "gpu-box", hardware=["cpu", "cuda"])
         [gpu_task] = await harness.coordinator.submit(
             [TaskCreate(type="noop", requirements={"hardware": "cuda"})], submitter="alice"
         )
-        cpu_poll = await stub.LeaseTasks(pb.LeaseRequest(worker_id="cpu-box", max_tasks=1, wait_ms=300), metadata=md)
+        cpu_poll = await stub.LeaseTasks(pb.LeaseRequest(worker_id="cpu-box", max_tasks=1, wait_ms=300), metadata=cpu)
         assert list(cpu_poll.tasks) == []
-        gpu_poll = await stub.LeaseTasks(pb.LeaseRequest(worker_id="gpu-box", max_tasks=1, wait_ms=2000), metadata=md)
+        gpu_poll = await stub.LeaseTasks(pb.LeaseRequest(worker_id="gpu-box", max_tasks=1, wait_ms=2000), metadata=gpu)
         assert [t.task_id for t in gpu_poll.tasks] == [gpu_task]
 
 
 @pytest.mark.anyio
 async def test_heartbeat_revokes_leases_of_cancelled_tasks(harness: Harness) -> None:
-    channel, stub, md = stub_for(harness.port)
+    channel, stub, join = stub_for(harness.port)
     async with channel:
-        await stub.Register(register_request("w1"), metadata=md)
+        md = await enrol(stub, join, "w1")
         [task_id] = await harness.coordinator.submit([TaskCreate(type="noop")], submitter="alice")
         leased = await stub.LeaseTasks(pb.LeaseRequest(worker_id="w1", max_tasks=1, wait_ms=2000), metadata=md)
         lease_id = leased.tasks[0].lease_id
@@ -173,7 +184,8 @@ async def test_wrong_token_and_role_are_refused_with_status(harness: Harness) ->
 
 @pytest.mark.anyio
 async def test_unknown_worker_must_register(harness: Harness) -> None:
-    channel, stub, md = stub_for(harness.port)
+    channel, stub, _ = stub_for(harness.port)
+    md = [("authorization", "Bearer " + create_token(SECRET, "worker", worker_id="ghost"))]
     async with channel:
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await stub.LeaseTasks(pb.LeaseRequest(worker_id="ghost", max_tasks=1, wait_ms=10), metadata=md)
@@ -193,9 +205,9 @@ async def test_full_queue_is_resource_exhausted(harness: Harness) -> None:
 
 @pytest.mark.anyio
 async def test_streamed_reports_are_acknowledged_in_order(harness: Harness) -> None:
-    channel, stub, md = stub_for(harness.port)
+    channel, stub, join = stub_for(harness.port)
     async with channel:
-        await stub.Register(register_request("w1", slots=50), metadata=md)
+        md = await enrol(stub, join, "w1", slots=50)
         ids = await harness.coordinator.submit([TaskCreate(type="noop") for _ in range(50)], submitter="alice")
         leased = await stub.LeaseTasks(pb.LeaseRequest(worker_id="w1", max_tasks=50, wait_ms=2000), metadata=md)
         assert len(leased.tasks) == 50

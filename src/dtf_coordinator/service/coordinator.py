@@ -7,12 +7,13 @@ reads are served from this node's state machine.
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from dtf_common.errors import InvalidArgument, NotFound, NotLeader, QueueFull
+from dtf_common.errors import Conflict, InvalidArgument, NotFound, NotLeader, QueueFull
 from dtf_common.pb.dtf.v1 import commands_pb2, types_pb2
 from dtf_common.schemas import Task, TaskCreate, TaskStatus, Worker, WorkerStatus
 from dtf_coordinator.consensus import Consensus
@@ -71,6 +72,16 @@ class TaskFilter:
         if self.since is not None and t.create_ms < self.since.timestamp() * 1000:
             return False
         return not (self.until is not None and t.create_ms > self.until.timestamp() * 1000)
+
+
+# The namespace of result ids the coordinator derives (uuid5) from what a worker sent.
+RESULT_IDS = uuid.UUID("6a3c1c6e-2f53-5d1e-9a57-2d5b0f3e8c11")
+
+
+def result_id(task_id: str, lease_id: str, given: str) -> str:
+    """A result record's id: the worker's own id for it, within its task's lease. Stable
+    (a report sent again upserts the same rows) and never another task's."""
+    return str(uuid.uuid5(RESULT_IDS, f"{task_id}/{lease_id}/{given}"))
 
 
 class Coordinator:
@@ -210,9 +221,18 @@ class Coordinator:
 
     # ------------------------------------------------------------------ worker service
 
-    async def register_worker(self, req: WorkerRegistration) -> Registered:
+    async def register_worker(self, req: WorkerRegistration, *, enrolling: bool = False) -> Registered:
+        """Register a worker, or register it again. `enrolling`: with a join token, which may
+        take a new worker id or an offline one, never one a live worker holds."""
         if not req.worker_id:
             raise InvalidArgument("worker_id is required", field="worker_id")
+        known = self.node.state.workers.get(req.worker_id)
+        if enrolling and known is not None and known.status is not WorkerStatus.OFFLINE:
+            raise Conflict(
+                f"worker {req.worker_id} is enrolled and {known.status.value}: it registers with its own "
+                "credential, not a join token",
+                field="worker_id",
+            )
         await self._propose(
             commands_pb2.Command(
                 register_worker=commands_pb2.RegisterWorker(
@@ -294,13 +314,20 @@ class Coordinator:
         return leased
 
     async def report(self, worker_id: str, outcomes: Iterable[types_pb2.TaskOutcome]) -> list[OutcomeAck]:
-        """Record a worker's outcomes, each stamped with its id. They are the command log's
-        own records (the wire carries them in that form), so they go in unchanged."""
+        """Record a worker's outcomes. They are the command log's own records (the wire
+        carries them in that form), stamped here with what the worker may not choose: its
+        authenticated id, and for each result record the outcome's task and an id of the
+        coordinator's, so that no report can write over another task's results. (The state
+        machine accepts an outcome only from the worker holding its lease.)"""
         batch = []
         for o in outcomes:
             if o.kind == types_pb2.TaskOutcome.KIND_UNSPECIFIED:
                 raise InvalidArgument(f"outcome for task {o.task_id} has no kind", field="outcomes.kind")
             o.worker_id = worker_id
+            for record in o.results:
+                record.result_id = result_id(o.task_id, o.lease_id, record.result_id)
+                record.task_id = o.task_id
+                record.worker_id = worker_id
             batch.append(o)
         if not batch:
             return []

@@ -321,6 +321,9 @@ class StateMachine:
             if task is None or task.lease_id != o.lease_id or self.leases.get(o.lease_id) != o.task_id:
                 acks.append((o.task_id, o.lease_id, False, "lease is not current"))
                 continue
+            if o.worker_id and task.worker_id != o.worker_id:
+                acks.append((o.task_id, o.lease_id, False, f"the lease is held by worker {task.worker_id}"))
+                continue
             worker = self.workers.get(task.worker_id or "")
             if o.stdout or o.stderr:
                 self._effects.append(TaskOutput(o.task_id, o.worker_id, o.stdout, o.stderr))

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from dtf_common.pb.dtf.v1 import types_pb2 as dtf_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x64tf/v1/worker_service.proto\x12\x06\x64tf.v1\x1a\x12\x64tf/v1/types.proto\"\xb5\x01\n\x0fRegisterRequest\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x13\n\x0bhardware_id\x18\x03 \x01(\t\x12*\n\x0c\x63\x61pabilities\x18\x04 \x01(\x0b\x32\x14.dtf.v1.Capabilities\x12\x15\n\rmetadata_json\x18\x05 \x01(\t\x12\x11\n\tlease_ids\x18\x06 \x03(\t\x12\x16\n\x0ereports_leases\x18\x07 \x01(\x08\"p\n\x10RegisterResponse\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x1c\n\x14heartbeat_interval_s\x18\x02 \x01(\x01\x12\x13\n\x0blease_ttl_s\x18\x03 \x01(\x01\x12\x16\n\x0e\x63oordinator_id\x18\x04 \x01(\t\"g\n\x10HeartbeatRequest\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x13\n\x0bhealth_json\x18\x02 \x01(\t\x12\x18\n\x10performance_json\x18\x03 \x01(\t\x12\x11\n\tlease_ids\x18\x04 \x03(\t\"C\n\x11HeartbeatResponse\x12\x19\n\x11revoked_lease_ids\x18\x01 \x03(\t\x12\x13\n\x0blease_ttl_s\x18\x02 \x01(\x01\"E\n\x0cLeaseRequest\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x11\n\tmax_tasks\x18\x02 \x01(\x05\x12\x0f\n\x07wait_ms\x18\x03 \x01(\x05\"\xbd\x01\n\nLeasedTask\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x10\n\x08lease_id\x18\x02 \x01(\t\x12\x0c\n\x04type\x18\x03 \x01(\t\x12\x17\n\x0fparameters_json\x18\x04 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x05 \x01(\x05\x12\x11\n\ttimeout_s\x18\x06 \x01(\x01\x12\x18\n\x10lease_expires_ms\x18\x07 \x01(\x03\x12\x15\n\rmetadata_json\x18\x08 \x01(\t\x12\x10\n\x08priority\x18\t \x01(\x05\"2\n\rLeaseResponse\x12!\n\x05tasks\x18\x01 \x03(\x0b\x32\x12.dtf.v1.LeasedTask\"[\n\rReportRequest\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x10\n\x08\x62\x61tch_id\x18\x02 \x01(\x04\x12%\n\x08outcomes\x18\x03 \x03(\x0b\x32\x13.dtf.v1.TaskOutcome\"\xa5\x01\n\nOutcomeAck\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x10\n\x08lease_id\x18\x02 \x01(\t\x12)\n\x06status\x18\x03 \x01(\x0e\x32\x19.dtf.v1.OutcomeAck.Status\x12\x0e\n\x06\x64\x65tail\x18\x04 \x01(\t\"9\n\x06Status\x12\x16\n\x12STATUS_UNSPECIFIED\x10\x00\x12\x0c\n\x08\x41\x43\x43\x45PTED\x10\x01\x12\t\n\x05STALE\x10\x02\"D\n\x0eReportResponse\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\x04\x12 \n\x04\x61\x63ks\x18\x02 \x03(\x0b\x32\x12.dtf.v1.OutcomeAck\"B\n\x11\x44\x65registerRequest\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x1a\n\x12returned_lease_ids\x18\x02 \x03(\t\"&\n\x12\x44\x65registerResponse\x12\x10\n\x08requeued\x18\x01 \x01(\x05\"\"\n\x10\x46\x65tchBlobRequest\x12\x0e\n\x06sha256\x18\x01 \x01(\t\"\x19\n\tBlobChunk\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x32\xd0\x03\n\rWorkerService\x12=\n\x08Register\x12\x17.dtf.v1.RegisterRequest\x1a\x18.dtf.v1.RegisterResponse\x12@\n\tHeartbeat\x12\x18.dtf.v1.HeartbeatRequest\x1a\x19.dtf.v1.HeartbeatResponse\x12\x39\n\nLeaseTasks\x12\x14.dtf.v1.LeaseRequest\x1a\x15.dtf.v1.LeaseResponse\x12>\n\rReportResults\x12\x15.dtf.v1.ReportRequest\x1a\x16.dtf.v1.ReportResponse\x12\x42\n\rStreamResults\x12\x15.dtf.v1.ReportRequest\x1a\x16.dtf.v1.ReportResponse(\x01\x30\x01\x12\x43\n\nDeregister\x12\x19.dtf.v1.DeregisterRequest\x1a\x1a.dtf.v1.DeregisterResponse\x12:\n\tFetchBlob\x12\x18.dtf.v1.FetchBlobRequest\x1a\x11.dtf.v1.BlobChunk0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x64tf/v1/worker_service.proto\x12\x06\x64tf.v1\x1a\x12\x64tf/v1/types.proto\"\xb5\x01\n\x0fRegisterRequest\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x13\n\x0bhardware_id\x18\x03 \x01(\t\x12*\n\x0c\x63\x61pabilities\x18\x04 \x01(\x0b\x32\x14.dtf.v1.Capabilities\x12\x15\n\rmetadata_json\x18\x05 \x01(\t\x12\x11\n\tlease_ids\x18\x06 \x03(\t\x12\x16\n\x0ereports_leases\x18\x07 \x01(\x08\"\x84\x01\n\x10RegisterResponse\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x1c\n\x14heartbeat_interval_s\x18\x02 \x01(\x01\x12\x13\n\x0blease_ttl_s\x18\x03 \x01(\x01\x12\x16\n\x0e\x63oordinator_id\x18\x04 \x01(\t\x12\x12\n\ncredential\x18\x05 \x01(\t\"g\n\x10HeartbeatRequest\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x13\n\x0bhealth_json\x18\x02 \x01(\t\x12\x18\n\x10performance_json\x18\x03 \x01(\t\x12\x11\n\tlease_ids\x18\x04 \x03(\t\"C\n\x11HeartbeatResponse\x12\x19\n\x11revoked_lease_ids\x18\x01 \x03(\t\x12\x13\n\x0blease_ttl_s\x18\x02 \x01(\x01\"E\n\x0cLeaseRequest\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x11\n\tmax_tasks\x18\x02 \x01(\x05\x12\x0f\n\x07wait_ms\x18\x03 \x01(\x05\"\xbd\x01\n\nLeasedTask\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x10\n\x08lease_id\x18\x02 \x01(\t\x12\x0c\n\x04type\x18\x03 \x01(\t\x12\x17\n\x0fparameters_json\x18\x04 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x05 \x01(\x05\x12\x11\n\ttimeout_s\x18\x06 \x01(\x01\x12\x18\n\x10lease_expires_ms\x18\x07 \x01(\x03\x12\x15\n\rmetadata_json\x18\x08 \x01(\t\x12\x10\n\x08priority\x18\t \x01(\x05\"2\n\rLeaseResponse\x12!\n\x05tasks\x18\x01 \x03(\x0b\x32\x12.dtf.v1.LeasedTask\"[\n\rReportRequest\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x10\n\x08\x62\x61tch_id\x18\x02 \x01(\x04\x12%\n\x08outcomes\x18\x03 \x03(\x0b\x32\x13.dtf.v1.TaskOutcome\"\xa5\x01\n\nOutcomeAck\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x10\n\x08lease_id\x18\x02 \x01(\t\x12)\n\x06status\x18\x03 \x01(\x0e\x32\x19.dtf.v1.OutcomeAck.Status\x12\x0e\n\x06\x64\x65tail\x18\x04 \x01(\t\"9\n\x06Status\x12\x16\n\x12STATUS_UNSPECIFIED\x10\x00\x12\x0c\n\x08\x41\x43\x43\x45PTED\x10\x01\x12\t\n\x05STALE\x10\x02\"D\n\x0eReportResponse\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\x04\x12 \n\x04\x61\x63ks\x18\x02 \x03(\x0b\x32\x12.dtf.v1.OutcomeAck\"B\n\x11\x44\x65registerRequest\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x1a\n\x12returned_lease_ids\x18\x02 \x03(\t\"&\n\x12\x44\x65registerResponse\x12\x10\n\x08requeued\x18\x01 \x01(\x05\"\"\n\x10\x46\x65tchBlobRequest\x12\x0e\n\x06sha256\x18\x01 \x01(\t\"\x19\n\tBlobChunk\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x32\xd0\x03\n\rWorkerService\x12=\n\x08Register\x12\x17.dtf.v1.RegisterRequest\x1a\x18.dtf.v1.RegisterResponse\x12@\n\tHeartbeat\x12\x18.dtf.v1.HeartbeatRequest\x1a\x19.dtf.v1.HeartbeatResponse\x12\x39\n\nLeaseTasks\x12\x14.dtf.v1.LeaseRequest\x1a\x15.dtf.v1.LeaseResponse\x12>\n\rReportResults\x12\x15.dtf.v1.ReportRequest\x1a\x16.dtf.v1.ReportResponse\x12\x42\n\rStreamResults\x12\x15.dtf.v1.ReportRequest\x1a\x16.dtf.v1.ReportResponse(\x01\x30\x01\x12\x43\n\nDeregister\x12\x19.dtf.v1.DeregisterRequest\x1a\x1a.dtf.v1.DeregisterResponse\x12:\n\tFetchBlob\x12\x18.dtf.v1.FetchBlobRequest\x1a\x11.dtf.v1.BlobChunk0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,34 +34,34 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_REGISTERREQUEST']._serialized_start=60
   _globals['_REGISTERREQUEST']._serialized_end=241
-  _globals['_REGISTERRESPONSE']._serialized_start=243
-  _globals['_REGISTERRESPONSE']._serialized_end=355
-  _globals['_HEARTBEATREQUEST']._serialized_start=357
-  _globals['_HEARTBEATREQUEST']._serialized_end=460
-  _globals['_HEARTBEATRESPONSE']._serialized_start=462
-  _globals['_HEARTBEATRESPONSE']._serialized_end=529
-  _globals['_LEASEREQUEST']._serialized_start=531
-  _globals['_LEASEREQUEST']._serialized_end=600
-  _globals['_LEASEDTASK']._serialized_start=603
-  _globals['_LEASEDTASK']._serialized_end=792
-  _globals['_LEASERESPONSE']._serialized_start=794
-  _globals['_LEASERESPONSE']._serialized_end=844
-  _globals['_REPORTREQUEST']._serialized_start=846
-  _globals['_REPORTREQUEST']._serialized_end=937
-  _globals['_OUTCOMEACK']._serialized_start=940
-  _globals['_OUTCOMEACK']._serialized_end=1105
-  _globals['_OUTCOMEACK_STATUS']._serialized_start=1048
-  _globals['_OUTCOMEACK_STATUS']._serialized_end=1105
-  _globals['_REPORTRESPONSE']._serialized_start=1107
-  _globals['_REPORTRESPONSE']._serialized_end=1175
-  _globals['_DEREGISTERREQUEST']._serialized_start=1177
-  _globals['_DEREGISTERREQUEST']._serialized_end=1243
-  _globals['_DEREGISTERRESPONSE']._serialized_start=1245
-  _globals['_DEREGISTERRESPONSE']._serialized_end=1283
-  _globals['_FETCHBLOBREQUEST']._serialized_start=1285
-  _globals['_FETCHBLOBREQUEST']._serialized_end=1319
-  _globals['_BLOBCHUNK']._serialized_start=1321
-  _globals['_BLOBCHUNK']._serialized_end=1346
-  _globals['_WORKERSERVICE']._serialized_start=1349
-  _globals['_WORKERSERVICE']._serialized_end=1813
+  _globals['_REGISTERRESPONSE']._serialized_start=244
+  _globals['_REGISTERRESPONSE']._serialized_end=376
+  _globals['_HEARTBEATREQUEST']._serialized_start=378
+  _globals['_HEARTBEATREQUEST']._serialized_end=481
+  _globals['_HEARTBEATRESPONSE']._serialized_start=483
+  _globals['_HEARTBEATRESPONSE']._serialized_end=550
+  _globals['_LEASEREQUEST']._serialized_start=552
+  _globals['_LEASEREQUEST']._serialized_end=621
+  _globals['_LEASEDTASK']._serialized_start=624
+  _globals['_LEASEDTASK']._serialized_end=813
+  _globals['_LEASERESPONSE']._serialized_start=815
+  _globals['_LEASERESPONSE']._serialized_end=865
+  _globals['_REPORTREQUEST']._serialized_start=867
+  _globals['_REPORTREQUEST']._serialized_end=958
+  _globals['_OUTCOMEACK']._serialized_start=961
+  _globals['_OUTCOMEACK']._serialized_end=1126
+  _globals['_OUTCOMEACK_STATUS']._serialized_start=1069
+  _globals['_OUTCOMEACK_STATUS']._serialized_end=1126
+  _globals['_REPORTRESPONSE']._serialized_start=1128
+  _globals['_REPORTRESPONSE']._serialized_end=1196
+  _globals['_DEREGISTERREQUEST']._serialized_start=1198
+  _globals['_DEREGISTERREQUEST']._serialized_end=1264
+  _globals['_DEREGISTERRESPONSE']._serialized_start=1266
+  _globals['_DEREGISTERRESPONSE']._serialized_end=1304
+  _globals['_FETCHBLOBREQUEST']._serialized_start=1306
+  _globals['_FETCHBLOBREQUEST']._serialized_end=1340
+  _globals['_BLOBCHUNK']._serialized_start=1342
+  _globals['_BLOBCHUNK']._serialized_end=1367
+  _globals['_WORKERSERVICE']._serialized_start=1370
+  _globals['_WORKERSERVICE']._serialized_end=1834
 # @@protoc_insertion_point(module_scope)
