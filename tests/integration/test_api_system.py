@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from dtf_common.pb.dtf.v1 import types_pb2
+from dtf_coordinator.service.coordinator import result_id
 from dtf_coordinator.service.worker_records import Capabilities, WorkerRegistration
 
 if TYPE_CHECKING:
@@ -58,7 +59,8 @@ async def run_on_a_worker(api: ApiHarness, worker_id: str = "worker-1", *, flush
     assert ack.accepted
     if flush:
         await api.sync.flush()
-    return task_id, result_ids
+    # The coordinator's ids for the records, derived from the worker's within the lease.
+    return task_id, [result_id(task_id, task.lease_id, rid) for rid in result_ids]
 
 
 async def test_workers_list_and_get(api: ApiHarness) -> None:
