@@ -13,6 +13,7 @@ import pytest
 from jose import jwt
 
 from dtf_coordinator.auth import create_token
+from tests.integration.conftest import API_SECRET
 
 if TYPE_CHECKING:
     from conftest import ApiFactory, ApiHarness
@@ -248,6 +249,38 @@ async def test_cancel_then_cancel_again_is_409(api: ApiHarness) -> None:
     body = problem(again, 409, "conflict")
     assert body["field"] == "task_id"
     assert "cancelled" in str(body["detail"])
+
+
+async def test_only_its_submitter_or_an_admin_may_cancel_a_task(api: ApiHarness) -> None:
+    (alices,) = await api.submit(CMD)  # the submitter token's subject is submitter-alice
+    bob = {"Authorization": "Bearer " + create_token(API_SECRET, "submitter", subject="bob")}
+    refused = problem(await api.client.post(f"/api/tasks/{alices}/cancel", headers=bob), 403, "permission_denied")
+    assert "only its submitter or an admin" in str(refused["detail"])
+    assert api.coordinator.get_task(alices).status == "pending"
+    assert (await api.client.post(f"/api/tasks/{alices}/cancel", headers=api.auth())).status_code == 200
+
+    bobs = (await api.client.post("/api/tasks", json=CMD, headers=bob)).json()["task_ids"][0]
+    cancelled = await api.client.post(f"/api/tasks/{bobs}/cancel", headers=api.auth("admin"))
+    assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
+
+
+async def test_environment_values_show_only_to_the_submitter_and_admins(api: ApiHarness) -> None:
+    secret_env = {"API_KEY": "s3cret", "MODE": "ci"}
+    (task_id,) = await api.submit(CMD | {"parameters": {**CMD["parameters"], "env": secret_env}})
+    bob = {"Authorization": "Bearer " + create_token(API_SECRET, "submitter", subject="bob")}
+
+    def env_of(body: dict[str, object]) -> object:
+        return body["parameters"]["env"]  # type: ignore[index]
+
+    for headers in (api.auth("submitter"), api.auth("admin")):
+        assert env_of((await api.client.get(f"/api/tasks/{task_id}", headers=headers)).json()) == secret_env
+    hidden = {"API_KEY": "(hidden)", "MODE": "(hidden)"}
+    for headers in (api.auth("viewer"), bob):
+        assert env_of((await api.client.get(f"/api/tasks/{task_id}", headers=headers)).json()) == hidden
+        listed = (await api.client.get("/api/tasks", headers=headers)).json()["data"]
+        assert [env_of(t) for t in listed if t["task_id"] == task_id] == [hidden]
+    # The task runs with its values: only what is shown changes.
+    assert json.loads(api.node.state.tasks[task_id].parameters_json)["env"] == secret_env
 
 
 async def test_cancel_unknown_task_is_404_and_writes_nothing(api: ApiHarness) -> None:

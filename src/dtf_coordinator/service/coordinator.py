@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from dtf_common.errors import Conflict, InvalidArgument, NotFound, NotLeader, QueueFull
+from dtf_common.errors import Conflict, InvalidArgument, NotFound, NotLeader, PermissionDenied, QueueFull
 from dtf_common.pb.dtf.v1 import commands_pb2, types_pb2
 from dtf_common.schemas import Task, TaskCreate, TaskStatus, Worker, WorkerStatus
 from dtf_coordinator.consensus import Consensus
@@ -190,7 +190,20 @@ class Coordinator:
         assert isinstance(outcome, Submitted)
         return outcome.task_ids
 
-    async def cancel(self, task_ids: list[str], reason: str = "cancelled by user") -> Cancelled:
+    async def cancel(
+        self, task_ids: list[str], reason: str = "cancelled by user", *, by: str | None = None
+    ) -> Cancelled:
+        """Cancel tasks; `by`: the caller's subject, who may cancel only the tasks it
+        submitted (None: an admin, or the coordinator itself)."""
+        if by is not None:
+            for task_id in task_ids:
+                task = self.node.state.tasks.get(task_id)
+                if task is not None and task.submitter != by:
+                    raise PermissionDenied(
+                        f"task {task_id} was submitted by {task.submitter}: "
+                        "only its submitter or an admin may cancel it",
+                        field="task_id",
+                    )
         outcome = await self._propose(
             commands_pb2.Command(cancel_tasks=commands_pb2.CancelTasks(task_ids=task_ids, reason=reason))
         )

@@ -48,6 +48,19 @@ def scheduling_record(t: TaskState) -> dict[str, Any]:
     }
 
 
+HIDDEN = "(hidden)"
+
+
+def env_names_only(task: Task) -> Task:
+    """`task` as a caller who neither submitted it nor is an admin sees it: the names of
+    its environment variables (`parameters.env`), not their values, which often hold
+    credentials."""
+    env = task.parameters.get("env")
+    if not isinstance(env, dict) or not env:
+        return task
+    return task.model_copy(update={"parameters": {**task.parameters, "env": dict.fromkeys(env, HIDDEN)}})
+
+
 def task_view(t: TaskState) -> Task:
     return Task(
         task_id=t.task_id,

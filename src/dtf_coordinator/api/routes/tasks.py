@@ -22,7 +22,17 @@ from dtf_common.schemas import (
 )
 from dtf_coordinator.api.deps import Context, PageQuery, Reader, Submitter
 from dtf_coordinator.api.problems import PROBLEM_RESPONSES, Problem
+from dtf_coordinator.auth import Principal, Role
 from dtf_coordinator.service.coordinator import TaskFilter
+from dtf_coordinator.service.views import env_names_only
+
+
+def _as_seen_by(who: Principal, task: Task) -> Task:
+    """Environment values only for the task's submitter and admins."""
+    if who.role is Role.ADMIN or task.scheduling.submitter == who.subject:
+        return task
+    return env_names_only(task)
+
 
 router = APIRouter(prefix="/api/tasks", tags=["tasks"], responses=PROBLEM_RESPONSES)
 
@@ -112,7 +122,7 @@ async def submit_tasks(
 
 
 @router.get("", response_model=Page[Task], summary="List tasks, newest first")
-async def list_tasks(query: Annotated[TaskQuery, Query()], ctx: Context, _who: Reader) -> Page[Task]:
+async def list_tasks(query: Annotated[TaskQuery, Query()], ctx: Context, who: Reader) -> Page[Task]:
     await ctx.coordinator.read_barrier(query.consistency)
     flt = TaskFilter(
         status=query.status,
@@ -123,18 +133,20 @@ async def list_tasks(query: Annotated[TaskQuery, Query()], ctx: Context, _who: R
         until=_utc(query.until),
     )
     tasks, count = ctx.coordinator.list_tasks(flt, query.offset, query.limit)
-    return Page[Task](data=tasks, count=count, offset=query.offset, limit=query.limit)
+    return Page[Task](data=[_as_seen_by(who, t) for t in tasks], count=count, offset=query.offset, limit=query.limit)
 
 
 @router.get("/{task_id}", response_model=Task, summary="One task", responses={404: {"model": Problem}})
 async def get_task(
     task_id: TaskId,
     ctx: Context,
-    _who: Reader,
+    who: Reader,
     consistency: Annotated[Consistency, Query(description=CONSISTENCY_HELP)] = "local",
 ) -> Task:
+    """A task as it is. Its environment values (`parameters.env`) show only to its
+    submitter and to admins; others see the names, each with the value `(hidden)`."""
     await ctx.coordinator.read_barrier(consistency)
-    return ctx.coordinator.get_task(task_id)
+    return _as_seen_by(who, ctx.coordinator.get_task(task_id))
 
 
 @router.post(
@@ -142,15 +154,17 @@ async def get_task(
     response_model=Task,
     summary="Cancel a task",
     responses={
+        403: {"model": Problem, "description": "Neither the task's submitter nor an admin"},
         404: {"model": Problem, "description": "No such task"},
         409: {"model": Problem, "description": "The task has already finished"},
     },
 )
-async def cancel_task(task_id: TaskId, ctx: Context, _who: Submitter) -> Task:
+async def cancel_task(task_id: TaskId, ctx: Context, who: Submitter) -> Task:
     """Cancel a pending, assigned or running task; answers the task as it is after the cancel.
 
-    A leased task's lease is revoked; its worker is told so on its next heartbeat.
+    Only the task's submitter (the subject of the token that submitted it) or an admin
+    may. A leased task's lease is revoked; its worker is told so on its next heartbeat.
     """
     ctx.coordinator.get_task(task_id)  # 404 before anything is written to the log
-    await ctx.coordinator.cancel([task_id])
-    return ctx.coordinator.get_task(task_id)
+    await ctx.coordinator.cancel([task_id], by=None if who.role is Role.ADMIN else who.subject)
+    return _as_seen_by(who, ctx.coordinator.get_task(task_id))
