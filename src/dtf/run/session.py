@@ -54,6 +54,8 @@ log = logging.getLogger("dtf.run")
 FULL_POLL_S = 1.0
 # How often the session plays what its own child ran, while the cluster starts.
 LOCAL_POLL_S = 0.05
+# With live output (`-s`), how long the run waits for its WebSocket before it submits.
+LIVE_OUTPUT_CONNECT_S = 10.0
 # A cluster not found by then gets a line saying the run waits for it.
 SAY_WAITING_AFTER_S = 0.5
 
@@ -183,6 +185,9 @@ class DtfSession:
         execution.reader, execution.on_read = reader, watcher.wake
         execution.stream = functools.partial(self._take_pushed, watcher, execution)
         execution.received = watcher.received
+        if self._live_output() and not watcher.wait_connected(LIVE_OUTPUT_CONNECT_S):
+            # What the batches print is only pushed, never stored: without the connection it is lost.
+            self._say("no live output: the coordinator's WebSocket did not answer in time")
         try:
             execution.submit(batches)
             self._follow(session, execution, watcher)

@@ -35,6 +35,7 @@ class TaskWatcher:
         self._event = threading.Event()
         self._socket: Any = None
         self._closed = threading.Event()
+        self._subscribed = threading.Event()
         self.connected = False
         self._thread = threading.Thread(
             target=self._listen, args=(_ws_url(api_url, token),), name="dtf-run-watch", daemon=True
@@ -66,6 +67,7 @@ class TaskWatcher:
                     raise ValueError(f"subscription refused: {reply}")
             self._socket = socket
             self.connected = True
+            self._subscribed.set()
             for raw in socket:
                 message = json.loads(raw)
                 task_id = str(message.get("task_id") or "")
@@ -83,6 +85,11 @@ class TaskWatcher:
                             (task_id, str(message.get("stdout") or ""), str(message.get("stderr") or ""))
                         )
                 self._event.set()
+
+    def wait_connected(self, timeout: float) -> bool:
+        """Wait until the channels are subscribed (at most `timeout` s): output pushed
+        before then is never seen again, as pushes are not stored."""
+        return self._subscribed.wait(timeout)
 
     def wait(self, timeout: float) -> set[str]:
         """The tasks that changed since the last call, waiting up to `timeout` seconds for one."""
