@@ -36,7 +36,10 @@ async def stop_within(
             return
         log.error("the coordinator did not stop within %g s; where its tasks wait:", deadline_s)
         for task in asyncio.all_tasks():
-            task.print_stack(file=sys.stderr)
+            try:
+                task.print_stack(file=sys.stderr)
+            except Exception:  # a frame without a line number (3.11's linecache): name the task at least
+                print(f"{task!r} (its stack could not be printed)", file=sys.stderr)
         faulthandler.dump_traceback(all_threads=True)
         logging.shutdown()
         os._exit(1)

@@ -145,10 +145,10 @@ class StoreWriter:
         import): import it now, beside the tasks' work, rather than in the flush that needs
         it. That flush is what a client reading a finished task's results waits for."""
         if self._dialect == "duckdb" and self._pandas_import is None:
-            self._pandas_import = threading.Thread(
-                target=importlib.import_module, args=("pandas",), name="dtf-pandas", daemon=True
-            )
-            self._pandas_import.start()
+            thread = threading.Thread(target=importlib.import_module, args=("pandas",), name="dtf-pandas", daemon=True)
+            thread.start()
+            # Only once started: a flush on another thread joins whatever it finds here.
+            self._pandas_import = thread
 
     def _await_pandas(self) -> None:
         """Let the background import finish rather than import pandas beside it: two threads
