@@ -43,6 +43,7 @@ from dtf_common.pb.dtf.v1 import worker_service_pb2
 from dtf_worker.backoff import Backoff
 from dtf_worker.client import CoordinatorClient
 from dtf_worker.executors.registry import default_executors
+from dtf_worker.hardening import harden_process
 from dtf_worker.hardware import HardwareProfile, detect_hardware
 from dtf_worker.health import collect_health
 from dtf_worker.identity import (
@@ -231,6 +232,7 @@ class WorkerDaemon:
             keep_credential(self.working_dir, credential)
         self._credential = credential
         self.client.use_token(credential or self.config.coordinator.api_key)
+        self.tasks.secrets = {s for s in (credential, self.config.coordinator.api_key) if s}
 
     async def _ensure_registered(self) -> None:
         if self._registered.is_set():
@@ -423,6 +425,9 @@ def main(config_path: str | Path | None = None, *, grace_s: float | None = None)
     """`dtf worker --config worker.yaml`: runs until SIGTERM/SIGINT; returns the exit code."""
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Here, in the worker's own process, not in start(): an in-process daemon (a test's)
+    # must not change its host process.
+    harden_process()
     try:
         asyncio.run(run_worker(load_config(WorkerConfig, config_path), grace_s=grace_s))
     except ConfigError as exc:

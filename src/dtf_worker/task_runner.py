@@ -26,6 +26,7 @@ from dtf_common.pb.dtf.v1 import types_pb2
 from dtf_common.worker_env import INDEX_VARIABLE, PREWARM_VARIABLE
 from dtf_worker.executors.base import ExecutionContext, ExecutionResult
 from dtf_worker.executors.registry import ExecutorRegistry
+from dtf_worker.hardening import redact
 from dtf_worker.lease import AnyLease, UnreadableLease
 from dtf_worker.spool import Spool
 
@@ -112,6 +113,8 @@ class TaskRunner:
         # Fetches a project snapshot by hash (the daemon sets it once it has a client).
         self.materialize: Callable[[str], Awaitable[Path]] | None = None
         self.running: dict[str, RunningTask] = {}
+        # The worker's tokens, which no outcome may carry (the daemon keeps this current).
+        self.secrets: set[str] = set()
         self.counts: Counter[str] = Counter()
         self.slot_freed = asyncio.Event()
         # Leases whose final outcome awaits acknowledgement, from this life or, spooled, the last.
@@ -274,7 +277,9 @@ class TaskRunner:
             log.exception("cannot spool the outcome of task %s", lease.task_id)
 
     def _put(self, outcome: types_pb2.TaskOutcome) -> None:
-        """Spool an outcome, in pieces of a message's size, and wake the sender."""
+        """Spool an outcome, with the worker's credentials taken out of what the task
+        printed or reported, in pieces of a message's size, and wake the sender."""
+        redact(outcome, self.secrets)
         for piece in split_outcome(outcome):
             self.spool.put(piece)
         self.on_spooled()
