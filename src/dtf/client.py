@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+from dtf.connection import read_connection
 from dtf_common import errors
 from dtf_common.http_errors import error_from_problem
 
@@ -40,7 +40,7 @@ class DtfClient:
     def from_connection(cls, path: str | Path) -> DtfClient:
         """From the `connection.json` that `dtf up` writes."""
         try:
-            info = json.loads(Path(path).read_text())
+            info = read_connection(Path(path))
         except FileNotFoundError:
             raise errors.NotFound(
                 f"{path} not found: start a local cluster with `dtf up` or pass --api-url and --token",

@@ -24,6 +24,7 @@ from typing import Any
 
 import yaml
 
+from dtf.connection import LOCAL_TOKEN_S, local_admin_token
 from dtf_common.errors import Unavailable
 from dtf_common.private import open_private, private_dir
 from dtf_common.worker_env import INDEX_VARIABLE
@@ -311,12 +312,13 @@ class LocalCluster:
         from dtf_common.tokens import create_token  # after the coordinators are on their way
 
         secret, grpc_addresses = self._secret_value, self._grpc_addresses
-        token = create_token(secret, "worker", subject="local-workers", expires_in=0)
+        # A join token: the workers enrol with it once, then use their own credentials.
+        token = create_token(secret, "worker", subject="local-workers", expires_in=LOCAL_TOKEN_S)
         self._start_workers(grpc_addresses, token, env or {})
         self.info = {
             "api_url": f"http://{self.host}:{self.port}" if self.n_coordinators == 1 else "",
             "grpc_address": grpc_addresses[0],
-            "admin_token": create_token(secret, "admin", subject="local-admin", expires_in=0),
+            "admin_token": local_admin_token(secret),  # expires: readers mint their own (dtf.connection)
             "data_dir": str(self.dir),
         }
         if self.announce and self.n_coordinators == 1:

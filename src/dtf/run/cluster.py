@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from dtf.connection import CONNECTION_FILE, read_connection
 from dtf.run.args import batch_pytest_args
 from dtf.run.config import RunConfig
 from dtf_common.errors import Unavailable
@@ -36,7 +37,7 @@ class WorkerLister(Protocol):
 
 def _connection(data_dir: Path) -> dict[str, Any] | None:
     try:
-        info: dict[str, Any] = json.loads((data_dir / "connection.json").read_text())
+        info = read_connection(data_dir / CONNECTION_FILE)
         str(info["api_url"]), str(info["admin_token"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
@@ -129,7 +130,7 @@ def locate(config: RunConfig) -> Target | None:
         return Target(config.coordinator, config.token, "remote")
     if config.connection is not None:
         try:
-            info = json.loads(config.connection.read_text())
+            info = read_connection(config.connection)
             return Target(str(info["api_url"]), str(info["admin_token"]), "remote")
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise Unavailable(f"cannot read {config.connection}: {exc}") from None
