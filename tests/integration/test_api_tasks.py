@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import uuid
@@ -304,6 +305,32 @@ async def test_oversized_body_over_the_wire(api: ApiHarness, api_server: str) ->
         # The connection is still usable for the next request.
         assert (await client.post("/api/tasks", json=CMD, headers=api.auth())).status_code == 201
     assert await count_tasks(api) == 1
+
+
+@pytest.mark.parametrize("token", [None, "not-a-jwt", "forged"])
+async def test_a_body_without_a_valid_token_is_refused_before_it_is_read(
+    api: ApiHarness, api_server: str, token: str | None
+) -> None:
+    """Unauthenticated traffic costs a header check: a request announcing 15 MiB, of which
+    only the first kilobyte is sent, is answered 401 at once, the rest never awaited."""
+    host, port = api_server.split(":")
+    headers = ["POST /api/tasks HTTP/1.1", f"Host: {api_server}", "Content-Type: application/json"]
+    headers.append(f"Content-Length: {15 * 1024 * 1024}")
+    if token == "forged":
+        token = create_token("another-secret-0123456789abcdef", "admin")
+    if token is not None:
+        headers.append(f"Authorization: Bearer {token}")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        writer.write(("\r\n".join(headers) + "\r\n\r\n").encode() + b'{"type": "command", "x": "' + b"x" * 1024)
+        await writer.drain()
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    finally:
+        writer.close()
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    assert status_line.split()[1] == "401", head
+    assert 'www-authenticate: bearer realm="dtf"' in [line.lower() for line in lines]
+    assert await count_tasks(api) == 0
 
 
 async def test_task_keeps_the_owners_fields_and_reports_scheduling_under_metadata(api: ApiHarness) -> None:

@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from dtf_coordinator.api import problems, swagger, ws
 from dtf_coordinator.api.activity import ActivityTracker
 from dtf_coordinator.api.context import ApiContext
-from dtf_coordinator.api.limits import BodySizeLimit
+from dtf_coordinator.api.limits import AuthenticateFirst, BodySizeLimit
 from dtf_coordinator.api.routes import blobs, cluster, results, system, tasks, workers
 
 DESCRIPTION = """\
@@ -49,6 +49,8 @@ def create_app(ctx: ApiContext) -> FastAPI:
     swagger.install(app)
     problems.install(app)
     app.add_middleware(BodySizeLimit, max_bytes=ctx.config.security.max_body_bytes)
+    # Added last, so it runs first: no body is read for a caller without a valid token.
+    app.add_middleware(AuthenticateFirst, secret=ctx.secret)
     if ctx.activity is not None:
         app.add_middleware(ActivityTracker, activity=ctx.activity)
     for router in (

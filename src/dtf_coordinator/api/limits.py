@@ -1,9 +1,14 @@
-"""Refuse request bodies over a size limit before they are parsed.
+"""Limits applied before a request's body is read.
 
-A declared `Content-Length` over the limit is answered with 413 at once, without
-reading the body. A body without one (chunked) is counted as it streams in; the
-first chunk past the limit ends the request with 413 too. Blob uploads (`/api/blobs/`)
-stream to disk and are capped by the blob store instead.
+`AuthenticateFirst`: a request to `/api/` that may carry a body (POST, PUT, PATCH,
+DELETE) without a valid token is answered 401 at once; its body is never read, so
+unauthenticated traffic costs a header check, not a parse of up to
+`security.max_body_bytes`. (The route then checks the token's role, as for any request.)
+
+`BodySizeLimit`: a declared `Content-Length` over the limit is answered with 413 at
+once, without reading the body. A body without one (chunked) is counted as it streams
+in; the first chunk past the limit ends the request with 413 too. Blob uploads
+(`/api/blobs/`) stream to disk and are capped by the blob store instead.
 """
 
 from __future__ import annotations
@@ -11,9 +16,31 @@ from __future__ import annotations
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from dtf_coordinator.api.problems import problem_response
+from dtf_common.errors import Unauthenticated
+from dtf_coordinator.api.problems import error_response, problem_response
+from dtf_coordinator.auth import bearer, verify_token
 
 BLOB_PATH = "/api/blobs/"  # uploads stream to disk under their own limit (dtf_coordinator.blobs)
+
+
+BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+class AuthenticateFirst:
+    """Pure ASGI middleware; see the module's docstring."""
+
+    def __init__(self, app: ASGIApp, secret: str) -> None:
+        self.app = app
+        self.secret = secret
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] in BODY_METHODS and scope["path"].startswith("/api/"):
+            try:
+                verify_token(self.secret, bearer(_header(scope, b"authorization")))
+            except Unauthenticated as exc:
+                await error_response(exc)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 class BodyTooLarge(HTTPException):
@@ -71,11 +98,16 @@ class BodySizeLimit:
             await problem_response(413, exc.detail, field="body")(scope, receive, send)
 
 
-def _content_length(scope: Scope) -> int | None:
-    for name, value in scope.get("headers", ()):
-        if name == b"content-length":
-            try:
-                return int(value)
-            except ValueError:
-                return None
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", ()):
+        if key == name:
+            return bytes(value).decode("latin-1")
     return None
+
+
+def _content_length(scope: Scope) -> int | None:
+    value = _header(scope, b"content-length")
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
