@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
@@ -431,3 +432,26 @@ def test_files_of_a_single_coordinator_before_it_ran_raft_are_read_whole(tmp_pat
     assert sorted(node.state.tasks) == sorted([f"t{i}" for i in range(29)] + ["new"])
     assert "w" in node.state.workers
     assert node.term == 5
+
+
+def test_a_slow_disk_at_start_delays_the_start_instead_of_failing_it(tmp_path: Path) -> None:
+    """Electing itself takes an fsync (its vote and the new term's entry); on a disk that
+    takes 0.8 s, that outlasts a read barrier's wait (two election timeouts, 0.6 s)."""
+    node = standalone_node(tmp_path, StateMachine(), clock=ticking())
+    real_persist = node.storage.persist
+
+    def slow_persist(*args: Any, **kwargs: Any) -> None:
+        time.sleep(0.8)  # a loaded disk's fsync
+        real_persist(*args, **kwargs)
+
+    node.storage.persist = slow_persist  # type: ignore[method-assign]
+
+    async def scenario() -> None:
+        await asyncio.wait_for(node.start(lambda _effects: None), 30)
+        try:
+            assert node.status().role == "leader"
+            assert await guarded(node.propose(submit(spec("after")))) == Submitted(["after"])
+        finally:
+            await node.stop()
+
+    run(scenario())

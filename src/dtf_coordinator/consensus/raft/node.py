@@ -215,9 +215,20 @@ class RaftNode(Generic[S]):
             loaded.truncated_bytes,
         )
         if self.settings.standalone:
-            # Alone, it leads as soon as its vote is durable: return once it does and has
-            # applied its whole log, as a caller of a single coordinator expects.
-            await self.read_barrier()
+            await self._caught_up_alone()
+
+    async def _caught_up_alone(self) -> None:
+        """Alone, the node leads as soon as its vote is durable: return once it does and
+        has applied its whole log, as a caller of a single coordinator expects. A read
+        barrier gives up after two election timeouts, which a long log or a slow disk can
+        outlast; alone, nothing but a storage failure stops the node getting there."""
+        while True:
+            try:
+                await self.read_barrier()
+                return
+            except Unavailable:
+                if self._failed is not None or not self._tasks or self._tasks[0].done():
+                    raise
 
     async def stop(self, *, hand_over: bool = True) -> None:
         if hand_over:
