@@ -50,6 +50,13 @@ async def started_node(
     return node
 
 
+async def reopened(directory: Path) -> RaftNode[StateMachine]:
+    """A node started on `directory`'s files and stopped: what a restart recovers."""
+    node = await started_node(directory)
+    await node.stop()
+    return node
+
+
 def commands_in(entries: list[commands_pb2.LogEntry]) -> list[commands_pb2.LogEntry]:
     """The entries that carry a command (not a new term's empty entry)."""
     return [e for e in entries if e.command]
@@ -139,13 +146,8 @@ def test_restart_replays_the_log_to_the_same_state(tmp_path: Path) -> None:
         await node.stop()
         return before, term
 
-    async def second_life() -> RaftNode[StateMachine]:
-        node = await started_node(tmp_path)
-        await node.stop()
-        return node
-
     before, term = run(first_life())
-    node = run(second_life())
+    node = run(reopened(tmp_path))
     assert content(node.state) == before
     assert len(node.state.tasks) == 50 and node.state.tasks["t0"].status.value == "completed"
     assert node.term == term + 1
@@ -201,16 +203,11 @@ def test_restart_restores_the_snapshot_then_replays_the_tail(tmp_path: Path) -> 
         await node.stop()
         return before, index
 
-    async def second_life() -> RaftNode[StateMachine]:
-        node = await started_node(tmp_path)
-        await node.stop()
-        return node
-
     before, index = run(first_life())
     store = LogStore(tmp_path)
     assert [e.index for e in store.open()] == list(range(index + 1, index + 8))
     store.close()
-    node = run(second_life())
+    node = run(reopened(tmp_path))
     assert content(node.state) == before
     assert len(node.state.tasks) == 37
 
@@ -278,12 +275,7 @@ def test_proposals_racing_a_stop_are_answered_and_the_answered_ones_kept(tmp_pat
     acknowledged = {f"t{i}" for i, r in enumerate(results) if isinstance(r, Submitted)}
     assert all(isinstance(r, Submitted | BaseException) for r in results)
 
-    async def reopen() -> RaftNode[StateMachine]:
-        node = await started_node(tmp_path)
-        await node.stop()
-        return node
-
-    assert acknowledged <= set(run(reopen()).state.tasks)
+    assert acknowledged <= set(run(reopened(tmp_path)).state.tasks)
 
 
 # ---------------------------------------------------------------------- kill -9
@@ -346,12 +338,7 @@ def test_every_acknowledged_entry_survives_kill_9(tmp_path: Path) -> None:
         child.wait()
     assert child.returncode == -signal.SIGKILL
 
-    async def reopen() -> RaftNode[StateMachine]:
-        node = await started_node(data)
-        await node.stop()
-        return node
-
-    node = run(reopen())
+    node = run(reopened(data))
     missing = sorted(set(acked) - set(node.state.tasks))
     assert not missing, f"{len(missing)} acknowledged entries lost, e.g. {missing[:5]}"
     assert node.state.applied_index >= max(acked.values())
