@@ -25,10 +25,13 @@ def local_admin_token(secret: str) -> str:
     return create_token(secret, Role.ADMIN, subject=LOCAL_ADMIN, expires_in=LOCAL_TOKEN_S)
 
 
-def read_connection(path: Path) -> dict[str, Any]:
+def read_connection(path: Path, *, fresh_token: bool = True) -> dict[str, Any]:
     """The connection at `path`, its `admin_token` made now where the cluster's secret is
-    beside it. Raises OSError or ValueError as reading the file does."""
+    beside it (unless `fresh_token` is False: a caller that needs no token spares the
+    JWT import). Raises OSError or ValueError as reading the file does."""
     info: dict[str, Any] = json.loads(path.read_text())
+    if not fresh_token:
+        return info
     try:
         secret = (path.parent / SECRET_FILE).read_text().strip()
     except OSError:

@@ -4,6 +4,8 @@ secret beside it: the token written in the file expires, one made from it stays 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -38,3 +40,15 @@ def test_the_admin_token_is_made_now_from_the_secret_and_expires(tmp_path: Path)
 def test_without_the_secret_the_written_token_is_used_as_it_is(tmp_path: Path) -> None:
     written = create_token(SECRET, "admin", expires_in=60)
     assert read_connection(write(tmp_path / "elsewhere", written, secret=False))["admin_token"] == written
+
+
+def test_asking_whether_a_cluster_runs_imports_no_jwt_code(tmp_path: Path) -> None:
+    """`dtf run` asks before it starts its cluster: 0.1 s of JWT imports would delay the start."""
+    data = tmp_path / "data"
+    write(data, create_token(SECRET, "admin", expires_in=60))
+    script = (
+        "import sys; from pathlib import Path; from dtf.run.cluster import cluster_alive; "
+        f"cluster_alive(Path({str(data)!r})); print('jose' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"

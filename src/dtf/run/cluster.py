@@ -35,9 +35,9 @@ class WorkerLister(Protocol):
     def workers(self) -> list[dict[str, Any]]: ...
 
 
-def _connection(data_dir: Path) -> dict[str, Any] | None:
+def _connection(data_dir: Path, *, fresh_token: bool = True) -> dict[str, Any] | None:
     try:
-        info = read_connection(data_dir / CONNECTION_FILE)
+        info = read_connection(data_dir / CONNECTION_FILE, fresh_token=fresh_token)
         str(info["api_url"]), str(info["admin_token"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
@@ -67,8 +67,8 @@ def live_cluster(data_dir: Path) -> dict[str, Any] | None:
 
 def cluster_alive(data_dir: Path) -> bool:
     """Whether the coordinators named in `data_dir`'s connection.json are running (cheap:
-    no request; the session then checks that they answer)."""
-    info = _connection(data_dir)
+    no request, no token: `dtf run` asks before it starts anything)."""
+    info = _connection(data_dir, fresh_token=False)
     pids = [int(c["pid"]) for c in (info or {}).get("coordinators", []) if c.get("pid")]
     return bool(pids) and all(_alive(pid) for pid in pids)
 
