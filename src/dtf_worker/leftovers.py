@@ -23,6 +23,8 @@ log = logging.getLogger("dtf.worker")
 def kill_leftover_tasks(runs_dir: Path) -> int:
     """Kill the process group of every process of this user whose working directory is
     under `runs_dir`; returns how many processes were found."""
+    if not runs_dir.is_dir() or not any(runs_dir.iterdir()):
+        return 0  # no task's directory, so no task to look for: spare the walk over every process
     root = str(runs_dir.resolve())
     me, uid = os.getpid(), os.getuid()
     groups: set[int] = set()
